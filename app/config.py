@@ -1,0 +1,140 @@
+"""All configuration, read once from ``WXPAY_*`` environment variables (and ``.env``).
+
+In ``dev`` every setting has a safe default so ``make run`` works with nothing set, talking to
+the bundled WeChat simulator. In ``production`` start-up refuses to continue while any secret is
+missing or still a development default.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.wechat.signing import SignType
+
+OFFICIAL_MINIPROGRAM_API = "https://api.weixin.qq.com"
+OFFICIAL_PAY_API = "https://api.mch.weixin.qq.com"
+
+# Development defaults. Shown here on purpose: production refuses every one of them.
+DEV_APPID = "wx1234567890abcdef"
+DEV_MCH_ID = "1900000109"
+DEV_APP_SECRET = "dev-app-secret-not-for-production"
+DEV_API_KEY = "devapikey0123456789abcdefghijklm"  # 32 characters, like a real APIv2 key
+DEV_SECRET_KEY = "dev-secret-key-not-for-production-use-000000"
+DEV_ADMIN_TOKEN = "dev-admin-token"
+_DEV_SECRETS = {DEV_APP_SECRET, DEV_API_KEY, DEV_SECRET_KEY, DEV_ADMIN_TOKEN}
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says which settings and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WXPAY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Environment = Environment.DEV
+    database_url: str = "sqlite+aiosqlite:///var/wxpay.db"
+    log_level: str = "INFO"
+
+    appid: str = DEV_APPID
+    app_secret: SecretStr = SecretStr(DEV_APP_SECRET)
+    mch_id: str = DEV_MCH_ID
+    api_key: SecretStr = SecretStr(DEV_API_KEY)
+    sign_type: SignType = SignType.MD5
+    mch_cert_path: str | None = None
+    mch_key_path: str | None = None
+
+    # Where this service is reachable; the dev simulator mount and default notify URL use it.
+    self_base_url: str = "http://127.0.0.1:8000"
+    notify_url: str | None = None
+    miniprogram_api_base: str | None = None
+    pay_api_base: str | None = None
+    simulator_mount: bool = True
+
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
+    session_ttl_seconds: int = Field(default=86_400, ge=60)
+
+    http_connect_timeout: float = Field(default=3.0, gt=0)
+    http_read_timeout: float = Field(default=10.0, gt=0)
+    http_max_connections: int = Field(default=200, ge=1)
+    wechat_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_proxies(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("trusted_proxies"), str):
+            raw = data["trusted_proxies"]
+            data = {**data, "trusted_proxies": [p.strip() for p in raw.split(",") if p.strip()]}
+        return data
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def uses_simulator_mount(self) -> bool:
+        """Whether the dev simulator is mounted at ``/sim`` in the service process."""
+        return not self.is_production and self.simulator_mount
+
+    @property
+    def miniprogram_api(self) -> str:
+        """Base URL for code2session; an explicit setting always wins over the dev mount."""
+        return self.miniprogram_api_base or self._default_upstream(OFFICIAL_MINIPROGRAM_API)
+
+    @property
+    def pay_api(self) -> str:
+        """Base URL for WeChat Pay; an explicit setting always wins over the dev mount."""
+        return self.pay_api_base or self._default_upstream(OFFICIAL_PAY_API)
+
+    @property
+    def pay_notify_url(self) -> str:
+        return self.notify_url or f"{self.self_base_url.rstrip('/')}/wechat/pay/notify"
+
+    def _default_upstream(self, official: str) -> str:
+        if self.uses_simulator_mount:
+            return f"{self.self_base_url.rstrip('/')}/sim"
+        return official
+
+    def check_production(self) -> None:
+        """Raise ``ConfigError`` naming every secret that is missing or a development default."""
+        if not self.is_production:
+            return
+        secrets = {
+            "WXPAY_APP_SECRET": self.app_secret,
+            "WXPAY_API_KEY": self.api_key,
+            "WXPAY_SECRET_KEY": self.secret_key,
+            "WXPAY_ADMIN_TOKEN": self.admin_token,
+        }
+        bad = [name for name, value in secrets.items() if _is_unsafe(value)]
+        if self.appid == DEV_APPID or self.mch_id == DEV_MCH_ID:
+            bad.append("WXPAY_APPID/WXPAY_MCH_ID (still the development values)")
+        if self.notify_url is None or not self.notify_url.startswith("https://"):
+            bad.append("WXPAY_NOTIFY_URL (must be an https:// URL)")
+        if bad:
+            raise ConfigError(
+                "refusing to start in production; set these to real values: " + ", ".join(bad)
+            )
+
+
+def _is_unsafe(value: SecretStr) -> bool:
+    raw = value.get_secret_value()
+    return len(raw) < 16 or raw in _DEV_SECRETS
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
