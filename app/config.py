@@ -73,6 +73,14 @@ class Settings(BaseSettings):
 
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
+    # Unpaid orders expire at WeChat after this long (time_expire); WeChat wants >= 5 minutes.
+    order_ttl_minutes: int = Field(default=30, ge=5, le=7 * 24 * 60)
+    # The sweep asks WeChat about orders still unpaid this long after creation (a missed
+    # notify), and closes the expired ones.
+    reconcile_after_minutes: int = Field(default=5, ge=1)
+    sweep_interval_seconds: float = Field(default=60, ge=0)
+    sweep_batch_size: int = Field(default=100, ge=1, le=1000)
+
     @model_validator(mode="before")
     @classmethod
     def _split_proxies(cls, data: object) -> object:

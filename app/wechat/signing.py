@@ -11,12 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import string
 import time
 from collections.abc import Mapping
 from enum import StrEnum
-
-_NONCE_ALPHABET = string.ascii_letters + string.digits
 
 
 class SignType(StrEnum):
@@ -25,28 +22,45 @@ class SignType(StrEnum):
 
 
 def new_nonce(length: int = 32) -> str:
-    """A random ``nonce_str``; WeChat allows at most 32 characters."""
+    """A random ``nonce_str`` from ``secrets``: lowercase hex, at most 32 characters (§2.1)."""
     if not 1 <= length <= 32:
         raise ValueError("nonce length must be between 1 and 32")
-    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(length))
+    # token_hex is one os.urandom call; choosing 32 characters one by one cost ~15 µs.
+    return secrets.token_hex(16)[:length]
 
 
 def string_to_sign(fields: Mapping[str, object], api_key: str) -> str:
-    """The exact text that is hashed (``stringSignTemp`` in WeChat's documentation)."""
-    parts = [
-        f"{name}={value}"
-        for name, value in sorted(fields.items())
-        if name != "sign" and value is not None and value != ""
-    ]
-    parts.append(f"key={api_key}")
-    return "&".join(parts)
+    """The exact text that is hashed (``stringSignTemp`` in WeChat's documentation).
+
+    Every field but ``sign``, empty values (``""`` or ``None``) dropped while ``"0"`` and ``0``
+    stay, names in ASCII order, raw values joined as ``k=v`` with ``&``, then ``&key=<API key>``.
+    """
+    # A plain loop over sorted names measured as fast as any alternative tried (sorting
+    # (name, value) tuples, mapping str.join). xmlcodec.to_signed_xml repeats this selection
+    # in its single pass; a property test holds the two together.
+    pairs = []
+    for name in sorted(fields):
+        value = fields[name]
+        if value is None or value == "" or name == "sign":
+            continue
+        pairs.append(f"{name}={value}")
+    pairs.append("key=" + api_key)
+    return "&".join(pairs)
 
 
 def sign(fields: Mapping[str, object], api_key: str, sign_type: SignType = SignType.MD5) -> str:
     """The v2 ``sign`` of ``fields``: 32 (MD5) or 64 (HMAC-SHA256) upper-case hex digits."""
-    message = string_to_sign(fields, api_key).encode()
+    return digest(string_to_sign(fields, api_key), api_key, sign_type)
+
+
+def digest(text_to_sign: str, api_key: str, sign_type: SignType) -> str:
+    """Hash a finished ``stringSignTemp``: upper-case hex MD5 or HMAC-SHA256.
+
+    HMAC-SHA256 is keyed with the API key and still hashes the ``&key=...`` suffix (§3.1).
+    """
+    message = text_to_sign.encode()
     if sign_type is SignType.HMAC_SHA256:
-        return hmac.new(api_key.encode(), message, hashlib.sha256).hexdigest().upper()
+        return hmac.digest(api_key.encode(), message, "sha256").hex().upper()
     return hashlib.md5(message, usedforsecurity=False).hexdigest().upper()
 
 

@@ -1,0 +1,57 @@
+# Two commands do all set-up on a fresh machine with Python 3.11: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed-stamp
+FAST := not browser and not reliability
+
+.PHONY: install migrate run test test-browser test-reliability lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+migrate: install
+	@mkdir -p var
+	$(BIN)/alembic upgrade head
+
+run: migrate
+	$(BIN)/python -m app.cli seed-demo
+	WXPAY_SELF_BASE_URL="$${WXPAY_SELF_BASE_URL:-http://$(HOST):$(PORT)}" \
+		$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-proxy-headers
+
+# The whole fast suite on SQLite, then again on PostgreSQL when WXPAY_TEST_DATABASE_URL is set.
+test: install
+	env -u WXPAY_TEST_DATABASE_URL $(BIN)/pytest -m "$(FAST)"
+	@if [ -n "$${WXPAY_TEST_DATABASE_URL:-}" ]; then \
+		echo "== PostgreSQL pass =="; $(BIN)/pytest -m "$(FAST)"; \
+	else echo "WXPAY_TEST_DATABASE_URL is not set: PostgreSQL pass skipped"; fi
+
+test-browser: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,browser]'
+	$(BIN)/pytest -m browser
+
+test-reliability: install
+	$(BIN)/pytest -m reliability tests/reliability
+
+lint: install
+	$(BIN)/ruff check app tests bench alembic
+	$(BIN)/ruff format --check app tests bench alembic
+	$(BIN)/mypy app
+
+format: install
+	$(BIN)/ruff format app tests bench alembic
+	$(BIN)/ruff check --fix app tests bench alembic
+
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/protocol.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

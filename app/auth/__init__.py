@@ -1,0 +1,1 @@
+"""Mini-program login: code2session, our own bearer tokens, the current user."""

@@ -1,0 +1,81 @@
+"""Annotated dependencies: how routers reach shared resources and the current user."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.auth.service import AuthService, CurrentUser
+from app.config import Settings
+from app.errors import AdminForbidden, SessionMissing
+from app.runtime import Runtime
+
+_bearer = HTTPBearer(auto_error=False, description="The token from /api/v1/auth/login.")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings_dep(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_connection(runtime: RuntimeDep) -> AsyncIterator[AsyncConnection]:
+    """A Core connection for the hot paths (lean statements, no ORM unit of work)."""
+    async with runtime.engine.connect() as conn:
+        yield conn
+
+
+ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
+
+
+def get_auth_service(conn: ConnectionDep, runtime: RuntimeDep) -> AuthService:
+    return AuthService(conn, runtime.auth_keys)
+
+
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+async def get_current_user(
+    auth: AuthServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> CurrentUser:
+    if credentials is None or not credentials.credentials:
+        raise SessionMissing()
+    return await auth.current_user(credentials.credentials)
+
+
+CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+
+
+def require_admin(
+    settings: SettingsDep,
+    x_admin_token: Annotated[str | None, Header(description="WXPAY_ADMIN_TOKEN")] = None,
+) -> None:
+    expected = settings.admin_token.get_secret_value().encode()
+    if x_admin_token is None or not hmac.compare_digest(x_admin_token.encode(), expected):
+        raise AdminForbidden()
+
+
+AdminDep = Depends(require_admin)

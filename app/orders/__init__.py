@@ -1,0 +1,1 @@
+"""Orders: server-side pricing, unified order, pay params, query, close, expiry."""

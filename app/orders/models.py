@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, BigId, UTCDateTime, utcnow
+from app.orders.states import OrderStatus
+
+
+class Order(Base):
+    """One payment attempt at WeChat, identified there by ``out_trade_no``."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
+        Index("ix_orders_user_created", "user_id", "created_at"),
+        Index("ix_orders_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    out_trade_no: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    openid: Mapped[str] = mapped_column(String(128))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    total_fee: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str] = mapped_column(String(127))
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.NOTPAY.value)
+    sign_type: Mapped[str] = mapped_column(String(16))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    time_expire: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    prepay_id: Mapped[str | None] = mapped_column(String(64))
+    prepay_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The last unified-order failure, kept so the client can retry with the same order.
+    prepay_error: Mapped[str | None] = mapped_column(Text)
+    transaction_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cash_fee: Mapped[int | None] = mapped_column(BigInteger)
+    bank_type: Mapped[str | None] = mapped_column(String(32))
+    review_reason: Mapped[str | None] = mapped_column(String(32))
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A sweeper's short lease: claimed rows are skipped by other replicas until it runs out,
+    # so no lock is held across the calls to WeChat.
+    sweep_lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,301 @@
+"""Order rules.
+
+- The server prices every order from the catalogue; the client names a product and a quantity.
+- Create-order is three steps: commit the order (``NOTPAY``), call unified order with no
+  transaction open, commit the outcome. A failed call leaves a payable order with the reason,
+  which the client can retry (re-entry with identical parameters is idempotent at WeChat).
+- ``prepay_id`` lives two hours at WeChat (PROTOCOL.md §2.1); after that, pay params re-enter
+  unified order with the same ``out_trade_no`` and identical parameters.
+- WeChat refuses to close an order in its first five minutes (PROTOCOL.md §6.2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.service import CurrentUser
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, NotFound, upstream_rejected, upstream_unavailable
+from app.orders.numbers import new_out_trade_no
+from app.orders.repository import OrderRepository
+from app.orders.states import PAYABLE, OrderStatus
+from app.payments.service import PaymentResult, PaymentService
+from app.products.service import ProductNotFound
+from app.wechat.client import WeChatPayClient
+from app.wechat.errors import WeChatRejected, WeChatUnavailable
+from app.wechat.models import (
+    CloseOrderRequest,
+    OrderQueryRequest,
+    OrderQueryResponse,
+    UnifiedOrderRequest,
+)
+from app.wechat.timefmt import from_wechat_time, to_wechat_time
+
+logger = logging.getLogger(__name__)
+
+PREPAY_LIFETIME = dt.timedelta(hours=2)
+# Hand out a prepay_id only while the user still has time to pay with it.
+PREPAY_MARGIN = dt.timedelta(minutes=5)
+CLOSE_EARLIEST = dt.timedelta(minutes=5)
+
+
+class OrderNotFound(NotFound):
+    code = "ORDER_NOT_FOUND"
+    message = "No such order."
+
+
+class OrderNotPayable(Conflict):
+    code = "ORDER_NOT_PAYABLE"
+    message = "The order is no longer payable."
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "IDEMPOTENCY_KEY_REUSED"
+    message = "This Idempotency-Key was already used for a different order."
+
+
+class CloseTooEarly(Conflict):
+    code = "CLOSE_TOO_EARLY"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderWithParams:
+    order: Row[Any]
+    pay_params: dict[str, str]
+
+
+class OrderService:
+    def __init__(self, conn: AsyncConnection, settings: Settings, pay: WeChatPayClient) -> None:
+        self._conn = conn
+        self._settings = settings
+        self._pay = pay
+        self._repo = OrderRepository(conn)
+
+    async def create_order(
+        self,
+        user: CurrentUser,
+        product_id: int,
+        quantity: int,
+        client_ip: str,
+        idempotency_key: str | None = None,
+    ) -> OrderWithParams:
+        """Price, store and prepay an order; a repeated ``idempotency_key`` returns the first."""
+        if idempotency_key:
+            existing = await self._by_idempotency_key(user, idempotency_key)
+            if existing is not None:
+                return await self._replay(user, existing, product_id, quantity)
+        try:
+            order = await self._insert(user, product_id, quantity, client_ip, idempotency_key)
+        except IntegrityError:
+            # A concurrent request with the same idempotency key won the insert.
+            winner = await self._by_idempotency_key(user, idempotency_key or "")
+            if winner is None:
+                raise
+            return await self._replay(user, winner, product_id, quantity)
+        return OrderWithParams(order, await self._prepay(order))
+
+    async def _replay(
+        self, user: CurrentUser, order: Row[Any], product_id: int, quantity: int
+    ) -> OrderWithParams:
+        if (order.product_id, order.quantity) != (product_id, quantity):
+            raise IdempotencyKeyReused()
+        return await self.pay_params(user, order.out_trade_no)
+
+    async def get_order(
+        self, user: CurrentUser, out_trade_no: str, *, sync: bool = False
+    ) -> Row[Any]:
+        """The caller's own order; with ``sync``, first learn its state from WeChat."""
+        order = await self._owned(user, out_trade_no)
+        if sync and order.status in PAYABLE:
+            await self.sync_with_wechat(out_trade_no)
+            order = await self._owned(user, out_trade_no)
+        return order
+
+    async def list_orders(self, user: CurrentUser, limit: int, offset: int) -> list[Row[Any]]:
+        async with self._conn.begin():
+            return list(await self._repo.list_for_user(user.id, limit, offset))
+
+    async def needing_review(self, limit: int) -> list[Row[Any]]:
+        """Orders flagged because money and records disagree, newest first."""
+        async with self._conn.begin():
+            return list(await self._repo.needing_review(limit))
+
+    async def pay_params(self, user: CurrentUser, out_trade_no: str) -> OrderWithParams:
+        """Fresh ``wx.requestPayment`` parameters for an unpaid order of the caller's."""
+        order = await self._owned(user, out_trade_no)
+        if order.status not in PAYABLE:
+            raise OrderNotPayable(f"The order is {order.status}; it cannot be paid.")
+        if order.time_expire <= utcnow():
+            raise OrderNotPayable("The order has expired; create a new one.")
+        if order.prepay_id and order.prepay_expires_at and order.prepay_expires_at > utcnow():
+            return OrderWithParams(order, self._pay.pay_params(order.prepay_id))
+        return OrderWithParams(order, await self._prepay(order))
+
+    async def close_order(self, user: CurrentUser, out_trade_no: str) -> Row[Any]:
+        """Close an unpaid order at WeChat and here; closing a closed order changes nothing."""
+        order = await self._owned(user, out_trade_no)
+        if order.status == OrderStatus.CLOSED:
+            return order
+        if order.status not in PAYABLE:
+            raise OrderNotPayable(f"The order is {order.status}; it cannot be closed.")
+        earliest = order.created_at + CLOSE_EARLIEST
+        if utcnow() < earliest:
+            raise CloseTooEarly(
+                "WeChat does not allow closing an order within 5 minutes of creating it; "
+                f"try again after {earliest.isoformat(timespec='seconds')}."
+            )
+        await self._close(out_trade_no)
+        return await self._owned(user, out_trade_no)
+
+    async def sync_with_wechat(self, out_trade_no: str) -> OrderStatus | None:
+        """Ask WeChat for the order's state and apply it, through the notify's own rules.
+
+        Returns WeChat's ``trade_state``, or None if WeChat never saw the order.
+        """
+        try:
+            result = await self._pay.order_query(OrderQueryRequest(out_trade_no=out_trade_no))
+        except WeChatRejected as exc:
+            if exc.err_code == "ORDERNOTEXIST":
+                return None
+            raise
+        return await self._apply_trade_state(result)
+
+    async def expire(self, out_trade_no: str) -> None:
+        """Close an order whose ``time_expire`` has passed (the sweep has queried it first)."""
+        await self._close(out_trade_no)
+
+    async def _apply_trade_state(self, result: OrderQueryResponse) -> OrderStatus | None:
+        state = _our_status(str(result.trade_state))
+        if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
+            await PaymentService(self._conn).apply_paid(_paid_result(result))
+        elif state in (OrderStatus.CLOSED, OrderStatus.PAYERROR):
+            async with self._conn.begin():
+                await self._repo.move(result.out_trade_no, state, closed_at=_closed_at(state))
+        return state
+
+    async def _close(self, out_trade_no: str) -> None:
+        try:
+            await self._pay.close_order(CloseOrderRequest(out_trade_no=out_trade_no))
+        except WeChatRejected as exc:
+            if exc.err_code == "ORDERPAID":
+                await self.sync_with_wechat(out_trade_no)
+                return
+            if exc.err_code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
+                raise
+        async with self._conn.begin():
+            await self._repo.move(out_trade_no, OrderStatus.CLOSED, closed_at=utcnow())
+
+    async def _insert(
+        self,
+        user: CurrentUser,
+        product_id: int,
+        quantity: int,
+        client_ip: str,
+        idempotency_key: str | None,
+    ) -> Row[Any]:
+        now = utcnow()
+        out_trade_no = new_out_trade_no(now)
+        async with self._conn.begin():
+            product = await self._repo.product_for_sale(product_id)
+            if product is None:
+                raise ProductNotFound()
+            await self._repo.insert(
+                {
+                    "out_trade_no": out_trade_no,
+                    "user_id": user.id,
+                    "openid": user.openid,
+                    "product_id": product_id,
+                    "quantity": quantity,
+                    "total_fee": product.price_fen * quantity,
+                    "description": product.description,
+                    "status": OrderStatus.NOTPAY.value,
+                    "sign_type": self._pay.sign_type.value,
+                    "client_ip": client_ip,
+                    "idempotency_key": idempotency_key,
+                    "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
+                }
+            )
+            order = await self._repo.by_out_trade_no(out_trade_no)
+        assert order is not None
+        return order
+
+    async def _prepay(self, order: Row[Any]) -> dict[str, str]:
+        """Unified order for a stored order, with no transaction open; then record the outcome."""
+        try:
+            response = await self._pay.unified_order(self._unified_order_request(order))
+        except WeChatRejected as exc:
+            await self._record_prepay_failure(order.out_trade_no, f"{exc.err_code}: {exc.reason}")
+            raise upstream_rejected(exc) from exc
+        except WeChatUnavailable as exc:
+            await self._record_prepay_failure(order.out_trade_no, exc.message)
+            raise upstream_unavailable(exc) from exc
+        async with self._conn.begin():
+            await self._repo.set_prepay(
+                order.out_trade_no,
+                response.prepay_id,
+                utcnow() + PREPAY_LIFETIME - PREPAY_MARGIN,
+                None,
+            )
+        return self._pay.pay_params(response.prepay_id)
+
+    def _unified_order_request(self, order: Row[Any]) -> UnifiedOrderRequest:
+        # Built only from stored fields, so a re-entry sends identical parameters.
+        return UnifiedOrderRequest(
+            body=order.description,
+            attach=f"p{order.product_id}x{order.quantity}",
+            out_trade_no=order.out_trade_no,
+            total_fee=order.total_fee,
+            spbill_create_ip=order.client_ip,
+            time_expire=to_wechat_time(order.time_expire),
+            notify_url=self._settings.pay_notify_url,
+            trade_type="JSAPI",
+            openid=order.openid,
+        )
+
+    async def _record_prepay_failure(self, out_trade_no: str, reason: str) -> None:
+        logger.warning("unified order failed for %s: %s", out_trade_no, reason)
+        async with self._conn.begin():
+            await self._repo.set_prepay(out_trade_no, None, None, reason[:500])
+
+    async def _owned(self, user: CurrentUser, out_trade_no: str) -> Row[Any]:
+        # Someone else's order is "not found", so order numbers reveal nothing.
+        async with self._conn.begin():
+            order = await self._repo.by_out_trade_no(out_trade_no)
+        if order is None or order.user_id != user.id:
+            raise OrderNotFound()
+        return order
+
+    async def _by_idempotency_key(self, user: CurrentUser, key: str) -> Row[Any] | None:
+        async with self._conn.begin():
+            return await self._repo.by_idempotency_key(user.id, key)
+
+
+def _paid_result(result: OrderQueryResponse) -> PaymentResult:
+    return PaymentResult(
+        out_trade_no=result.out_trade_no,
+        transaction_id=result.transaction_id or "",
+        total_fee=result.total_fee or 0,
+        cash_fee=result.cash_fee,
+        bank_type=result.bank_type,
+        paid_at=from_wechat_time(result.time_end) if result.time_end else None,
+    )
+
+
+def _our_status(trade_state: str) -> OrderStatus | None:
+    # USERPAYING, REVOKED and ACCEPT do not occur for JSAPI orders; they change nothing here.
+    try:
+        return OrderStatus(trade_state)
+    except ValueError:
+        return None
+
+
+def _closed_at(state: OrderStatus) -> dt.datetime | None:
+    return utcnow() if state is OrderStatus.CLOSED else None

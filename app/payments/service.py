@@ -1,0 +1,155 @@
+"""Applying what WeChat says about a payment, exactly once.
+
+One code path for every source of truth: the notify, an order query on demand, and the
+compensation sweep all end in ``PaymentService.apply_paid``. The rules, in order:
+
+- The amount WeChat reports (``total_fee``, not ``cash_fee``: coupons lower the latter) must equal
+  the stored amount; otherwise nothing is paid and the order is flagged for review.
+- Only an unpaid order (``NOTPAY``/``PAYERROR``) moves to ``SUCCESS``, once, through one guarded
+  UPDATE; a duplicate with the same ``transaction_id`` changes nothing.
+- A payment for an order we already closed is real money: it is recorded, and flagged for review.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.orders.states import PAYABLE, OrderStatus, ReviewReason
+from app.payments.repository import PaymentRepository
+
+logger = logging.getLogger(__name__)
+
+
+class Verdict(StrEnum):
+    PAID = "PAID"
+    DUPLICATE = "DUPLICATE"
+    PAID_AFTER_CLOSE = "PAID_AFTER_CLOSE"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    TRANSACTION_CONFLICT = "TRANSACTION_CONFLICT"
+    # Refused before any order is looked at.
+    BAD_XML = "BAD_XML"
+    PROTOCOL_FAIL = "PROTOCOL_FAIL"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    WRONG_MERCHANT = "WRONG_MERCHANT"
+    BAD_FIELDS = "BAD_FIELDS"
+
+
+# Verdicts after which WeChat may stop retrying: the outcome is committed or needs no action.
+ACKNOWLEDGED = frozenset(
+    {Verdict.PAID, Verdict.DUPLICATE, Verdict.PAID_AFTER_CLOSE, Verdict.PAYMENT_FAILED}
+)
+PAID_EVENT = "PAID"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    """What WeChat reports about a successful payment."""
+
+    out_trade_no: str
+    transaction_id: str
+    total_fee: int
+    cash_fee: int | None
+    bank_type: str | None
+    paid_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """How the message that carried a result is recorded beside its effect."""
+
+    raw: str
+    received_at: dt.datetime
+
+
+class PaymentService:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._repo = PaymentRepository(conn)
+
+    async def apply_paid(self, result: PaymentResult, audit: AuditRecord | None = None) -> Verdict:
+        """Apply a successful payment once; the audit row commits with its effect."""
+        try:
+            async with self._conn.begin():
+                verdict = await self._settle(result)
+                if audit is not None:
+                    await self._audit(verdict, result, audit)
+        except IntegrityError:
+            # Only the unique transaction_id can fail here: another order already holds this
+            # WeChat transaction. Money and records disagree; a human must look.
+            logger.error("transaction %s already belongs to another order", result.transaction_id)
+            verdict = Verdict.TRANSACTION_CONFLICT
+            if audit is not None:
+                async with self._conn.begin():
+                    await self._audit(verdict, result, audit)
+        return verdict
+
+    async def record(
+        self, verdict: Verdict, audit: AuditRecord, detail: str, out_trade_no: str | None = None
+    ) -> None:
+        """Audit a notify that changes no order (refused, or a failed payment)."""
+        async with self._conn.begin():
+            await self._repo.audit(
+                verdict=verdict.value,
+                raw=audit.raw,
+                received_at=audit.received_at,
+                detail=detail,
+                out_trade_no=out_trade_no,
+            )
+
+    async def _settle(self, result: PaymentResult) -> Verdict:
+        values = {
+            "transaction_id": result.transaction_id,
+            "paid_at": result.paid_at,
+            "cash_fee": result.cash_fee,
+            "bank_type": result.bank_type,
+        }
+        no, fee = result.out_trade_no, result.total_fee
+        order_id = await self._repo.mark_paid(no, fee, PAYABLE, values)
+        if order_id is not None:
+            await self._repo.add_event(order_id, PAID_EVENT)
+            return Verdict.PAID
+        late = {**values, "review_reason": ReviewReason.PAID_AFTER_CLOSE.value}
+        order_id = await self._repo.mark_paid(no, fee, frozenset({OrderStatus.CLOSED}), late)
+        if order_id is not None:
+            await self._repo.add_event(order_id, PAID_EVENT)
+            logger.warning("order %s was paid after we closed it; flagged for review", no)
+            return Verdict.PAID_AFTER_CLOSE
+        return await self._explain_unpaid(result)
+
+    async def _explain_unpaid(self, result: PaymentResult) -> Verdict:
+        state = await self._repo.order_state(result.out_trade_no)
+        if state is None:
+            logger.error("payment for unknown order %s", result.out_trade_no)
+            return Verdict.UNKNOWN_ORDER
+        if state.total_fee != result.total_fee:
+            await self._repo.flag_review(state.id, ReviewReason.AMOUNT_MISMATCH.value)
+            logger.error(
+                "AMOUNT MISMATCH on order %s: WeChat reports %s fen, we expect %s fen",
+                result.out_trade_no,
+                result.total_fee,
+                state.total_fee,
+            )
+            return Verdict.AMOUNT_MISMATCH
+        if state.transaction_id == result.transaction_id:
+            return Verdict.DUPLICATE
+        await self._repo.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT.value)
+        logger.error("order %s already paid by another transaction", result.out_trade_no)
+        return Verdict.TRANSACTION_CONFLICT
+
+    async def _audit(self, verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> None:
+        await self._repo.audit(
+            verdict=verdict.value,
+            raw=audit.raw,
+            received_at=audit.received_at,
+            out_trade_no=result.out_trade_no,
+            transaction_id=result.transaction_id,
+            total_fee=result.total_fee,
+        )

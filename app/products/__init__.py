@@ -1,0 +1,1 @@
+"""The product catalogue: the server's prices, the only prices there are."""

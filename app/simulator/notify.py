@@ -1,0 +1,265 @@
+"""Notify delivery: signed v2 notifies POSTed to the merchant, retried on WeChat's schedule.
+
+A delivery counts only when the reply is HTTP 200 with a well-formed ``return_code=SUCCESS``
+document within ``notify_timeout``; anything else (timeout, transport error, FAIL, non-XML)
+is retried after 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h, each scaled by the
+time factor (PROTOCOL.md §5). Every attempt is logged with the reply and verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from app.simulator.clock import SimClock, beijing_stamp, refund_time
+from app.simulator.config import SimulatorConfig
+from app.simulator.faults import Fault, FaultBook, FaultName
+from app.simulator.refundcrypto import encrypt_req_info
+from app.simulator.state import DeliveryAttempt, Order, Refund, SimState
+from app.wechat.signing import SignType, new_nonce, sign
+from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
+
+REPLY_SNIPPET = 500
+_PAYMENT_FAULTS = (FaultName.TAMPER_AMOUNT, FaultName.BAD_SIGNATURE, FaultName.RESULT_FAIL)
+
+
+@dataclass(slots=True)
+class Notification:
+    kind: str
+    out_trade_no: str
+    out_refund_no: str | None
+    url: str
+    body: bytes
+    faults: list[str] = field(default_factory=list)
+    extra_copies: int = 0
+    concurrent: bool = False
+    delay_seconds: float = 0.0
+
+
+class Notifier:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        state: SimState,
+        clock: SimClock,
+        faults: FaultBook,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self._config = config
+        self._state = state
+        self._clock = clock
+        self._faults = faults
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self._config.notify_timeout,
+            trust_env=False,
+            headers={"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0"},
+        )
+
+    async def aclose(self) -> None:
+        await self.cancel_all()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background until it ends or the simulator resets or closes."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def deliver_payment(self, order: Order) -> None:
+        notification = self._payment_notification(order)
+        self.spawn(self._deliver(notification))
+
+    def deliver_refund(self, order: Order, refund: Refund) -> None:
+        body = to_xml(refund_notify_fields(order, refund, self._config))
+        assert refund.notify_url is not None
+        notification = Notification(
+            "refund", order.out_trade_no, refund.out_refund_no, refund.notify_url, body
+        )
+        self._apply_timing_faults(notification)
+        self.spawn(self._deliver(notification))
+
+    def _payment_notification(self, order: Order) -> Notification:
+        taken = {
+            name: fault
+            for name in _PAYMENT_FAULTS
+            if (fault := self._faults.take(name, out_trade_no=order.out_trade_no))
+        }
+        body = to_xml(payment_notify_fields(order, self._config, taken))
+        notification = Notification("payment", order.out_trade_no, None, order.notify_url, body)
+        notification.faults = [name.value for name in taken]
+        self._apply_timing_faults(notification)
+        return notification
+
+    def _apply_timing_faults(self, notification: Notification) -> None:
+        key = notification.out_trade_no
+        duplicate = self._faults.take(FaultName.DUPLICATE_NOTIFY, out_trade_no=key)
+        if duplicate is not None:
+            notification.extra_copies = duplicate.copies
+            notification.concurrent = duplicate.concurrent
+            notification.faults.append(duplicate.name.value)
+        delay = self._faults.take(FaultName.DELAY_NOTIFY, out_trade_no=key)
+        if delay is not None:
+            notification.delay_seconds = delay.delay_ms / 1000
+            notification.faults.append(delay.name.value)
+
+    async def _deliver(self, notification: Notification) -> None:
+        await asyncio.sleep(notification.delay_seconds)
+        await self._deliver_until_acknowledged(notification)
+        if not notification.concurrent:
+            # Duplicates arrive again later even after an acknowledgement, as WeChat's do.
+            for copy in range(1, notification.extra_copies + 1):
+                await self._attempt(notification, 1, copy)
+
+    async def _deliver_until_acknowledged(self, notification: Notification) -> bool:
+        intervals = (0.0, *self._config.notify_retry_schedule)
+        for number, interval in enumerate(intervals, start=1):
+            await asyncio.sleep(self._config.scaled(interval))
+            if await self._send(notification, number):
+                return True
+        return False
+
+    async def _send(self, notification: Notification, number: int) -> bool:
+        if number == 1 and notification.concurrent:
+            copies = range(notification.extra_copies + 1)
+            results = await asyncio.gather(*(self._attempt(notification, 1, c) for c in copies))
+            return any(results)
+        return await self._attempt(notification, number, 0)
+
+    async def _attempt(self, notification: Notification, number: int, copy: int) -> bool:
+        record = self._log(notification, number, copy)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._config.notify_timeout):
+                response = await self._client().post(notification.url, content=notification.body)
+        except (TimeoutError, httpx.TimeoutException):
+            record.verdict = "timeout"
+        except httpx.HTTPError as error:
+            record.verdict, record.reply = "error", f"{type(error).__name__}: {error}"
+        else:
+            record.status, record.reply = response.status_code, response.text[:REPLY_SNIPPET]
+            record.verdict = judge_reply(response)
+        record.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        return record.verdict == "acknowledged"
+
+    def _log(self, notification: Notification, number: int, copy: int) -> DeliveryAttempt:
+        record = DeliveryAttempt(
+            id=len(self._state.deliveries) + 1,
+            kind=notification.kind,
+            out_trade_no=notification.out_trade_no,
+            out_refund_no=notification.out_refund_no,
+            attempt=number,
+            copy=copy,
+            url=notification.url,
+            sent_at=self._clock.now(),
+            body=notification.body.decode(),
+            faults=list(notification.faults),
+        )
+        self._state.deliveries.append(record)
+        return record
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError("the simulator is not started: await Simulator.start() first")
+        return self._http
+
+
+def judge_reply(response: httpx.Response) -> str:
+    """``acknowledged`` only for HTTP 200 with a well-formed ``return_code=SUCCESS``."""
+    try:
+        fields = from_xml(response.content)
+    except XmlRejected:
+        return "malformed"
+    if response.status_code == 200 and fields.get("return_code") == "SUCCESS":
+        return "acknowledged"
+    return "rejected"
+
+
+def payment_notify_fields(
+    order: Order, config: SimulatorConfig, faults: dict[FaultName, Fault]
+) -> dict[str, object]:
+    """The signed payment notify, shaped by any ``tamper_amount``/``bad_signature``/
+    ``result_fail`` fault (a tampered amount is still correctly signed)."""
+    assert order.time_end is not None
+    amount = order.total_fee
+    if tampered := faults.get(FaultName.TAMPER_AMOUNT):
+        amount += tampered.delta
+    fields: dict[str, object] = {
+        "return_code": "SUCCESS",
+        "appid": order.appid,
+        "mch_id": config.mch_id,
+        "device_info": order.params.get("device_info"),
+        "nonce_str": new_nonce(),
+        "result_code": "SUCCESS",
+        "openid": order.openid,
+        "is_subscribe": "N",
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "total_fee": amount,
+        "fee_type": "CNY",
+        "cash_fee": amount,
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "attach": order.attach,
+        "time_end": beijing_stamp(order.time_end),
+    }
+    if FaultName.RESULT_FAIL in faults:
+        fields |= {"result_code": "FAIL", "err_code": "NOTENOUGH", "err_code_des": "余额不足"}
+    if order.sign_type is SignType.HMAC_SHA256:
+        fields["sign_type"] = order.sign_type.value
+    fields["sign"] = sign(fields, config.api_key, order.sign_type)
+    if FaultName.BAD_SIGNATURE in faults:
+        fields["sign"] = _corrupt(str(fields["sign"]))
+    return fields
+
+
+def _corrupt(signature: str) -> str:
+    first = "0" if signature[0] != "0" else "1"
+    return first + signature[1:]
+
+
+def refund_notify_fields(
+    order: Order, refund: Refund, config: SimulatorConfig
+) -> dict[str, object]:
+    """The refund notify: no ``sign``; the details travel encrypted in ``req_info``."""
+    assert refund.success_time is not None
+    details = {
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "total_fee": order.total_fee,
+        "settlement_total_fee": order.total_fee,
+        "refund_fee": refund.refund_fee,
+        "settlement_refund_fee": refund.refund_fee,
+        "refund_status": refund.status.value,
+        "success_time": refund_time(refund.success_time),
+        "refund_recv_accout": "支付用户零钱",
+        "refund_account": refund.refund_account,
+        "refund_request_source": "API",
+    }
+    return {
+        "return_code": "SUCCESS",
+        "appid": order.appid,
+        "mch_id": config.mch_id,
+        "nonce_str": new_nonce(),
+        "req_info": encrypt_req_info(to_xml(details, root="root"), config.api_key),
+    }

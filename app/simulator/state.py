@@ -1,0 +1,137 @@
+"""Everything the simulator remembers, in memory, for one merchant and its users."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from app.wechat.signing import SignType
+
+
+class TradeState(StrEnum):
+    NOTPAY = "NOTPAY"
+    SUCCESS = "SUCCESS"
+    CLOSED = "CLOSED"
+    PAYERROR = "PAYERROR"
+    REFUND = "REFUND"
+
+
+class RefundStatus(StrEnum):
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+
+
+@dataclass(slots=True)
+class LoginCode:
+    code: str
+    openid: str
+    issued_at: datetime
+    used: bool = False
+
+
+@dataclass(slots=True)
+class Order:
+    out_trade_no: str
+    appid: str
+    openid: str
+    total_fee: int
+    notify_url: str
+    sign_type: SignType
+    # The business parameters of the first unified order; re-entry must repeat them exactly.
+    params: dict[str, str]
+    prepay_id: str  # the latest; earlier ones stay payable until their own 2 hours pass
+    created_at: datetime
+    prepays: dict[str, datetime] = field(default_factory=dict)  # prepay_id -> issued at
+    time_expire: datetime | None = None
+    state: TradeState = TradeState.NOTPAY
+    transaction_id: str | None = None
+    time_end: datetime | None = None
+    refunded_fee: int = 0
+    refund_nos: list[str] = field(default_factory=list)
+
+    @property
+    def attach(self) -> str | None:
+        return self.params.get("attach") or None
+
+    @property
+    def is_paid(self) -> bool:
+        return self.state in (TradeState.SUCCESS, TradeState.REFUND)
+
+
+@dataclass(slots=True)
+class Refund:
+    out_refund_no: str
+    refund_id: str
+    out_trade_no: str
+    refund_fee: int
+    notify_url: str | None
+    sign_type: SignType
+    refund_account: str
+    created_at: datetime
+    status: RefundStatus = RefundStatus.PROCESSING
+    success_time: datetime | None = None
+
+
+@dataclass(slots=True)
+class DeliveryAttempt:
+    """One POST of a notify, with what came back and whether WeChat would count it delivered."""
+
+    id: int
+    kind: str  # "payment" or "refund"
+    out_trade_no: str
+    out_refund_no: str | None
+    attempt: int
+    copy: int
+    url: str
+    sent_at: datetime
+    body: str
+    faults: list[str]
+    status: int | None = None
+    reply: str = ""
+    verdict: str = "pending"
+    elapsed_ms: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["sent_at"] = self.sent_at.isoformat()
+        return data
+
+
+@dataclass(slots=True)
+class SimState:
+    codes: dict[str, LoginCode] = field(default_factory=dict)
+    session_keys: dict[str, str] = field(default_factory=dict)  # openid -> current session_key
+    orders: dict[str, Order] = field(default_factory=dict)
+    prepay_index: dict[str, str] = field(default_factory=dict)  # prepay_id -> out_trade_no
+    transaction_index: dict[str, str] = field(default_factory=dict)
+    refunds: dict[str, Refund] = field(default_factory=dict)
+    refund_index: dict[str, str] = field(default_factory=dict)  # refund_id -> out_refund_no
+    deliveries: list[DeliveryAttempt] = field(default_factory=list)
+
+    def clear(self) -> None:
+        for collection in (
+            self.codes,
+            self.session_keys,
+            self.orders,
+            self.prepay_index,
+            self.transaction_index,
+            self.refunds,
+            self.refund_index,
+            self.deliveries,
+        ):
+            collection.clear()
+
+    def knows_user(self, openid: str) -> bool:
+        return openid in self.session_keys
+
+    def order_by_transaction(self, transaction_id: str) -> Order | None:
+        out_trade_no = self.transaction_index.get(transaction_id)
+        return self.orders.get(out_trade_no) if out_trade_no else None
+
+    def order_by_prepay(self, prepay_id: str) -> Order | None:
+        out_trade_no = self.prepay_index.get(prepay_id)
+        return self.orders.get(out_trade_no) if out_trade_no else None
+
+    def refunds_of(self, order: Order) -> list[Refund]:
+        return [self.refunds[no] for no in order.refund_nos]

@@ -1,0 +1,22 @@
+"""WeChat Pay v2 times: ``yyyyMMddHHmmss`` in Beijing time (UTC+8), PROTOCOL.md §2."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+BEIJING = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
+_FORMAT = "%Y%m%d%H%M%S"
+
+
+def to_wechat_time(moment: dt.datetime) -> str:
+    """An aware datetime as WeChat's ``yyyyMMddHHmmss`` Beijing time."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.astimezone(BEIJING).strftime(_FORMAT)
+
+
+def from_wechat_time(text: str) -> dt.datetime:
+    """WeChat's ``yyyyMMddHHmmss`` Beijing time as an aware UTC datetime."""
+    if len(text) != 14 or not text.isdigit():
+        raise ValueError(f"not a yyyyMMddHHmmss time: {text!r}")
+    return dt.datetime.strptime(text, _FORMAT).replace(tzinfo=BEIJING).astimezone(dt.UTC)

@@ -1,0 +1,60 @@
+"""One HTTP exchange with WeChat, failures classified once (STYLE.md "Errors").
+
+Timeouts, transport errors, 429 and 5xx become ``WeChatUnavailable``; any other non-2xx status
+is a final ``WeChatRejected``. Bodies are read with a size cap so a misbehaving upstream cannot
+make us buffer without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+import httpx
+
+from app.wechat.errors import WeChatRejected, WeChatUnavailable
+
+
+async def exchange(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    what: str,
+    content: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """Send one request and return the 2xx response body.
+
+    Error messages name the exception type only, and the cause is not chained: transport
+    errors can quote the URL, and code2session's URL carries the app secret.
+    """
+    try:
+        async with http.stream(method, url, content=content, params=params, headers=headers) as r:
+            _check_status(r.status_code, what)
+            return await _read_capped(r, max_bytes, what)
+    except httpx.TimeoutException as exc:
+        raise WeChatUnavailable(f"{what} timed out ({type(exc).__name__})") from None
+    # aiohttp errors the httpx-aiohttp transport does not translate, and socket errors.
+    except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+        raise WeChatUnavailable(f"{what} failed in transport ({type(exc).__name__})") from None
+
+
+def _check_status(status: int, what: str) -> None:
+    if status == 429 or status >= 500:
+        raise WeChatUnavailable(f"{what} answered HTTP {status}")
+    if not 200 <= status < 300:
+        raise WeChatRejected(return_msg=f"{what} answered HTTP {status}")
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise WeChatUnavailable(f"{what} answered with more than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

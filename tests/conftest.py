@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import create_engine
+from app.main import create_app
+from app.models import load_all_models
+from tests.db import fresh_database_url, migrate, truncate_all
+
+pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service"]
+
+load_all_models()
+
+ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+def pytest_report_header() -> str:
+    backend = "PostgreSQL" if os.environ.get("WXPAY_TEST_DATABASE_URL") else "SQLite"
+    return f"database backend: {backend}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database_url() as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def _clean_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    yield
+    if "engine" in request.fixturenames:
+        await truncate_all(request.getfixturevalue("engine"))
+
+
+@pytest.fixture
+def settings(database_url: str, fresh_simulator: Any) -> Settings:
+    """Service settings pointed at the test database and the simulator over real HTTP."""
+    return Settings(
+        database_url=database_url,
+        miniprogram_api_base=fresh_simulator.base_url,
+        pay_api_base=fresh_simulator.base_url,
+        simulator_mount=False,
+        notify_url="http://127.0.0.1:9/wechat/pay/notify",
+        wechat_max_attempts=2,
+        sweep_interval_seconds=0,
+    )
+
+
+@pytest.fixture
+async def make_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[ClientFactory]:
+    """Start the app (lifespan included) with optional settings overrides; closed at teardown."""
+    async with AsyncExitStack() as stack:
+
+        async def factory(
+            transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+        ) -> httpx.AsyncClient:
+            app: FastAPI = create_app(settings.model_copy(update=overrides), transport=transport)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            return await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://service.test")
+            )
+
+        yield factory
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> httpx.AsyncClient:
+    return await make_client()

@@ -1,0 +1,133 @@
+"""Configuration, errors, health and migrations (issue 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import ConfigError, Settings
+from app.db import Base
+from app.main import create_app
+from tests.conftest import ClientFactory
+from tests.db import ROOT, downgrade, fresh_database_url, migrate
+
+
+def test_production_refuses_development_secrets() -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_app(Settings(env="production"))
+
+    message = str(refused.value)
+    for name in ("WXPAY_APP_SECRET", "WXPAY_API_KEY", "WXPAY_SECRET_KEY", "WXPAY_ADMIN_TOKEN"):
+        assert name in message
+    assert Settings().api_key.get_secret_value() not in message
+
+
+def test_production_start_up_exits_non_zero_with_a_clear_message() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
+    env["WXPAY_ENV"] = "production"
+    result = subprocess.run(
+        [sys.executable, "-c", "import app.main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "refusing to start in production" in result.stderr
+
+
+def test_production_accepts_real_secrets() -> None:
+    settings = Settings(
+        env="production",
+        appid="wx9999999999999999",
+        mch_id="1234567890",
+        app_secret="a" * 32,
+        api_key="b" * 32,
+        secret_key="c" * 48,
+        admin_token="d" * 32,
+        notify_url="https://pay.example.com/wechat/pay/notify",
+    )
+
+    settings.check_production()  # raises if anything is still unsafe
+    assert settings.pay_api == "https://api.mch.weixin.qq.com"
+    assert settings.miniprogram_api == "https://api.weixin.qq.com"
+
+
+def test_explicit_upstream_urls_win_over_the_dev_simulator_mount() -> None:
+    default = Settings()
+    explicit = Settings(pay_api_base="http://127.0.0.1:9100", miniprogram_api_base="http://x")
+
+    assert default.pay_api.endswith("/sim")
+    assert explicit.pay_api == "http://127.0.0.1:9100"
+    assert explicit.miniprogram_api == "http://x"
+
+
+def test_secrets_do_not_appear_in_the_settings_repr() -> None:
+    settings = Settings()
+
+    assert settings.api_key.get_secret_value() not in repr(settings)
+    assert settings.secret_key.get_secret_value() not in str(settings)
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_readiness_reports_an_unreachable_database(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none")
+
+    ready = await client.get("/readyz")
+
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "NOT_READY"
+
+
+async def test_unknown_route_uses_the_error_envelope(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/nothing-here")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "NOT_FOUND", "message": "Not Found"}}
+
+
+async def test_openapi_documents_the_error_envelope(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    assert "ErrorEnvelope" in schema["components"]["schemas"]
+    login = schema["paths"]["/api/v1/auth/login"]["post"]
+    assert "401" in login["responses"] and "503" in login["responses"]
+
+
+def test_migrations_go_down_and_up_again() -> None:
+    with fresh_database_url() as url:
+        migrate(url)
+        downgrade(url, "base")
+        migrate(url)
+
+
+async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
+    def diff(sync_conn: object) -> list[object]:
+        context = MigrationContext.configure(sync_conn, opts={"compare_type": True})  # type: ignore[arg-type]
+        return list(compare_metadata(context, Base.metadata))
+
+    async with engine.connect() as conn:
+        differences = await conn.run_sync(diff)
+        tables = await conn.execute(text("SELECT version_num FROM alembic_version"))
+        assert tables.scalar() is not None
+
+    assert differences == []
