@@ -28,6 +28,11 @@ def pytest_report_header() -> str:
     return f"database backend: {backend}"
 
 
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """``settings`` with some values replaced, validated like the environment would be."""
+    return Settings(**{**dict(settings), **overrides})
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     with fresh_database_url() as url:
@@ -71,7 +76,7 @@ async def make_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[
         async def factory(
             transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
         ) -> httpx.AsyncClient:
-            app: FastAPI = create_app(settings.model_copy(update=overrides), transport=transport)
+            app: FastAPI = create_app(with_overrides(settings, overrides), transport=transport)
             await stack.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app=app)
             return await stack.enter_async_context(

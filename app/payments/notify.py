@@ -17,6 +17,7 @@ from app.config import Settings
 from app.db import utcnow
 from app.payments.service import (
     ACKNOWLEDGED,
+    REFUSED,
     AuditRecord,
     PaymentResult,
     PaymentService,
@@ -39,6 +40,11 @@ class NotifyOutcome:
     @property
     def acknowledged(self) -> bool:
         return self.verdict in ACKNOWLEDGED
+
+    @property
+    def refused(self) -> bool:
+        """Not a message from WeChat about one of our orders (malformed, forged, not ours)."""
+        return self.verdict in REFUSED
 
 
 class Refused(Exception):

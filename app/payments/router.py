@@ -45,9 +45,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
         return wechat_reply(False, "temporarily unavailable", 503)
     if outcome.acknowledged:
         return wechat_reply(True, "OK")
-    return wechat_reply(
-        False, outcome.detail, 400 if outcome.verdict.value.startswith("BAD") else 200
-    )
+    return wechat_reply(False, outcome.detail, 400 if outcome.refused else 200)
 
 
 async def _read_limited(request: Request) -> bytes | None:

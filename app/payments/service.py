@@ -46,6 +46,16 @@ class Verdict(StrEnum):
 ACKNOWLEDGED = frozenset(
     {Verdict.PAID, Verdict.DUPLICATE, Verdict.PAID_AFTER_CLOSE, Verdict.PAYMENT_FAILED}
 )
+# Verdicts on messages that never reached an order: not WeChat's, or not well-formed.
+REFUSED = frozenset(
+    {
+        Verdict.BAD_XML,
+        Verdict.PROTOCOL_FAIL,
+        Verdict.BAD_SIGNATURE,
+        Verdict.WRONG_MERCHANT,
+        Verdict.BAD_FIELDS,
+    }
+)
 PAID_EVENT = "PAID"
 
 

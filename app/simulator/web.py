@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from app.simulator.control import router as control_router
+from app.simulator.page import router as page_router
 from app.simulator.routes import router as wechat_router
 
 if TYPE_CHECKING:
@@ -32,4 +33,5 @@ def build_app(simulator: Simulator, *, standalone: bool) -> FastAPI:
     app.state.simulator = simulator
     app.include_router(wechat_router)
     app.include_router(control_router)
+    app.include_router(page_router)
     return app

@@ -17,6 +17,7 @@ import uvicorn
 
 from app.config import Settings
 from app.main import create_app
+from tests.conftest import with_overrides
 
 
 class LiveServer:
@@ -58,7 +59,7 @@ async def make_live_client(settings: Settings) -> AsyncIterator[LiveFactory]:
     async def factory(**overrides: Any) -> httpx.AsyncClient:
         def build(base_url: str) -> Any:
             update = {"notify_url": f"{base_url}/wechat/pay/notify", **overrides}
-            return create_app(settings.model_copy(update=update))
+            return create_app(with_overrides(settings, update))
 
         server = LiveServer(build)
         servers.append(server)
