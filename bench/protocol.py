@@ -16,8 +16,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from wechatpy.pay import WeChatPay
-from wechatpy.pay.utils import calculate_signature, dict_to_xml
+from wechatpy.pay import WeChatPay  # type: ignore[import-untyped]
+from wechatpy.pay.utils import calculate_signature, dict_to_xml  # type: ignore[import-untyped]
 
 from app.wechat.signing import sign, verify
 from app.wechat.xmlcodec import from_xml, to_signed_xml, to_xml

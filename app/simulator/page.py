@@ -125,4 +125,3 @@ async def cashier_page(simulator: SimulatorDep) -> HTMLResponse:
         "__MCH_ID__", escape(config.mch_id)
     )
     return HTMLResponse(page)
-

@@ -12,11 +12,12 @@ wechatpy_pay = pytest.importorskip("wechatpy.pay", reason="wechatpy comes with t
 
 
 def sdk_for(simulator: SimulatorHandle) -> Any:
-    class LocalWeChatPay(wechatpy_pay.WeChatPay):  # type: ignore[misc]
-        API_BASE_URL = simulator.base_url + "/"
-
+    # wechatpy reads its host from a class attribute; everything else is stock.
+    local_pay = type(
+        "LocalWeChatPay", (wechatpy_pay.WeChatPay,), {"API_BASE_URL": simulator.base_url + "/"}
+    )
     settings = simulator.settings
-    return LocalWeChatPay(
+    return local_pay(
         appid=settings.appid,
         api_key=settings.api_key.get_secret_value(),
         mch_id=settings.mch_id,

@@ -22,9 +22,7 @@ API_BASE = "https://api.mch.test"
 Reply = httpx.Response | Exception | bytes
 
 
-def signed_reply(
-    key: str = API_KEY, sign_type: SignType = SignType.MD5, **fields: object
-) -> bytes:
+def signed_reply(key: str = API_KEY, sign_type: SignType = SignType.MD5, **fields: object) -> bytes:
     """A WeChat Pay answer with both codes SUCCESS unless overridden, signed like WeChat."""
     base: dict[str, object] = {
         "return_code": "SUCCESS",

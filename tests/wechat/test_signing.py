@@ -42,17 +42,17 @@ L1_FIELDS: dict[str, object] = {
 
 # §10 L3: a payment notify, exactly as WeChat would POST it.
 L3_NOTIFY = (
-    "<xml><appid><![CDATA[wx1234567890abcdef]]></appid><bank_type><![CDATA[OTHERS]]></bank_type>"
-    "<cash_fee>1</cash_fee><fee_type><![CDATA[CNY]]></fee_type><is_subscribe><![CDATA[N]]>"
-    "</is_subscribe><mch_id><![CDATA[1900000109]]></mch_id><nonce_str>"
-    "<![CDATA[dfPpVk0XtV5ZmBqnTtxLcE9CsQ3gHKyo]]></nonce_str><openid>"
-    "<![CDATA[oUpF8uMuAJO_M2pxb1Q9zNjWeS6o]]></openid><out_trade_no><![CDATA[ORD20231115000001]]>"
-    "</out_trade_no><result_code><![CDATA[SUCCESS]]></result_code><return_code>"
-    "<![CDATA[SUCCESS]]></return_code><sign><![CDATA[E5F675BE369D7F2AAF4BEFF64846D172]]></sign>"
-    "<time_end><![CDATA[20231115141530]]></time_end><total_fee>1</total_fee><trade_type>"
-    "<![CDATA[JSAPI]]></trade_type><transaction_id><![CDATA[4200001234202311151234567890]]>"
-    "</transaction_id></xml>"
-).encode()
+    b"<xml><appid><![CDATA[wx1234567890abcdef]]></appid><bank_type><![CDATA[OTHERS]]></bank_type>"
+    b"<cash_fee>1</cash_fee><fee_type><![CDATA[CNY]]></fee_type><is_subscribe><![CDATA[N]]>"
+    b"</is_subscribe><mch_id><![CDATA[1900000109]]></mch_id><nonce_str>"
+    b"<![CDATA[dfPpVk0XtV5ZmBqnTtxLcE9CsQ3gHKyo]]></nonce_str><openid>"
+    b"<![CDATA[oUpF8uMuAJO_M2pxb1Q9zNjWeS6o]]></openid><out_trade_no><![CDATA[ORD20231115000001]]>"
+    b"</out_trade_no><result_code><![CDATA[SUCCESS]]></result_code><return_code>"
+    b"<![CDATA[SUCCESS]]></return_code><sign><![CDATA[E5F675BE369D7F2AAF4BEFF64846D172]]></sign>"
+    b"<time_end><![CDATA[20231115141530]]></time_end><total_fee>1</total_fee><trade_type>"
+    b"<![CDATA[JSAPI]]></trade_type><transaction_id><![CDATA[4200001234202311151234567890]]>"
+    b"</transaction_id></xml>"
+)
 
 
 def test_official_vector_a_string_to_sign_is_byte_exact() -> None:

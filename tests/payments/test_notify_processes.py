@@ -1,0 +1,73 @@
+"""Exactly once across processes: concurrent duplicates through two uvicorn workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import utcnow
+from app.wechat.xmlcodec import from_xml
+from tests.helpers import scalar
+from tests.payments.test_notify import NOTIFY, signed_notify
+from tests.plugins.processes import service_processes
+
+
+async def insert_order(engine: AsyncEngine, out_trade_no: str, total_fee: int) -> None:
+    now = utcnow()
+    stamp = now if engine.dialect.name == "postgresql" else now.replace(tzinfo=None)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO users (openid, session_key_sealed, created_at, updated_at) "
+                "VALUES ('o-proc', 'x', :t, :t)"
+            ),
+            {"t": stamp},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO products (name, description, price_fen, active, created_at) "
+                "VALUES ('p', 'shop-goods', :fee, true, :t)"
+            ),
+            {"fee": total_fee, "t": stamp},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO orders (out_trade_no, user_id, openid, product_id, quantity, "
+                "total_fee, description, status, sign_type, client_ip, time_expire, "
+                "created_at, updated_at) SELECT :no, u.id, u.openid, p.id, 1, :fee, 'shop-goods',"
+                " 'NOTPAY', 'MD5', '127.0.0.1', :t, :t, :t FROM users u, products p"
+            ),
+            {"no": out_trade_no, "fee": total_fee, "t": stamp},
+        )
+
+
+async def test_fifty_concurrent_duplicates_through_two_processes_pay_once(
+    database_url: str, engine: AsyncEngine, settings: Settings
+) -> None:
+    await insert_order(engine, "PROC0000000000000001", 100)
+    body = signed_notify(
+        settings, out_trade_no="PROC0000000000000001", transaction_id="4200000000000000000000000001",
+        total_fee=100, cash_fee=100,
+    )
+
+    # Two separate servers, requests alternating between them: two processes for certain.
+    with service_processes(database_url) as first, service_processes(database_url) as second:
+        async with httpx.AsyncClient(timeout=30) as http:
+            replies = await asyncio.gather(
+                *(http.post((first, second)[i % 2] + NOTIFY, content=body) for i in range(60))
+            )
+
+    assert [from_xml(r.content)["return_code"] for r in replies] == ["SUCCESS"] * 60
+    assert await scalar(engine, "SELECT status FROM orders") == "SUCCESS"
+    assert await scalar(engine, "SELECT count(*) FROM order_events WHERE kind = 'PAID'") == 1
+    verdicts = await scalar(
+        engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'PAID'"
+    )
+    duplicates = await scalar(
+        engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'DUPLICATE'"
+    )
+    assert (verdicts, duplicates) == (1, 59)
