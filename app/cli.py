@@ -72,7 +72,10 @@ async def _sweep(settings: Settings) -> str:
     finally:
         await http.aclose()
         await engine.dispose()
-    return f"claimed {report.claimed}, paid {report.paid}, closed {report.closed}, failed {report.failed}"
+    return (
+        f"claimed {report.claimed}, paid {report.paid}, "
+        f"closed {report.closed}, failed {report.failed}"
+    )
 
 
 async def run(argv: Sequence[str]) -> str:

@@ -81,4 +81,4 @@ async def truncate_all(engine: AsyncEngine) -> None:
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
             for table in tables:
-                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our own names
+                await conn.execute(text(f"DELETE FROM {table}"))

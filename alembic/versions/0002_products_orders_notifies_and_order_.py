@@ -10,9 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 import app.db
-
 from alembic import op
-
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -22,7 +22,7 @@ class OrderRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def product_for_sale(self, product_id: int) -> Row[Any] | None:
+    async def product_for_sale(self, product_id: int) -> Row[Any, Any] | None:
         stmt = select(products.c.price_fen, products.c.description).where(
             products.c.id == product_id, products.c.active.is_(True)
         )

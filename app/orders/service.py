@@ -166,19 +166,21 @@ class OrderService:
             if exc.err_code == "ORDERNOTEXIST":
                 return None
             raise
-        return await self._apply_trade_state(result)
+        return await self._apply_trade_state(out_trade_no, result)
 
     async def expire(self, out_trade_no: str) -> None:
         """Close an order whose ``time_expire`` has passed (the sweep has queried it first)."""
         await self._close(out_trade_no)
 
-    async def _apply_trade_state(self, result: OrderQueryResponse) -> OrderStatus | None:
+    async def _apply_trade_state(
+        self, out_trade_no: str, result: OrderQueryResponse
+    ) -> OrderStatus | None:
         state = _our_status(str(result.trade_state))
         if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
-            await PaymentService(self._conn).apply_paid(_paid_result(result))
+            await PaymentService(self._conn).apply_paid(_paid_result(out_trade_no, result))
         elif state in (OrderStatus.CLOSED, OrderStatus.PAYERROR):
             async with self._conn.begin():
-                await self._repo.move(result.out_trade_no, state, closed_at=_closed_at(state))
+                await self._repo.move(out_trade_no, state, closed_at=_closed_at(state))
         return state
 
     async def _close(self, out_trade_no: str) -> None:
@@ -278,11 +280,16 @@ class OrderService:
             return await self._repo.by_idempotency_key(user.id, key)
 
 
-def _paid_result(result: OrderQueryResponse) -> PaymentResult:
+def _paid_result(out_trade_no: str, result: OrderQueryResponse) -> PaymentResult:
+    if not result.transaction_id or result.total_fee is None:
+        # A paid order always has both; without them the answer cannot be trusted.
+        raise WeChatUnavailable(
+            "order query reported a payment without transaction_id or total_fee"
+        )
     return PaymentResult(
-        out_trade_no=result.out_trade_no,
-        transaction_id=result.transaction_id or "",
-        total_fee=result.total_fee or 0,
+        out_trade_no=out_trade_no,
+        transaction_id=result.transaction_id,
+        total_fee=result.total_fee,
         cash_fee=result.cash_fee,
         bank_type=result.bank_type,
         paid_at=from_wechat_time(result.time_end) if result.time_end else None,

@@ -84,7 +84,7 @@ async def _reload(conn: AsyncConnection, out_trade_no: str) -> Row[Any]:
 
 
 async def run_sweeper(engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> None:
-    """Sweep every ``sweep_interval_seconds`` until cancelled; a failed pass is logged, not fatal."""
+    """Sweep every ``sweep_interval_seconds`` until cancelled; a failed pass is only logged."""
     while True:
         try:
             report = await sweep_once(engine, settings, pay)

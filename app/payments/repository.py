@@ -45,9 +45,10 @@ class PaymentRepository:
             .values(status=OrderStatus.SUCCESS.value, updated_at=utcnow(), **values)
             .returning(orders.c.id)
         )
-        return (await self._conn.execute(stmt)).scalar_one_or_none()
+        order_id: int | None = (await self._conn.execute(stmt)).scalar_one_or_none()
+        return order_id
 
-    async def order_state(self, out_trade_no: str) -> Row[Any] | None:
+    async def order_state(self, out_trade_no: str) -> Row[Any, Any, Any, Any] | None:
         stmt = select(
             orders.c.id, orders.c.status, orders.c.total_fee, orders.c.transaction_id
         ).where(orders.c.out_trade_no == out_trade_no)

@@ -14,7 +14,8 @@ class Product(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    # Sent as the unified-order `body` (String(127)): "商家名称-销售商品类目", e.g. 短信平台-短信套餐购买.
+    # Sent as the unified-order `body` (String(127)), shaped "商家名称-销售商品类目",
+    # e.g. 短信平台-短信套餐购买.
     description: Mapped[str] = mapped_column(String(127))
     price_fen: Mapped[int] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

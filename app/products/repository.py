@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.products.models import Product
@@ -31,7 +32,8 @@ class ProductRepository:
 
     async def set_active(self, product_id: int, active: bool) -> bool:
         stmt = update(Product).where(Product.id == product_id).values(active=active)
-        return bool((await self._session.execute(stmt)).rowcount)
+        result = cast(CursorResult[Any], await self._session.execute(stmt))
+        return bool(result.rowcount)
 
     async def count(self) -> int:
         return len((await self._session.scalars(select(Product.id))).all())

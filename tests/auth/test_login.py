@@ -150,7 +150,7 @@ async def test_new_login_replaces_the_session_key(
     settings: Settings,
 ) -> None:
     # PROTOCOL.md §1.3: WeChat keeps one session_key per user; each login may rotate it.
-    token, openid = await login(client, fresh_simulator)
+    _, openid = await login(client, fresh_simulator)
     first_key = await stored_session_key(engine, settings, openid)
     code, _ = await fresh_simulator.login_code(openid=openid)
     await client.post("/api/v1/auth/login", json={"code": code})

@@ -32,7 +32,7 @@ async def backdate(engine: AsyncEngine, out_trade_no: str, minutes: int, *, expi
         value = moment if conn.dialect.name == "postgresql" else moment.replace(tzinfo=None)
         columns = "created_at = :t" + (", time_expire = :t" if expire else "")
         await conn.execute(
-            text(f"UPDATE orders SET {columns} WHERE out_trade_no = :n"),  # noqa: S608
+            text(f"UPDATE orders SET {columns} WHERE out_trade_no = :n"),
             {"t": value, "n": out_trade_no},
         )
 

@@ -36,7 +36,7 @@ async def order_row(engine: AsyncEngine, out_trade_no: str, column: str) -> Any:
     return await scalar(
         engine,
         f"SELECT {column} FROM orders WHERE out_trade_no = :n",
-        n=out_trade_no,  # noqa: S608
+        n=out_trade_no,
     )
 
 

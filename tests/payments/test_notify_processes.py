@@ -50,8 +50,11 @@ async def test_fifty_concurrent_duplicates_through_two_processes_pay_once(
 ) -> None:
     await insert_order(engine, "PROC0000000000000001", 100)
     body = signed_notify(
-        settings, out_trade_no="PROC0000000000000001", transaction_id="4200000000000000000000000001",
-        total_fee=100, cash_fee=100,
+        settings,
+        out_trade_no="PROC0000000000000001",
+        transaction_id="4200000000000000000000000001",
+        total_fee=100,
+        cash_fee=100,
     )
 
     # Two separate servers, requests alternating between them: two processes for certain.
@@ -64,9 +67,7 @@ async def test_fifty_concurrent_duplicates_through_two_processes_pay_once(
     assert [from_xml(r.content)["return_code"] for r in replies] == ["SUCCESS"] * 60
     assert await scalar(engine, "SELECT status FROM orders") == "SUCCESS"
     assert await scalar(engine, "SELECT count(*) FROM order_events WHERE kind = 'PAID'") == 1
-    verdicts = await scalar(
-        engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'PAID'"
-    )
+    verdicts = await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'PAID'")
     duplicates = await scalar(
         engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'DUPLICATE'"
     )

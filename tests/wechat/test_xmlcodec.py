@@ -207,7 +207,7 @@ _xml_text = st.text(
 _values = st.one_of(_xml_text, st.integers(min_value=0, max_value=10**12))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     fields=st.dictionaries(_names, _values, max_size=25),
     sign_type=st.sampled_from(SignType),
