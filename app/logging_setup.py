@@ -39,6 +39,8 @@ def configure_logging(settings: Settings) -> None:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
+    # httpx logs every request URL at INFO, and code2session's URL carries the AppSecret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     redactor = RedactSecrets(secrets)
     for handler in root.handlers:
         handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]

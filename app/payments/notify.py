@@ -1,19 +1,20 @@
 """The v2 payment notify (PROTOCOL.md §5): from raw bytes to a committed verdict.
 
-Steps, each with its own verdict: hardened parse; ``return_code``; signature over the raw
-received fields with the notify's own sign type; our ``appid``/``mch_id``; the business fields;
-then ``result_code`` decides between recording a failure and applying the payment.
+The protocol adapter verifies the message (hardened parse, ``return_code``, the signature over
+every received field with the notify's own sign type, our ``appid``/``mch_id``, the required
+fields); ``result_code`` then decides between recording a failed attempt and applying the
+payment. Every notify is audited, refused ones included.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.config import Settings
 from app.db import utcnow
 from app.payments.service import (
     ACKNOWLEDGED,
@@ -23,13 +24,22 @@ from app.payments.service import (
     PaymentService,
     Verdict,
 )
-from app.wechat import signing
+from app.wechat.client import WeChatPayClient
+from app.wechat.errors import InvalidNotification, RefusalKind
+from app.wechat.models import PaymentNotify
 from app.wechat.timefmt import from_wechat_time
-from app.wechat.xmlcodec import XmlRejected, from_xml
 
 logger = logging.getLogger(__name__)
 
-_EXCERPT = 2048
+_EXCERPT = 8192
+_REFUSAL_VERDICT = {
+    RefusalKind.XML: Verdict.BAD_XML,
+    RefusalKind.PROTOCOL: Verdict.PROTOCOL_FAIL,
+    RefusalKind.SIGNATURE: Verdict.BAD_SIGNATURE,
+    RefusalKind.MERCHANT: Verdict.WRONG_MERCHANT,
+    RefusalKind.FIELDS: Verdict.BAD_FIELDS,
+    RefusalKind.DECRYPTION: Verdict.BAD_FIELDS,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,88 +57,49 @@ class NotifyOutcome:
         return self.verdict in REFUSED
 
 
-class Refused(Exception):
-    def __init__(self, verdict: Verdict, detail: str, out_trade_no: str | None = None) -> None:
-        super().__init__(detail)
-        self.verdict = verdict
-        self.detail = detail
-        self.out_trade_no = out_trade_no
-
-
 async def handle_payment_notify(
-    body: bytes, conn: AsyncConnection, settings: Settings
+    body: bytes, conn: AsyncConnection, pay: WeChatPayClient
 ) -> NotifyOutcome:
     """Verify a notify and apply it; the returned outcome is already committed."""
     service = PaymentService(conn)
     received_at = utcnow()
     try:
-        fields = _parse(body)
-    except Refused as refused:
-        return await _refuse(service, refused, AuditRecord(_excerpt(body), received_at))
-    audit = AuditRecord(json.dumps(fields, ensure_ascii=False), received_at)
-    try:
-        _check_origin(fields, settings)
-        if fields.get("result_code") != "SUCCESS":
-            return await _record_failure(service, fields, audit)
-        result = _payment_result(fields)
-    except Refused as refused:
-        return await _refuse(service, refused, audit)
-    verdict = await service.apply_paid(result, audit)
+        notify = pay.parse_payment_notify(body)
+    except InvalidNotification as refused:
+        verdict = _REFUSAL_VERDICT[refused.kind]
+        await service.record(verdict, AuditRecord(_excerpt(body), received_at), refused.reason)
+        logger.warning("notify refused: %s (%s)", verdict.value, refused.reason)
+        return NotifyOutcome(verdict, refused.reason)
+    audit = AuditRecord(json.dumps(notify.raw, ensure_ascii=False), received_at)
+    if not notify.is_paid:
+        # result_code=FAIL: the user's attempt failed; the order stays payable.
+        detail = f"{notify.err_code or ''} {notify.err_code_des or ''}".strip() or "payment failed"
+        await service.record(Verdict.PAYMENT_FAILED, audit, detail, notify.out_trade_no)
+        return NotifyOutcome(Verdict.PAYMENT_FAILED, detail)
+    verdict = await service.apply_paid(_payment_result(notify), audit)
     return NotifyOutcome(verdict, verdict.value)
 
 
-async def _refuse(service: PaymentService, refused: Refused, audit: AuditRecord) -> NotifyOutcome:
-    await service.record(refused.verdict, audit, refused.detail, refused.out_trade_no)
-    logger.warning("notify refused: %s (%s)", refused.verdict.value, refused.detail)
-    return NotifyOutcome(refused.verdict, refused.detail)
+def _payment_result(notify: PaymentNotify) -> PaymentResult:
+    # PaymentNotify guarantees these three on a paid notify.
+    assert notify.out_trade_no and notify.transaction_id and notify.total_fee is not None
+    return PaymentResult(
+        out_trade_no=notify.out_trade_no,
+        transaction_id=notify.transaction_id,
+        total_fee=notify.total_fee,
+        cash_fee=notify.cash_fee,
+        bank_type=notify.bank_type,
+        paid_at=_paid_at(notify.time_end),
+    )
 
 
-async def _record_failure(
-    service: PaymentService, fields: dict[str, str], audit: AuditRecord
-) -> NotifyOutcome:
-    # result_code=FAIL: the user's attempt failed; the order stays payable.
-    detail = f"{fields.get('err_code', '')} {fields.get('err_code_des', '')}".strip()
-    detail = detail or "payment failed"
-    await service.record(Verdict.PAYMENT_FAILED, audit, detail, fields.get("out_trade_no"))
-    return NotifyOutcome(Verdict.PAYMENT_FAILED, detail)
-
-
-def _parse(body: bytes) -> dict[str, str]:
+def _paid_at(time_end: str | None) -> dt.datetime | None:
+    if not time_end:
+        return None
     try:
-        return from_xml(body)
-    except XmlRejected as exc:
-        raise Refused(Verdict.BAD_XML, exc.fault.value) from exc
-
-
-def _check_origin(fields: dict[str, str], settings: Settings) -> None:
-    if fields.get("return_code") != "SUCCESS":
-        raise Refused(Verdict.PROTOCOL_FAIL, "return_code is not SUCCESS")
-    try:
-        sign_type = signing.sign_type_of(fields, settings.sign_type)
-    except ValueError as exc:
-        raise Refused(Verdict.BAD_SIGNATURE, "unknown sign_type") from exc
-    if not signing.verify(fields, settings.api_key.get_secret_value(), sign_type):
-        raise Refused(
-            Verdict.BAD_SIGNATURE, "signature does not verify", fields.get("out_trade_no")
-        )
-    if fields.get("appid") != settings.appid or fields.get("mch_id") != settings.mch_id:
-        raise Refused(
-            Verdict.WRONG_MERCHANT, "appid/mch_id are not ours", fields.get("out_trade_no")
-        )
-
-
-def _payment_result(fields: dict[str, str]) -> PaymentResult:
-    try:
-        return PaymentResult(
-            out_trade_no=fields["out_trade_no"],
-            transaction_id=fields["transaction_id"],
-            total_fee=int(fields["total_fee"]),
-            cash_fee=int(fields["cash_fee"]) if fields.get("cash_fee") else None,
-            bank_type=fields.get("bank_type") or None,
-            paid_at=from_wechat_time(fields["time_end"]) if fields.get("time_end") else None,
-        )
-    except (KeyError, ValueError) as exc:
-        raise Refused(Verdict.BAD_FIELDS, f"missing or invalid field: {exc}") from exc
+        return from_wechat_time(time_end)
+    except ValueError:
+        return None  # a malformed time is not a reason to lose a verified payment
 
 
 def _excerpt(body: bytes) -> str:

@@ -39,7 +39,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
             async with runtime.engine.connect() as conn:
-                outcome = await handle_payment_notify(body, conn, runtime.settings)
+                outcome = await handle_payment_notify(body, conn, runtime.pay)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         logger.error("notify not processed, WeChat will retry: %s", type(exc).__name__)
         return wechat_reply(False, "temporarily unavailable", 503)

@@ -6,9 +6,9 @@ clock rather than by sleeping.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+from app.wechat.timefmt import from_wechat_time
 
 
 class SimClock:
@@ -28,21 +28,9 @@ class SimClock:
         self._offset = timedelta()
 
 
-def beijing_stamp(moment: datetime) -> str:
-    """WeChat Pay's time format: Beijing time, ``yyyyMMddHHmmss``."""
-    return moment.astimezone(BEIJING).strftime("%Y%m%d%H%M%S")
-
-
-def refund_time(moment: datetime) -> str:
-    """The refund notify's and query's ``yyyy-MM-dd HH:mm:ss`` Beijing time."""
-    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def parse_beijing_stamp(text: str) -> datetime | None:
     """A ``yyyyMMddHHmmss`` Beijing time as an aware datetime, or ``None`` if malformed."""
-    if len(text) != 14 or not text.isdigit():
-        return None
     try:
-        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
+        return from_wechat_time(text)
     except ValueError:
         return None

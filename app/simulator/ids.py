@@ -8,7 +8,8 @@ import secrets
 import string
 from datetime import datetime
 
-from app.simulator.clock import BEIJING, beijing_stamp
+from app.wechat.timefmt import BEIJING
+from app.wechat.timefmt import to_wechat_time as beijing_stamp
 
 _ALNUM = string.ascii_letters + string.digits
 _OPENID_TAIL = _ALNUM + "-_"

@@ -16,12 +16,14 @@ from typing import Any
 
 import httpx
 
-from app.simulator.clock import SimClock, beijing_stamp, refund_time
+from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
 from app.simulator.faults import Fault, FaultBook, FaultName
-from app.simulator.refundcrypto import encrypt_req_info
 from app.simulator.state import DeliveryAttempt, Order, Refund, SimState
+from app.wechat.crypto import encrypt_req_info
 from app.wechat.signing import SignType, new_nonce, sign
+from app.wechat.timefmt import to_refund_time as refund_time
+from app.wechat.timefmt import to_wechat_time as beijing_stamp
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
 
 REPLY_SNIPPET = 500

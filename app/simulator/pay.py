@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from app.simulator.clock import SimClock, beijing_stamp, parse_beijing_stamp
+from app.simulator.clock import SimClock, parse_beijing_stamp
 from app.simulator.config import SimulatorConfig
 from app.simulator.envelope import BusinessFail, PayRequest, ProtocolFail
 from app.simulator.ids import new_prepay_id, new_transaction_id
@@ -16,6 +16,7 @@ from app.simulator.validation import (
     require,
     require_one_of,
 )
+from app.wechat.timefmt import to_wechat_time as beijing_stamp
 
 PREPAY_LIFETIME = timedelta(hours=2)
 MIN_TIME_EXPIRE = timedelta(minutes=5)

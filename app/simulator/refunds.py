@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.simulator.clock import SimClock, refund_time
+from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
 from app.simulator.envelope import BusinessFail, PayRequest
 from app.simulator.ids import new_refund_id
@@ -16,6 +16,7 @@ from app.simulator.notify import Notifier
 from app.simulator.pay import PayDesk
 from app.simulator.state import Order, Refund, RefundStatus, SimState, TradeState
 from app.simulator.validation import REFUND_RULES, check_formats, require, require_one_of
+from app.wechat.timefmt import to_refund_time as refund_time
 
 MAX_REFUNDS_PER_ORDER = 50
 REFUND_QUERY_PAGE = 10

@@ -17,7 +17,12 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from app.wechat.crypto import ReqInfoInvalid, decrypt_req_info
-from app.wechat.errors import InvalidNotification, WeChatRejected, WeChatUnavailable
+from app.wechat.errors import (
+    InvalidNotification,
+    RefusalKind,
+    WeChatRejected,
+    WeChatUnavailable,
+)
 from app.wechat.models import (
     CloseOrderRequest,
     CloseOrderResponse,
@@ -243,15 +248,15 @@ class WeChatPayClient:
         """
         fields = _notify_fields(body, root="xml")
         if fields.get("return_code") != SUCCESS:
-            raise InvalidNotification("return_code is not SUCCESS")
+            raise InvalidNotification("return_code is not SUCCESS", RefusalKind.PROTOCOL)
         try:
             sign_type = sign_type_of(fields, self.sign_type)
         except ValueError:
-            raise InvalidNotification("unknown sign_type") from None
+            raise InvalidNotification("unknown sign_type", RefusalKind.SIGNATURE) from None
         if not verify(fields, self._key, sign_type):
-            raise InvalidNotification("signature does not verify")
+            raise InvalidNotification("signature does not verify", RefusalKind.SIGNATURE)
         if fields.get("appid") != self.appid or fields.get("mch_id") != self.mch_id:
-            raise InvalidNotification("appid or mch_id is not ours")
+            raise InvalidNotification("appid or mch_id is not ours", RefusalKind.MERCHANT)
         return _build_notify(PaymentNotify, fields)
 
     def decrypt_refund_notify(self, body: bytes) -> RefundNotifyInfo:
@@ -262,13 +267,15 @@ class WeChatPayClient:
         """
         outer = _build_notify(RefundNotify, _notify_fields(body, root="xml"))
         if outer.return_code != SUCCESS or not outer.req_info:
-            raise InvalidNotification("return_code is not SUCCESS or req_info is missing")
+            raise InvalidNotification(
+                "return_code is not SUCCESS or req_info is missing", RefusalKind.PROTOCOL
+            )
         if outer.appid != self.appid or outer.mch_id != self.mch_id:
-            raise InvalidNotification("appid or mch_id is not ours")
+            raise InvalidNotification("appid or mch_id is not ours", RefusalKind.MERCHANT)
         try:
             plaintext = decrypt_req_info(outer.req_info, self._key)
         except ReqInfoInvalid as exc:
-            raise InvalidNotification(f"req_info: {exc}") from None
+            raise InvalidNotification(f"req_info: {exc}", RefusalKind.DECRYPTION) from None
         return _build_notify(RefundNotifyInfo, _notify_fields(plaintext, root="root"))
 
 
@@ -283,14 +290,16 @@ def _notify_fields(body: bytes, *, root: str) -> dict[str, str]:
     try:
         return from_xml(body, root=root)
     except XmlRejected as exc:
-        raise InvalidNotification(f"unreadable XML ({exc.fault})") from None
+        raise InvalidNotification(f"unreadable XML ({exc.fault})", RefusalKind.XML) from None
 
 
 def _build_notify(model: type[N], fields: Mapping[str, str]) -> N:
     try:
         return model.from_fields(fields)
     except ValidationError as exc:
-        raise InvalidNotification(f"unexpected fields: {_summary(exc)}") from None
+        raise InvalidNotification(
+            f"unexpected fields: {_summary(exc)}", RefusalKind.FIELDS
+        ) from None
 
 
 def _summary(exc: ValidationError) -> str:

@@ -12,6 +12,8 @@ constructors only take WeChat's own codes and texts, and callers never pass requ
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class WeChatError(Exception):
     """Base of every WeChat adapter error."""
@@ -67,12 +69,24 @@ class WeChatRejected(WeChatError):
         )
 
 
+class RefusalKind(StrEnum):
+    """Why an incoming notify was refused, for auditing and the reply."""
+
+    XML = "XML"  # not a flat UTF-8 XML document within the size limit
+    PROTOCOL = "PROTOCOL"  # return_code is not SUCCESS: nothing to act on
+    SIGNATURE = "SIGNATURE"  # unknown sign type, or the signature does not verify
+    MERCHANT = "MERCHANT"  # appid or mch_id is not ours
+    FIELDS = "FIELDS"  # required fields missing or malformed
+    DECRYPTION = "DECRYPTION"  # a refund notify's req_info does not decrypt under our key
+
+
 class InvalidNotification(WeChatError):
     """An incoming notify that must not be acted on: malformed, unsigned, forged, or not ours.
 
     ``reason`` is safe to put in the ``return_msg`` of the FAIL reply.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: RefusalKind) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from datetime import datetime as datetime_type
 
 BEIJING = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 _FORMAT = "%Y%m%d%H%M%S"
@@ -13,6 +14,11 @@ def to_wechat_time(moment: dt.datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetime")
     return moment.astimezone(BEIJING).strftime(_FORMAT)
+
+
+def to_refund_time(moment: datetime_type) -> str:
+    """The refund notify's and refund query's ``yyyy-MM-dd HH:mm:ss`` Beijing time (§6.4, §6.5)."""
+    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def from_wechat_time(text: str) -> dt.datetime:

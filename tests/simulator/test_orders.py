@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.simulator.clock import beijing_stamp
+from app.wechat.timefmt import to_wechat_time as beijing_stamp
 from tests.simulator.helpers import Merchant
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.simulator.refundcrypto import decrypt_req_info, encrypt_req_info
+from app.wechat.crypto import decrypt_req_info, encrypt_req_info
 from app.wechat.xmlcodec import from_xml
 from tests.simulator.helpers import Merchant
 

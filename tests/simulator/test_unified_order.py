@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.simulator.clock import beijing_stamp
 from app.wechat.signing import SignType, sign
+from app.wechat.timefmt import to_wechat_time as beijing_stamp
 from app.wechat.xmlcodec import to_xml
 from tests.simulator.helpers import Merchant
 

@@ -1,0 +1,236 @@
+"""Plumbing shared by the HTTP benchmarks: databases, server processes, load and statistics.
+
+Everything is loopback and bounded: databases are created fresh and dropped, processes are
+started here and terminated here, and every load run has a request count and a time cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+PG = "postgres@127.0.0.1:5432"
+UVICORN_FLAGS = ("--no-proxy-headers", "--log-level", "warning", "--no-access-log")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pg_url(database: str, *, driver: str = "") -> str:
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{PG}/{database}"
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(pg_url("postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_database(label: str) -> Iterator[str]:
+    """A new PostgreSQL database migrated to head (``alembic upgrade head``); dropped after."""
+    name = f"wxpay_bench_{label}_{secrets.token_hex(4)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        env = {**_clean_env(), "WXPAY_DATABASE_URL": pg_url(name, driver="asyncpg")}
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        yield name
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("WXPAY_", "REF_"))}
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def server_process(
+    command: Sequence[str], env: dict[str, str], ready_path: str, port: int
+) -> Iterator[Server]:
+    """Start ``command`` (listening on ``port``), wait for ``ready_path`` to answer 200."""
+    process = subprocess.Popen(list(command), cwd=ROOT, env={**_clean_env(), **env})
+    server = Server(f"http://127.0.0.1:{port}", process)
+    try:
+        _wait_ready(server, ready_path)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_ready(server: Server, path: str, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.url} exited with {server.process.returncode}")
+        try:
+            with urllib.request.urlopen(server.url + path, timeout=1) as reply:  # noqa: S310
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.url} did not become ready")
+
+
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), *UVICORN_FLAGS,
+    ]  # fmt: skip
+
+
+@contextmanager
+def service(database: str, workers: int, wechat_url: str = "http://127.0.0.1:9") -> Iterator[Server]:
+    """The service itself: ``uvicorn app.main:app`` on PostgreSQL."""
+    port = free_port()
+    env = {
+        "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg"),
+        "WXPAY_PAY_API_BASE": wechat_url,
+        "WXPAY_MINIPROGRAM_API_BASE": wechat_url,
+        "WXPAY_SIMULATOR_MOUNT": "false",
+        "WXPAY_SWEEP_INTERVAL_SECONDS": "0",
+        "WXPAY_LOG_LEVEL": "WARNING",
+    }
+    with server_process(uvicorn_command("app.main:app", port, workers), env, "/readyz", port) as s:
+        yield s
+
+
+@contextmanager
+def reference(database: str, workers: int, wechat_url: str = "http://127.0.0.1:9") -> Iterator[Server]:
+    """The minimal raw-asyncpg reference handlers (bench/reference.py) under uvicorn."""
+    port = free_port()
+    env = {
+        "REF_DATABASE_URL": pg_url(database),
+        "REF_PAY_API_BASE": wechat_url,
+        "PYTHONPATH": str(BENCH),
+    }
+    command = uvicorn_command("reference:app", port, workers)
+    with server_process(command, env, "/healthz", port) as s:
+        yield s
+
+
+@contextmanager
+def simulator(latency_ms: float) -> Iterator[Server]:
+    """The local WeChat, in its own process, answering after ``latency_ms``."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "app.simulator", "--port", str(port),
+        "--latency-ms", str(latency_ms),
+    ]  # fmt: skip
+    env = {"WXPAY_LOG_LEVEL": "WARNING"}
+    with server_process(command, env, "/_control/latency", port) as s:
+        yield s
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    sent: int
+    ok: int
+    statuses: dict[str, int]
+    elapsed: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+
+def run_load(
+    url: str,
+    requests: dict[str, Any],
+    *,
+    concurrency: int,
+    count: int,
+    time_cap: float,
+    ok_status: int,
+) -> LoadResult:
+    """Fire ``count`` requests (``requests`` from ``loadgen.request_file``) from a separate
+    process with ``concurrency`` in flight, stopping at ``time_cap`` seconds."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
+        json.dump(requests, spec)
+    command = [
+        sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--spec", spec.name,
+        "--concurrency", str(concurrency), "--count", str(count), "--time-cap", str(time_cap),
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=time_cap + 60
+        )
+    finally:
+        os.unlink(spec.name)
+    data = json.loads(out.stdout)
+    ok = int(data["statuses"].get(str(ok_status), 0))
+    return LoadResult(
+        data["sent"], ok, data["statuses"], data["elapsed"], data["p50_ms"], data["p99_ms"]
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def command_line() -> str:
+    return shlex.join([".venv/bin/python", *sys.argv])
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (uvicorn's workers when ``--workers`` > 1)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")

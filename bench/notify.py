@@ -1,0 +1,245 @@
+"""Payment notify throughput and latency: the service against the raw-asyncpg reference.
+
+For each worker count and each mix (``unique``: every notify pays a new order; ``dup30``: 30 %
+of the requests repeat a body already sent), every round fires the same request list at the
+service (``uvicorn app.main:app`` on PostgreSQL) and at ``bench/reference.py`` (same uvicorn,
+its own database with the same schema), one after the other, alternating which goes first.
+Orders are inserted with SQL before each round; bodies are correctly signed v2 notifies.
+After each run the database must show exactly the expected paid orders and audit rows.
+
+Run: ``.venv/bin/python bench/notify.py`` (about 3 minutes with the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from harness import (
+    LoadResult,
+    command_line,
+    fresh_database,
+    median,
+    pg_url,
+    reference,
+    run_load,
+    service,
+)
+from loadgen import request_file
+
+from app.config import Settings
+from app.wechat.signing import new_nonce, sign
+from app.wechat.xmlcodec import to_xml
+
+NOTIFY = "/wechat/pay/notify"
+FEE = 990
+MIXES = {"unique": 0.0, "dup30": 0.3}
+XML_HEADERS = {"Content-Type": "text/xml"}
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One round's orders (the same numbers in both databases) and its request list."""
+
+    prefix: str
+    numbers: list[str]
+    requests: list[str]
+
+
+async def seed(database: str) -> None:
+    """One user and one product, which every benchmark order points at."""
+    conn = await asyncpg.connect(pg_url(database))
+    try:
+        await conn.execute(
+            "INSERT INTO users (openid, session_key_sealed, created_at, updated_at) "
+            "VALUES ('o-bench', 'x', now(), now());"
+            "INSERT INTO products (name, description, price_fen, active, created_at) "
+            f"VALUES ('p', 'shop-goods', {FEE}, true, now())"
+        )
+    finally:
+        await conn.close()
+
+
+async def insert_orders(database: str, numbers: list[str]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    user_id, product_id = 1, 1
+    records = [
+        (no, user_id, "o-bench", product_id, 1, FEE, "shop-goods", "NOTPAY", "MD5",
+         "127.0.0.1", now + dt.timedelta(minutes=30), now, now)
+        for no in numbers
+    ]  # fmt: skip
+    columns = [
+        "out_trade_no", "user_id", "openid", "product_id", "quantity", "total_fee",
+        "description", "status", "sign_type", "client_ip", "time_expire", "created_at",
+        "updated_at",
+    ]  # fmt: skip
+    conn = await asyncpg.connect(pg_url(database))
+    try:
+        await conn.copy_records_to_table("orders", records=records, columns=columns)
+    finally:
+        await conn.close()
+
+
+def notify_body(settings: Settings, out_trade_no: str, transaction_id: str) -> str:
+    """A notify as WeChat signs it (PROTOCOL.md §5), like tests/payments/test_notify.py."""
+    body: dict[str, Any] = {
+        "return_code": "SUCCESS",
+        "result_code": "SUCCESS",
+        "appid": settings.appid,
+        "mch_id": settings.mch_id,
+        "nonce_str": new_nonce(),
+        "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "fee_type": "CNY",
+        "is_subscribe": "N",
+        "time_end": "20261127101500",
+        "out_trade_no": out_trade_no,
+        "transaction_id": transaction_id,
+        "total_fee": FEE,
+        "cash_fee": FEE,
+    }
+    body["sign"] = sign(body, settings.api_key.get_secret_value())
+    return to_xml(body).decode()
+
+
+def make_batch(settings: Settings, prefix: str, count: int, duplicates: float) -> Batch:
+    """``count`` requests: unique notifies, with ``duplicates`` of them repeating an earlier
+    body sent at least 200 requests before (so it has been answered)."""
+    rng = random.Random(prefix)
+    unique = count - round(count * duplicates)
+    numbers = [f"{prefix}{i:08d}" for i in range(unique)]
+    bodies = [notify_body(settings, no, f"42{no}") for no in numbers]
+    requests: list[str] = []
+    sent = 0
+    while len(requests) < count:
+        repeat = sent > 200 and (sent >= unique or rng.random() < duplicates)
+        if repeat:
+            requests.append(bodies[rng.randrange(0, sent - 200)])
+        else:
+            requests.append(bodies[sent])
+            sent += 1
+    return Batch(prefix, numbers, requests)
+
+
+async def check_outcome(database: str, batch: Batch) -> None:
+    """Every order of the batch paid exactly once, one audit row per request."""
+    conn = await asyncpg.connect(pg_url(database))
+    try:
+        like = batch.prefix + "%"
+        paid = await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE out_trade_no LIKE $1 AND status = 'SUCCESS'", like
+        )
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM payment_notifies WHERE out_trade_no LIKE $1", like
+        )
+    finally:
+        await conn.close()
+    if (paid, audited) != (len(batch.numbers), len(batch.requests)):
+        raise AssertionError(
+            f"{database} {batch.prefix}: paid {paid}/{len(batch.numbers)}, "
+            f"audited {audited}/{len(batch.requests)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    settings: Settings
+    databases: dict[str, str]
+    concurrency: int
+    time_cap: float
+
+
+def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[str, LoadResult]:
+    for database in run.databases.values():
+        asyncio.run(insert_orders(database, batch.numbers))
+    spec = request_file("POST", NOTIFY, [(XML_HEADERS, body) for body in batch.requests])
+    results: dict[str, LoadResult] = {}
+    for target in sorted(urls, key=lambda t: t != first):
+        results[target] = run_load(
+            urls[target],
+            spec,
+            concurrency=run.concurrency,
+            count=len(batch.requests),
+            time_cap=run.time_cap,
+            ok_status=200,
+        )
+        if results[target].ok == len(batch.requests):
+            asyncio.run(check_outcome(run.databases[target], batch))
+    return results
+
+
+Key = tuple[int, str, str]  # workers, mix, target
+
+
+def bench_workers(
+    run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
+) -> None:
+    with (
+        service(run.databases["ours"], workers) as ours,
+        reference(run.databases["reference"], workers) as ref,
+    ):
+        urls = {"ours": ours.url, "reference": ref.url}
+        warmup = make_batch(run.settings, f"W{workers}", min(count, 1000), 0.0)
+        measure(run, urls, warmup, "ours")
+        for mix, duplicates in MIXES.items():
+            for index in range(rounds):
+                prefix = f"N{workers}{mix[0]}{index}"
+                batch = make_batch(run.settings, prefix, count, duplicates)
+                first = ("ours", "reference")[index % 2]
+                for target, result in measure(run, urls, batch, first).items():
+                    results[(workers, mix, target)].append(result)
+                    print(f"  {workers}w {mix:6} round {index + 1} {target:9} {_line(result)}")
+
+
+def _line(result: LoadResult) -> str:
+    bad = {k: v for k, v in result.statuses.items() if k not in ("200",)}
+    errors = f" errors={bad}" if bad else ""
+    return (
+        f"{result.rate:7.0f}/s p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms{errors}"
+    )
+
+
+def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
+    print(f"\n{command_line()}\nmedians of {rounds} rounds\n")
+    print("| workers | mix | ours req/s | ref req/s | ours/ref | ours p50/p99 ms | ref p50/p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for workers, mix in sorted({(w, m) for w, m, _ in results}):
+        ours, ref = results[(workers, mix, "ours")], results[(workers, mix, "reference")]
+        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+        print(
+            f"| {workers} | {mix} | {median([r.rate for r in ours]):.0f} "
+            f"| {median([r.rate for r in ref]):.0f} | {ratio:.2f} "
+            f"| {median([r.p50_ms for r in ours]):.1f} / {median([r.p99_ms for r in ours]):.1f} "
+            f"| {median([r.p50_ms for r in ref]):.1f} / {median([r.p99_ms for r in ref]):.1f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=4000, help="per run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
+    args = parser.parse_args()
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    results: dict[Key, list[LoadResult]] = defaultdict(list)
+    with fresh_database("ours") as ours_db, fresh_database("ref") as ref_db:
+        databases = {"ours": ours_db, "reference": ref_db}
+        for database in databases.values():
+            asyncio.run(seed(database))
+        run = Run(settings, databases, args.concurrency, args.time_cap)
+        for workers in args.workers:
+            bench_workers(run, workers, args.rounds, args.requests, results)
+    report(results, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
