@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from app.config import Settings, get_settings
 from app.db import create_engine, create_sessionmaker
+from app.errors import AppError
 from app.httpclient import build_http_client
 from app.orders.sweeper import sweep_once
 from app.products.service import ProductService
@@ -89,7 +90,11 @@ async def run(argv: Sequence[str]) -> str:
 
 
 def main() -> None:
-    print(asyncio.run(run(sys.argv[1:])))
+    try:
+        print(asyncio.run(run(sys.argv[1:])))
+    except AppError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -160,13 +160,10 @@ def reference(database: str, workers: int, wechat_url: str = "http://127.0.0.1:9
 
 @contextmanager
 def simulator(latency_ms: float) -> Iterator[Server]:
-    """The local WeChat, in its own process, answering after ``latency_ms``."""
+    """The local WeChat (bench/sim_app.py) in its own process, answering after ``latency_ms``."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "app.simulator", "--port", str(port),
-        "--latency-ms", str(latency_ms),
-    ]  # fmt: skip
-    env = {"WXPAY_LOG_LEVEL": "WARNING"}
+    env = {"SIM_LATENCY_MS": str(latency_ms), "PYTHONPATH": str(BENCH)}
+    command = uvicorn_command("sim_app:app", port, 1)
     with server_process(command, env, "/_control/latency", port) as s:
         yield s
 
@@ -234,3 +231,10 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its waited-for children, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")

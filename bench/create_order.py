@@ -1,0 +1,185 @@
+"""Create-order throughput and added latency: the service against the raw-asyncpg reference.
+
+The simulator (its own process) answers unified order after ``--latency-ms`` (100 ms). Users log
+in through the service (codes minted at the simulator) before timing; their users, sessions
+and the product are copied into the reference's database, so the same bearer tokens work on
+both. Every round fires the same requests (``POST /api/v1/orders``, tokens round-robin) at the
+service and at ``bench/reference.py``, one after the other, alternating which goes first.
+"Added" latency is the latency minus the simulator's own delay.
+
+Run: ``.venv/bin/python bench/create_order.py`` (about 3 minutes with the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+from harness import (
+    LoadResult,
+    command_line,
+    cpu_seconds,
+    fresh_database,
+    median,
+    pg_url,
+    reference,
+    run_load,
+    service,
+    simulator,
+)
+from loadgen import request_file
+
+ORDERS = "/api/v1/orders"
+ADMIN = {"X-Admin-Token": "dev-admin-token"}
+COPIED_TABLES = ("users", "auth_sessions", "products")
+
+
+async def log_in_users(service_url: str, simulator_url: str, count: int) -> list[str]:
+    """Bearer tokens of ``count`` new users, logged in the way the mini-program does."""
+    limits = asyncio.Semaphore(32)
+
+    async def one(http: httpx.AsyncClient) -> str:
+        async with limits:
+            minted = await http.post(f"{simulator_url}/_control/login-code", json={})
+            code = minted.raise_for_status().json()["code"]
+            reply = await http.post(f"{service_url}/api/v1/auth/login", json={"code": code})
+            token: str = reply.raise_for_status().json()["token"]
+            return token
+
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+        return list(await asyncio.gather(*(one(http) for _ in range(count))))
+
+
+async def add_product(service_url: str) -> int:
+    body = {"name": "短信套餐", "description": "短信平台-短信套餐购买", "price_fen": 990}
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+        reply = await http.post(f"{service_url}/api/v1/admin/products", json=body, headers=ADMIN)
+        product_id: int = reply.raise_for_status().json()["id"]
+        return product_id
+
+
+async def copy_accounts(source: str, target: str) -> None:
+    """Users, sessions and products, ids included, from the service's database."""
+    src, dst = await asyncpg.connect(pg_url(source)), await asyncpg.connect(pg_url(target))
+    try:
+        for table in COPIED_TABLES:
+            rows = await src.fetch(f"SELECT * FROM {table}")
+            await dst.copy_records_to_table(table, records=rows, columns=list(rows[0].keys()))
+    finally:
+        await src.close()
+        await dst.close()
+
+
+def order_requests(tokens: list[str], product_id: int) -> dict[str, Any]:
+    body = json.dumps({"product_id": product_id, "quantity": 1})
+    items = [
+        ({"Authorization": f"Bearer {t}", "Content-Type": "application/json"}, body)
+        for t in tokens
+    ]
+    return request_file("POST", ORDERS, items)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    spec: dict[str, Any]
+    simulator_pid: int
+    latency_ms: float
+    per_slot: int
+    max_requests: int
+    time_cap: float
+
+
+Key = tuple[int, str]  # in flight, target
+
+
+def bench_levels(
+    run: Run, urls: dict[str, str], levels: list[int], rounds: int
+) -> dict[Key, list[LoadResult]]:
+    results: dict[Key, list[LoadResult]] = defaultdict(list)
+    for target in urls:  # warm-up: connections, prepared statements, caches
+        run_load(urls[target], run.spec, concurrency=16, count=300, time_cap=30, ok_status=201)
+    for level in levels:
+        count = min(level * run.per_slot, run.max_requests)
+        for index in range(rounds):
+            first = ("ours", "reference")[index % 2]
+            for target in sorted(urls, key=lambda t: t != first):
+                sim_cpu = cpu_seconds(run.simulator_pid)
+                result = run_load(
+                    urls[target],
+                    run.spec,
+                    concurrency=level,
+                    count=count,
+                    time_cap=run.time_cap,
+                    ok_status=201,
+                )
+                results[(level, target)].append(result)
+                busy = (cpu_seconds(run.simulator_pid) - sim_cpu) / result.elapsed
+                line = _line(result, run)
+                print(f"  {level:3} in flight round {index + 1} {target:9} {line} sim cpu {busy:.0%}")
+    return results
+
+
+def _line(result: LoadResult, run: Run) -> str:
+    bad = {k: v for k, v in result.statuses.items() if k != "201"}
+    errors = f" errors={bad}" if bad else ""
+    added = result.p50_ms - run.latency_ms
+    return f"{result.rate:6.0f}/s p50 {result.p50_ms:6.1f} ms (+{added:.1f}) p99 {result.p99_ms:6.1f} ms{errors}"
+
+
+def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float) -> None:
+    print(f"\n{command_line()}\nmedians of {rounds} rounds; added = latency - {latency_ms:g} ms\n")
+    print(
+        "| in flight | ours orders/s | ref orders/s | ours/ref "
+        "| ours added p50 / p99 ms | ref added p50 / p99 ms |"
+    )
+    print("|---|---|---|---|---|---|")
+    for level in sorted({level for level, _ in results}):
+        ours, ref = results[(level, "ours")], results[(level, "reference")]
+        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+        print(
+            f"| {level} | {median([r.rate for r in ours]):.0f} | {median([r.rate for r in ref]):.0f} "
+            f"| {ratio:.2f} | {_added(ours, latency_ms)} | {_added(ref, latency_ms)} |"
+        )
+
+
+def _added(results: list[LoadResult], latency_ms: float) -> str:
+    p50 = median([r.p50_ms for r in results]) - latency_ms
+    p99 = median([r.p99_ms for r in results]) - latency_ms
+    return f"{p50:.1f} / {p99:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=256)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--per-slot", type=int, default=40, help="requests per in-flight slot")
+    parser.add_argument("--max-requests", type=int, default=4000, help="per run")
+    parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
+    args = parser.parse_args()
+    with (
+        fresh_database("ours") as ours_db,
+        fresh_database("ref") as ref_db,
+        simulator(args.latency_ms) as sim,
+    ):
+        with service(ours_db, 1, sim.url) as ours:
+            tokens = asyncio.run(log_in_users(ours.url, sim.url, args.users))
+            product_id = asyncio.run(add_product(ours.url))
+        asyncio.run(copy_accounts(ours_db, ref_db))
+        spec = order_requests(tokens, product_id)
+        run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
+        with service(ours_db, 1, sim.url) as ours, reference(ref_db, 1, sim.url) as ref:
+            urls = {"ours": ours.url, "reference": ref.url}
+            results = bench_levels(run, urls, args.in_flight, args.rounds)
+    report(results, args.rounds, args.latency_ms)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The end-of-scenario check: our database against what WeChat (the simulator) believes.
+
+Every order paid at WeChat is ``SUCCESS`` here with WeChat's ``transaction_id`` and exactly one
+``PAID`` event; nothing is paid here that WeChat did not pay; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.plugins.simulator import SimulatorHandle
+
+PAID_STATUSES = frozenset({"SUCCESS", "REFUND"})
+
+_OUR_ORDERS = text(
+    "SELECT o.out_trade_no, o.status, o.transaction_id, o.paid_at, o.prepay_id,"
+    " o.prepay_error, count(e.id) FILTER (WHERE e.kind = 'PAID') AS paid_events"
+    " FROM orders o LEFT JOIN order_events e ON e.order_id = o.id GROUP BY o.id"
+)
+
+
+@dataclass
+class Ledger:
+    wechat_orders: int = 0
+    wechat_paid: int = 0
+    our_orders: int = 0
+    our_paid: int = 0
+    paid_events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "wechat_orders": self.wechat_orders,
+            "wechat_paid": self.wechat_paid,
+            "our_orders": self.our_orders,
+            "our_paid": self.our_paid,
+            "paid_events": self.paid_events,
+            "problems": len(self.problems),
+        }
+
+
+async def compare_with_wechat(engine: AsyncEngine, simulator: SimulatorHandle) -> Ledger:
+    wechat = {o["out_trade_no"]: o for o in await simulator.orders()}
+    async with engine.connect() as conn:
+        ours = {row.out_trade_no: row for row in (await conn.execute(_OUR_ORDERS)).all()}
+    ledger = Ledger(
+        wechat_orders=len(wechat),
+        wechat_paid=sum(o["trade_state"] in PAID_STATUSES for o in wechat.values()),
+        our_orders=len(ours),
+        our_paid=sum(r.status in PAID_STATUSES for r in ours.values()),
+        paid_events=sum(r.paid_events for r in ours.values()),
+    )
+    for no, order in wechat.items():
+        ledger.problems += _wechat_side(no, order, ours.get(no))
+    for no, row in ours.items():
+        ledger.problems += _our_side(no, row, wechat.get(no))
+    return ledger
+
+
+def _wechat_side(no: str, order: dict[str, Any], row: Any) -> list[str]:
+    if row is None:
+        return [f"{no}: WeChat has an order we do not know"]
+    if order["trade_state"] not in PAID_STATUSES:
+        return []
+    if row.status not in PAID_STATUSES:
+        return [f"{no}: paid at WeChat, {row.status} with us (lost payment)"]
+    if row.transaction_id != order["transaction_id"]:
+        return [f"{no}: transaction {row.transaction_id} != WeChat's {order['transaction_id']}"]
+    return []
+
+
+def _our_side(no: str, row: Any, order: dict[str, Any] | None) -> list[str]:
+    problems = []
+    paid_here = row.status in PAID_STATUSES
+    if paid_here and (order is None or order["trade_state"] not in PAID_STATUSES):
+        problems.append(f"{no}: {row.status} with us, WeChat did not pay it")
+    if paid_here and (row.transaction_id is None or row.paid_at is None):
+        problems.append(f"{no}: half-written payment (no transaction_id or paid_at)")
+    if row.paid_events != (1 if paid_here else 0):
+        problems.append(f"{no}: {row.status} with {row.paid_events} PAID events")
+    if row.prepay_id is None and row.prepay_error is None:
+        problems.append(f"{no}: orphan row (neither prepay_id nor prepay_error)")
+    if row.prepay_id is not None and order is None:
+        problems.append(f"{no}: has prepay_id {row.prepay_id} but WeChat has no such order")
+    return problems

@@ -1,0 +1,116 @@
+"""Notify storm: ≥ 10 000 notifies over ≥ 500 orders, 30 % byte-for-byte duplicates, 50 in
+flight, alternating between two server processes; WeChat's own deliveries run alongside."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from tests.helpers import scalar
+from tests.plugins.simulator import SimulatorHandle
+from tests.reliability.conftest import StartServices
+from tests.reliability.ledger import compare_with_wechat
+from tests.reliability.scenario import (
+    Notify,
+    PlacedOrder,
+    add_product,
+    forged,
+    login_users,
+    notify_body,
+    pay_at_wechat,
+    place_orders,
+    post_notifies,
+    record_figures,
+    shuffled,
+)
+
+pytestmark = pytest.mark.reliability
+
+ORDERS = 520
+PAID = 420
+REDELIVERIES_PER_PAID = 15  # distinct messages (fresh nonce) per payment
+NOTIFIES_PER_UNPAID = 10  # half failed attempts, half forgeries
+DUPLICATE_SHARE = 0.30
+CONCURRENCY = 50
+
+
+def storm(
+    settings: Settings, orders: list[PlacedOrder], paid: dict[str, str], seed: int
+) -> list[Notify]:
+    """Distinct messages for every order, then 30 % of the total as exact replays of them."""
+    distinct: list[Notify] = []
+    for order in orders:
+        if order.out_trade_no in paid:
+            tx = paid[order.out_trade_no]
+            distinct += [
+                Notify(order.out_trade_no, "paid", notify_body(settings, order, transaction_id=tx))
+                for _ in range(REDELIVERIES_PER_PAID)
+            ]
+            continue
+        for i in range(NOTIFIES_PER_UNPAID):
+            if i % 2:
+                failed = notify_body(settings, order, result_code="FAIL", err_code="NOTENOUGH")
+                distinct.append(Notify(order.out_trade_no, "failed", failed))
+            else:
+                fake = forged(notify_body(settings, order, transaction_id=f"42{i:030d}"[:32]))
+                distinct.append(Notify(order.out_trade_no, "forged", fake))
+    duplicates = round(len(distinct) * DUPLICATE_SHARE / (1 - DUPLICATE_SHARE))
+    replays = shuffled(list(distinct), seed)[:duplicates]
+    return shuffled(distinct + replays, seed + 1)
+
+
+EXPECTED_REPLY = {"paid": (200, "SUCCESS"), "failed": (200, "SUCCESS"), "forged": (400, "FAIL")}
+
+
+async def test_notify_storm_across_processes_pays_every_order_once(
+    start_services: StartServices,
+    fresh_simulator: SimulatorHandle,
+    http: httpx.AsyncClient,
+    engine: AsyncEngine,
+) -> None:
+    services = start_services(count=2)
+    users = await login_users(http, services, fresh_simulator, 10)
+    product = await add_product(http, services[0], price_fen=990)
+    orders = await place_orders(http, services, users, product, ORDERS)
+    paid = await pay_at_wechat(http, fresh_simulator, orders[:PAID])
+    notifies = storm(fresh_simulator.settings, orders, paid, seed=7)
+
+    started = time.monotonic()
+    deliveries = await post_notifies(notifies, [s.base_url for s in services], CONCURRENCY)
+    elapsed = time.monotonic() - started
+    wechat_deliveries = await fresh_simulator.wait_for_notifies(PAID, within=30)
+
+    unexpected = [
+        (d.notify.kind, d.status, d.return_code)
+        for d in deliveries
+        if (d.status, d.return_code) != EXPECTED_REPLY[d.notify.kind]
+    ]
+    assert unexpected == []
+    ledger = await compare_with_wechat(engine, fresh_simulator)
+    assert ledger.problems == []
+    assert (ledger.wechat_paid, ledger.our_paid, ledger.paid_events) == (PAID, PAID, PAID)
+    paid_verdicts = await scalar(
+        engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'PAID'"
+    )
+    assert paid_verdicts == PAID
+    record_figures(
+        "notify storm",
+        {
+            "orders": ORDERS,
+            "paid_at_wechat": PAID,
+            "notifies_posted": len(notifies),
+            "exact_duplicates": len(notifies) - len({n.body for n in notifies}),
+            "simulator_deliveries": len(wechat_deliveries),
+            "processes": len(services),
+            "concurrency": CONCURRENCY,
+            "seconds": round(elapsed, 1),
+            "notifies_per_second": round(len(notifies) / elapsed),
+            "server_errors": sum((d.status or 0) >= 500 for d in deliveries),
+            "paid_verdicts": paid_verdicts,
+            **ledger.figures(),
+        },
+    )
