@@ -52,6 +52,8 @@ format: install
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/protocol.py
+	$(BIN)/python bench/notify.py
+	$(BIN)/python bench/create_order.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

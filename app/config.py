@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEV
     database_url: str = "sqlite+aiosqlite:///var/wxpay.db"
     log_level: str = "INFO"
+    # FastAPI's built-in OpenTelemetry hooks; they cost time on every request even with no
+    # exporter configured (docs/benchmarks.md), so they are off unless asked for.
+    telemetry: bool = False
 
     appid: str = DEV_APPID
     app_secret: SecretStr = SecretStr(DEV_APP_SECRET)

@@ -1,4 +1,8 @@
-"""Annotated dependencies: how routers reach shared resources and the current user."""
+"""Annotated dependencies: how routers reach shared resources and the current user.
+
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread,
+a thread hop per request for no gain.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from app.runtime import Runtime
 _bearer = HTTPBearer(auto_error=False, description="The token from /api/v1/auth/login.")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -26,7 +30,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings_dep(runtime: RuntimeDep) -> Settings:
+async def get_settings_dep(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -50,7 +54,7 @@ async def get_connection(runtime: RuntimeDep) -> AsyncIterator[AsyncConnection]:
 ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
 
 
-def get_auth_service(conn: ConnectionDep, runtime: RuntimeDep) -> AuthService:
+async def get_auth_service(conn: ConnectionDep, runtime: RuntimeDep) -> AuthService:
     return AuthService(conn, runtime.auth_keys)
 
 
@@ -69,7 +73,7 @@ async def get_current_user(
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
 
 
-def require_admin(
+async def require_admin(
     settings: SettingsDep,
     x_admin_token: Annotated[str | None, Header(description="WXPAY_ADMIN_TOKEN")] = None,
 ) -> None:

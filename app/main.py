@@ -7,10 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
@@ -117,6 +118,7 @@ def create_app(
         title="WeChat mini-program payments",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=_telemetry(settings.telemetry),
         description="Login, orders and WeChat Pay for mini-programs. Every error is "
         '`{"error": {"code", "message"}}`; the notify URL answers in WeChat\'s XML.',
     )
@@ -134,6 +136,11 @@ def create_app(
     if simulator is not None:
         app.mount("/sim", simulator.app)
     return app
+
+
+def _telemetry(enabled: bool) -> TelemetryConfig:
+    switches = ("tracing", "metrics", "logs", "operation_spans")
+    return cast(TelemetryConfig, dict.fromkeys(switches, enabled))
 
 
 def _dev_simulator(settings: Settings) -> Simulator | None:

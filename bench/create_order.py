@@ -79,8 +79,7 @@ async def copy_accounts(source: str, target: str) -> None:
 def order_requests(tokens: list[str], product_id: int) -> dict[str, Any]:
     body = json.dumps({"product_id": product_id, "quantity": 1})
     items = [
-        ({"Authorization": f"Bearer {t}", "Content-Type": "application/json"}, body)
-        for t in tokens
+        ({"Authorization": f"Bearer {t}", "Content-Type": "application/json"}, body) for t in tokens
     ]
     return request_file("POST", ORDERS, items)
 
@@ -121,7 +120,9 @@ def bench_levels(
                 results[(level, target)].append(result)
                 busy = (cpu_seconds(run.simulator_pid) - sim_cpu) / result.elapsed
                 line = _line(result, run)
-                print(f"  {level:3} in flight round {index + 1} {target:9} {line} sim cpu {busy:.0%}")
+                print(
+                    f"  {level:3} in flight round {index + 1} {target:9} {line} sim cpu {busy:.0%}"
+                )
     return results
 
 
@@ -129,7 +130,8 @@ def _line(result: LoadResult, run: Run) -> str:
     bad = {k: v for k, v in result.statuses.items() if k != "201"}
     errors = f" errors={bad}" if bad else ""
     added = result.p50_ms - run.latency_ms
-    return f"{result.rate:6.0f}/s p50 {result.p50_ms:6.1f} ms (+{added:.1f}) p99 {result.p99_ms:6.1f} ms{errors}"
+    latency = f"p50 {result.p50_ms:6.1f} ms (+{added:.1f}) p99 {result.p99_ms:6.1f} ms"
+    return f"{result.rate:6.0f}/s {latency}{errors}"
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float) -> None:
@@ -142,9 +144,10 @@ def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float)
     for level in sorted({level for level, _ in results}):
         ours, ref = results[(level, "ours")], results[(level, "reference")]
         ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+        rates = f"{median([r.rate for r in ours]):.0f} | {median([r.rate for r in ref]):.0f}"
         print(
-            f"| {level} | {median([r.rate for r in ours]):.0f} | {median([r.rate for r in ref]):.0f} "
-            f"| {ratio:.2f} | {_added(ours, latency_ms)} | {_added(ref, latency_ms)} |"
+            f"| {level} | {rates} | {ratio:.2f} "
+            f"| {_added(ours, latency_ms)} | {_added(ref, latency_ms)} |"
         )
 
 
@@ -160,9 +163,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, default=256)
     parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--per-slot", type=int, default=40, help="requests per in-flight slot")
-    parser.add_argument("--max-requests", type=int, default=4000, help="per run")
-    parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
+    parser.add_argument("--per-slot", type=int, default=20, help="requests per in-flight slot")
+    parser.add_argument("--max-requests", type=int, default=1500, help="per run")
+    parser.add_argument("--time-cap", type=float, default=25.0, help="seconds per run")
     args = parser.parse_args()
     with (
         fresh_database("ours") as ours_db,

@@ -129,7 +129,9 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
 
 
 @contextmanager
-def service(database: str, workers: int, wechat_url: str = "http://127.0.0.1:9") -> Iterator[Server]:
+def service(
+    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9"
+) -> Iterator[Server]:
     """The service itself: ``uvicorn app.main:app`` on PostgreSQL."""
     port = free_port()
     env = {
@@ -145,7 +147,9 @@ def service(database: str, workers: int, wechat_url: str = "http://127.0.0.1:9")
 
 
 @contextmanager
-def reference(database: str, workers: int, wechat_url: str = "http://127.0.0.1:9") -> Iterator[Server]:
+def reference(
+    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9"
+) -> Iterator[Server]:
     """The minimal raw-asyncpg reference handlers (bench/reference.py) under uvicorn."""
     port = free_port()
     env = {

@@ -201,14 +201,14 @@ def bench_workers(
 def _line(result: LoadResult) -> str:
     bad = {k: v for k, v in result.statuses.items() if k not in ("200",)}
     errors = f" errors={bad}" if bad else ""
-    return (
-        f"{result.rate:7.0f}/s p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms{errors}"
-    )
+    return f"{result.rate:7.0f}/s p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms{errors}"
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
     print(f"\n{command_line()}\nmedians of {rounds} rounds\n")
-    print("| workers | mix | ours req/s | ref req/s | ours/ref | ours p50/p99 ms | ref p50/p99 ms |")
+    print(
+        "| workers | mix | ours req/s | ref req/s | ours/ref | ours p50/p99 ms | ref p50/p99 ms |"
+    )
     print("|---|---|---|---|---|---|---|")
     for workers, mix in sorted({(w, m) for w, m, _ in results}):
         ours, ref = results[(workers, mix, "ours")], results[(workers, mix, "reference")]
@@ -225,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=4000, help="per run")
+    parser.add_argument("--requests", type=int, default=2000, help="per run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
     args = parser.parse_args()

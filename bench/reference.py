@@ -93,7 +93,9 @@ async def payment_notify(body: bytes) -> Reply:
     paid_at = from_wechat_time(fields["time_end"])
     cash_fee = int(fields["cash_fee"]) if fields.get("cash_fee") else None
     async with state.pool.acquire() as conn, conn.transaction():
-        paid = await conn.fetchval(PAY_SQL, no, fee, txid, paid_at, cash_fee, fields.get("bank_type"))
+        paid = await conn.fetchval(
+            PAY_SQL, no, fee, txid, paid_at, cash_fee, fields.get("bank_type")
+        )
         verdict = "PAID" if paid is not None else await _unpaid_verdict(conn, no, txid, fee)
         raw = json.dumps(fields, ensure_ascii=False)
         await conn.execute(AUDIT_SQL, verdict, raw, no, txid, fee)
@@ -142,7 +144,9 @@ async def create_order(scope: Scope, body: bytes) -> Reply:
             row = await conn.fetchrow(INSERT_SQL, *order.values())
     prepay_id = await unified_order(order)
     async with state.pool.acquire() as conn:
-        await conn.execute(PREPAY_SQL, order["out_trade_no"], prepay_id, now + dt.timedelta(hours=2))
+        await conn.execute(
+            PREPAY_SQL, order["out_trade_no"], prepay_id, now + dt.timedelta(hours=2)
+        )
     params = build_pay_params(
         appid=SETTINGS.appid, prepay_id=prepay_id, api_key=API_KEY, sign_type=SignType.MD5
     )

@@ -20,7 +20,7 @@ from app.orders.service import OrderService, OrderWithParams
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
 
-def get_order_service(conn: ConnectionDep, runtime: RuntimeDep) -> OrderService:
+async def get_order_service(conn: ConnectionDep, runtime: RuntimeDep) -> OrderService:
     return OrderService(conn, runtime.settings, runtime.pay)
 
 

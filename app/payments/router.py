@@ -7,6 +7,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect
 
 from app.deps import RuntimeDep
 from app.payments.notify import handle_payment_notify
@@ -33,7 +34,10 @@ def wechat_reply(ok: bool, message: str, status: int = 200) -> Response:
 async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
     """Acknowledged (SUCCESS) only after the effect is committed; anything else makes WeChat
     retry, so nothing is lost when the database is down."""
-    body = await _read_limited(request)
+    try:
+        body = await _read_limited(request)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to answer; WeChat will retry
     if body is None:
         return wechat_reply(False, "body too large", 413)
     try:

@@ -13,7 +13,7 @@ router = APIRouter(tags=["products"])
 admin_router = APIRouter(prefix="/api/v1/admin/products", tags=["admin"], dependencies=[AdminDep])
 
 
-def get_product_service(session: SessionDep) -> ProductService:
+async def get_product_service(session: SessionDep) -> ProductService:
     return ProductService(session)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.plugins.simulator import SimulatorHandle
 from tests.reliability.cluster import ServiceProcess, running_services
+from tests.reliability.scenario import load_client
 
 StartServices = Callable[..., list[ServiceProcess]]
 
@@ -51,6 +52,5 @@ def start_services(
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
-    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
+    async with load_client(50) as client:
         yield client

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from app.config import Settings
 from app.wechat.signing import new_nonce, sign
@@ -44,11 +45,20 @@ class Notify:
 class Delivery:
     notify: Notify
     status: int | None  # None: no HTTP answer (connection reset, timeout)
-    return_code: str | None
+    return_code: str | None  # or, with no HTTP answer, the transport error's name
 
     @property
     def acknowledged(self) -> bool:
         return self.status == 200 and self.return_code == "SUCCESS"
+
+
+def load_client(concurrency: int = 50, timeout: float = 30) -> httpx.AsyncClient:
+    """httpx's API over aiohttp's pool: httpx 0.28's own pool costs ~6 ms of client CPU per
+    request at 50 in flight here (aiohttp ~0.3 ms), which would make the load generator,
+    not the service, the bottleneck."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    transport = AiohttpTransport(limits=limits, trust_env=False)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, trust_env=False)
 
 
 async def bounded(
@@ -172,9 +182,8 @@ async def post_notifies(
 
     ``during(done)`` is called after each reply, so a scenario can strike mid-storm.
     """
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     done = 0
-    async with httpx.AsyncClient(timeout=15, limits=limits, trust_env=False) as http:
+    async with load_client(concurrency, timeout=15) as http:
 
         async def deliver(i: int, notify: Notify) -> Delivery:
             nonlocal done
@@ -184,8 +193,8 @@ async def post_notifies(
                     content=notify.body,
                     headers={"Content-Type": "text/xml"},
                 )
-            except httpx.HTTPError:
-                delivery = Delivery(notify, None, None)
+            except httpx.HTTPError as error:
+                delivery = Delivery(notify, None, type(error).__name__)
             else:
                 delivery = Delivery(notify, response.status_code, _return_code(response))
             done += 1

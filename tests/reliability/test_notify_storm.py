@@ -30,8 +30,8 @@ from tests.reliability.scenario import (
 
 pytestmark = pytest.mark.reliability
 
-ORDERS = 520
-PAID = 420
+ORDERS = 500
+PAID = 400
 REDELIVERIES_PER_PAID = 15  # distinct messages (fresh nonce) per payment
 NOTIFIES_PER_UNPAID = 10  # half failed attempts, half forgeries
 DUPLICATE_SHARE = 0.30
