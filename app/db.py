@@ -79,7 +79,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it costs a round trip on every checkout (~0.8 ms of CPU per notify here).
+    # After a database restart, the first statement on a dead connection fails, SQLAlchemy
+    # invalidates the pool, and that one request is answered 503 (WeChat retries a notify).
+    kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(url, **kwargs)
 
 

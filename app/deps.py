@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
@@ -45,17 +45,8 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_connection(runtime: RuntimeDep) -> AsyncIterator[AsyncConnection]:
-    """A Core connection for the hot paths (lean statements, no ORM unit of work)."""
-    async with runtime.engine.connect() as conn:
-        yield conn
-
-
-ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
-
-
-async def get_auth_service(conn: ConnectionDep, runtime: RuntimeDep) -> AuthService:
-    return AuthService(conn, runtime.auth_keys)
+async def get_auth_service(runtime: RuntimeDep) -> AuthService:
+    return AuthService(runtime.engine, runtime.auth_keys)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]

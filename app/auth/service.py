@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.repository import AuthRepository
 from app.db import utcnow
@@ -57,9 +57,8 @@ class AuthKeys:
 
 
 class AuthService:
-    def __init__(self, conn: AsyncConnection, keys: AuthKeys) -> None:
-        self._conn = conn
-        self._repo = AuthRepository(conn)
+    def __init__(self, engine: AsyncEngine, keys: AuthKeys) -> None:
+        self._engine = engine
         self._keys = keys
 
     async def login(self, code: str, wechat: MiniProgramClient) -> IssuedToken:
@@ -74,18 +73,17 @@ class AuthService:
         sealed = self._keys.box.seal(result.session_key.get_secret_value(), context=result.openid)
         token = new_token()
         expires_at = utcnow() + dt.timedelta(seconds=self._keys.ttl_seconds)
-        async with self._conn.begin():
-            user_id = await self._repo.upsert_user(result.openid, result.unionid, sealed)
-            await self._repo.add_session(
-                user_id, hash_token(token, self._keys.token_key), expires_at
-            )
+        async with self._engine.begin() as conn:
+            repo = AuthRepository(conn)
+            user_id = await repo.upsert_user(result.openid, result.unionid, sealed)
+            await repo.add_session(user_id, hash_token(token, self._keys.token_key), expires_at)
         logger.info("login ok user_id=%s", user_id)
         return IssuedToken(token=token, expires_in=self._keys.ttl_seconds)
 
     async def current_user(self, token: str) -> CurrentUser:
         """The user a bearer token belongs to; ``SessionInvalid`` or ``SessionExpired`` if none."""
-        async with self._conn.begin():
-            row = await self._repo.find_session(hash_token(token, self._keys.token_key))
+        async with self._engine.begin() as conn:
+            row = await AuthRepository(conn).find_session(hash_token(token, self._keys.token_key))
         if row is None:
             raise SessionInvalid()
         if row.expires_at <= utcnow():

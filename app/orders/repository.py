@@ -28,9 +28,11 @@ class OrderRepository:
         )
         return (await self._conn.execute(stmt)).first()
 
-    async def insert(self, values: Mapping[str, Any]) -> None:
+    async def insert(self, values: Mapping[str, Any]) -> Row[Any]:
         now = utcnow()
-        await self._conn.execute(orders.insert().values(created_at=now, updated_at=now, **values))
+        stmt = orders.insert().values(created_at=now, updated_at=now, **values).returning(orders)
+        row: Row[Any] = (await self._conn.execute(stmt)).one()
+        return row
 
     async def by_out_trade_no(
         self, out_trade_no: str, *, for_update: bool = False

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy import Row
 
-from app.deps import AdminDep, ConnectionDep, CurrentUserDep, RuntimeDep
+from app.deps import AdminDep, CurrentUserDep, RuntimeDep
 from app.errors import error_responses
 from app.netutil import client_ip
 from app.orders.schemas import (
@@ -20,8 +20,8 @@ from app.orders.service import OrderService, OrderWithParams
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
 
-async def get_order_service(conn: ConnectionDep, runtime: RuntimeDep) -> OrderService:
-    return OrderService(conn, runtime.settings, runtime.pay)
+async def get_order_service(runtime: RuntimeDep) -> OrderService:
+    return OrderService(runtime.engine, runtime.settings, runtime.pay)
 
 
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]

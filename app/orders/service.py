@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import CurrentUser
 from app.config import Settings
@@ -73,11 +75,17 @@ class OrderWithParams:
 
 
 class OrderService:
-    def __init__(self, conn: AsyncConnection, settings: Settings, pay: WeChatPayClient) -> None:
-        self._conn = conn
+    """Takes a pooled connection only for each short transaction, never across a WeChat call."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> None:
+        self._engine = engine
         self._settings = settings
         self._pay = pay
-        self._repo = OrderRepository(conn)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[OrderRepository]:
+        async with self._engine.begin() as conn:
+            yield OrderRepository(conn)
 
     async def create_order(
         self,
@@ -120,13 +128,13 @@ class OrderService:
         return order
 
     async def list_orders(self, user: CurrentUser, limit: int, offset: int) -> list[Row[Any]]:
-        async with self._conn.begin():
-            return list(await self._repo.list_for_user(user.id, limit, offset))
+        async with self._transaction() as repo:
+            return list(await repo.list_for_user(user.id, limit, offset))
 
     async def needing_review(self, limit: int) -> list[Row[Any]]:
         """Orders flagged because money and records disagree, newest first."""
-        async with self._conn.begin():
-            return list(await self._repo.needing_review(limit))
+        async with self._transaction() as repo:
+            return list(await repo.needing_review(limit))
 
     async def pay_params(self, user: CurrentUser, out_trade_no: str) -> OrderWithParams:
         """Fresh ``wx.requestPayment`` parameters for an unpaid order of the caller's."""
@@ -177,10 +185,10 @@ class OrderService:
     ) -> OrderStatus | None:
         state = _our_status(str(result.trade_state))
         if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
-            await PaymentService(self._conn).apply_paid(_paid_result(out_trade_no, result))
+            await PaymentService(self._engine).apply_paid(_paid_result(out_trade_no, result))
         elif state in (OrderStatus.CLOSED, OrderStatus.PAYERROR):
-            async with self._conn.begin():
-                await self._repo.move(out_trade_no, state, closed_at=_closed_at(state))
+            async with self._transaction() as repo:
+                await repo.move(out_trade_no, state, closed_at=_closed_at(state))
         return state
 
     async def _close(self, out_trade_no: str) -> None:
@@ -192,8 +200,8 @@ class OrderService:
                 return
             if exc.err_code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
                 raise
-        async with self._conn.begin():
-            await self._repo.move(out_trade_no, OrderStatus.CLOSED, closed_at=utcnow())
+        async with self._transaction() as repo:
+            await repo.move(out_trade_no, OrderStatus.CLOSED, closed_at=utcnow())
 
     async def _insert(
         self,
@@ -205,11 +213,11 @@ class OrderService:
     ) -> Row[Any]:
         now = utcnow()
         out_trade_no = new_out_trade_no(now)
-        async with self._conn.begin():
-            product = await self._repo.product_for_sale(product_id)
+        async with self._transaction() as repo:
+            product = await repo.product_for_sale(product_id)
             if product is None:
                 raise ProductNotFound()
-            await self._repo.insert(
+            return await repo.insert(
                 {
                     "out_trade_no": out_trade_no,
                     "user_id": user.id,
@@ -225,9 +233,6 @@ class OrderService:
                     "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
                 }
             )
-            order = await self._repo.by_out_trade_no(out_trade_no)
-        assert order is not None
-        return order
 
     async def _prepay(self, order: Row[Any]) -> dict[str, str]:
         """Unified order for a stored order, with no transaction open; then record the outcome."""
@@ -239,8 +244,8 @@ class OrderService:
         except WeChatUnavailable as exc:
             await self._record_prepay_failure(order.out_trade_no, exc.message)
             raise upstream_unavailable(exc) from exc
-        async with self._conn.begin():
-            await self._repo.set_prepay(
+        async with self._transaction() as repo:
+            await repo.set_prepay(
                 order.out_trade_no,
                 response.prepay_id,
                 utcnow() + PREPAY_LIFETIME - PREPAY_MARGIN,
@@ -264,20 +269,20 @@ class OrderService:
 
     async def _record_prepay_failure(self, out_trade_no: str, reason: str) -> None:
         logger.warning("unified order failed for %s: %s", out_trade_no, reason)
-        async with self._conn.begin():
-            await self._repo.set_prepay(out_trade_no, None, None, reason[:500])
+        async with self._transaction() as repo:
+            await repo.set_prepay(out_trade_no, None, None, reason[:500])
 
     async def _owned(self, user: CurrentUser, out_trade_no: str) -> Row[Any]:
         # Someone else's order is "not found", so order numbers reveal nothing.
-        async with self._conn.begin():
-            order = await self._repo.by_out_trade_no(out_trade_no)
+        async with self._transaction() as repo:
+            order = await repo.by_out_trade_no(out_trade_no)
         if order is None or order.user_id != user.id:
             raise OrderNotFound()
         return order
 
     async def _by_idempotency_key(self, user: CurrentUser, key: str) -> Row[Any] | None:
-        async with self._conn.begin():
-            return await self._repo.by_idempotency_key(user.id, key)
+        async with self._transaction() as repo:
+            return await repo.by_idempotency_key(user.id, key)
 
 
 def _paid_result(out_trade_no: str, result: OrderQueryResponse) -> PaymentResult:

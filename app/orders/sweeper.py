@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import utcnow
@@ -62,22 +62,21 @@ async def sweep_once(engine: AsyncEngine, settings: Settings, pay: WeChatPayClie
 async def _reconcile(
     engine: AsyncEngine, settings: Settings, pay: WeChatPayClient, out_trade_no: str
 ) -> str:
-    async with engine.connect() as conn:
-        service = OrderService(conn, settings, pay)
-        try:
-            await service.sync_with_wechat(out_trade_no)
-            order = await _reload(conn, out_trade_no)
-            if order.status in PAYABLE and order.time_expire <= utcnow():
-                await service.expire(out_trade_no)
-                order = await _reload(conn, out_trade_no)
-        except WeChatError as exc:
-            logger.warning("sweep could not settle %s: %r", out_trade_no, exc)
-            return "ERROR"
-        return str(order.status)
+    service = OrderService(engine, settings, pay)
+    try:
+        await service.sync_with_wechat(out_trade_no)
+        order = await _reload(engine, out_trade_no)
+        if order.status in PAYABLE and order.time_expire <= utcnow():
+            await service.expire(out_trade_no)
+            order = await _reload(engine, out_trade_no)
+    except WeChatError as exc:
+        logger.warning("sweep could not settle %s: %r", out_trade_no, exc)
+        return "ERROR"
+    return str(order.status)
 
 
-async def _reload(conn: AsyncConnection, out_trade_no: str) -> Row[Any]:
-    async with conn.begin():
+async def _reload(engine: AsyncEngine, out_trade_no: str) -> Row[Any]:
+    async with engine.begin() as conn:
         order = await OrderRepository(conn).by_out_trade_no(out_trade_no)
     assert order is not None  # claimed rows are never deleted
     return order

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import utcnow
 from app.payments.service import (
@@ -58,10 +58,10 @@ class NotifyOutcome:
 
 
 async def handle_payment_notify(
-    body: bytes, conn: AsyncConnection, pay: WeChatPayClient
+    body: bytes, engine: AsyncEngine, pay: WeChatPayClient
 ) -> NotifyOutcome:
     """Verify a notify and apply it; the returned outcome is already committed."""
-    service = PaymentService(conn)
+    service = PaymentService(engine)
     received_at = utcnow()
     try:
         notify = pay.parse_payment_notify(body)

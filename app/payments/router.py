@@ -42,8 +42,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
         return wechat_reply(False, "body too large", 413)
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
-            async with runtime.engine.connect() as conn:
-                outcome = await handle_payment_notify(body, conn, runtime.pay)
+            outcome = await handle_payment_notify(body, runtime.engine, runtime.pay)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         logger.error("notify not processed, WeChat will retry: %s", type(exc).__name__)
         return wechat_reply(False, "temporarily unavailable", 503)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.orders.states import PAYABLE, OrderStatus, ReviewReason
+from app.orders.states import ReviewReason
 from app.payments.repository import PaymentRepository
 
 logger = logging.getLogger(__name__)
@@ -80,33 +82,37 @@ class AuditRecord:
 
 
 class PaymentService:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-        self._repo = PaymentRepository(conn)
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[PaymentRepository]:
+        async with self._engine.begin() as conn:
+            yield PaymentRepository(conn)
 
     async def apply_paid(self, result: PaymentResult, audit: AuditRecord | None = None) -> Verdict:
         """Apply a successful payment once; the audit row commits with its effect."""
         try:
-            async with self._conn.begin():
-                verdict = await self._settle(result)
+            async with self._transaction() as repo:
+                verdict = await _settle(repo, result)
                 if audit is not None:
-                    await self._audit(verdict, result, audit)
+                    await _audit(repo, verdict, result, audit)
         except IntegrityError:
             # Only the unique transaction_id can fail here: another order already holds this
             # WeChat transaction. Money and records disagree; a human must look.
             logger.error("transaction %s already belongs to another order", result.transaction_id)
             verdict = Verdict.TRANSACTION_CONFLICT
             if audit is not None:
-                async with self._conn.begin():
-                    await self._audit(verdict, result, audit)
+                async with self._transaction() as repo:
+                    await _audit(repo, verdict, result, audit)
         return verdict
 
     async def record(
         self, verdict: Verdict, audit: AuditRecord, detail: str, out_trade_no: str | None = None
     ) -> None:
         """Audit a notify that changes no order (refused, or a failed payment)."""
-        async with self._conn.begin():
-            await self._repo.audit(
+        async with self._transaction() as repo:
+            await repo.audit(
                 verdict=verdict.value,
                 raw=audit.raw,
                 received_at=audit.received_at,
@@ -114,52 +120,56 @@ class PaymentService:
                 out_trade_no=out_trade_no,
             )
 
-    async def _settle(self, result: PaymentResult) -> Verdict:
-        values = {
-            "transaction_id": result.transaction_id,
-            "paid_at": result.paid_at,
-            "cash_fee": result.cash_fee,
-            "bank_type": result.bank_type,
-        }
-        no, fee = result.out_trade_no, result.total_fee
-        order_id = await self._repo.mark_paid(no, fee, PAYABLE, values)
-        if order_id is not None:
-            await self._repo.add_event(order_id, PAID_EVENT)
-            return Verdict.PAID
-        late = {**values, "review_reason": ReviewReason.PAID_AFTER_CLOSE.value}
-        order_id = await self._repo.mark_paid(no, fee, frozenset({OrderStatus.CLOSED}), late)
-        if order_id is not None:
-            await self._repo.add_event(order_id, PAID_EVENT)
-            logger.warning("order %s was paid after we closed it; flagged for review", no)
-            return Verdict.PAID_AFTER_CLOSE
-        return await self._explain_unpaid(result)
 
-    async def _explain_unpaid(self, result: PaymentResult) -> Verdict:
-        state = await self._repo.order_state(result.out_trade_no)
-        if state is None:
-            logger.error("payment for unknown order %s", result.out_trade_no)
-            return Verdict.UNKNOWN_ORDER
-        if state.total_fee != result.total_fee:
-            await self._repo.flag_review(state.id, ReviewReason.AMOUNT_MISMATCH.value)
-            logger.error(
-                "AMOUNT MISMATCH on order %s: WeChat reports %s fen, we expect %s fen",
-                result.out_trade_no,
-                result.total_fee,
-                state.total_fee,
-            )
-            return Verdict.AMOUNT_MISMATCH
-        if state.transaction_id == result.transaction_id:
-            return Verdict.DUPLICATE
-        await self._repo.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT.value)
-        logger.error("order %s already paid by another transaction", result.out_trade_no)
-        return Verdict.TRANSACTION_CONFLICT
+async def _settle(repo: PaymentRepository, result: PaymentResult) -> Verdict:
+    values = {
+        "transaction_id": result.transaction_id,
+        "paid_at": result.paid_at,
+        "cash_fee": result.cash_fee,
+        "bank_type": result.bank_type,
+    }
+    no, fee = result.out_trade_no, result.total_fee
+    order_id = await repo.mark_paid(no, fee, values, after_close=False)
+    if order_id is not None:
+        await repo.add_event(order_id, PAID_EVENT)
+        return Verdict.PAID
+    order_id = await repo.mark_paid(no, fee, values, after_close=True)
+    if order_id is not None:
+        await repo.add_event(order_id, PAID_EVENT)
+        logger.warning("order %s was paid after we closed it; flagged for review", no)
+        return Verdict.PAID_AFTER_CLOSE
+    return await _explain_unpaid(repo, result)
 
-    async def _audit(self, verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> None:
-        await self._repo.audit(
-            verdict=verdict.value,
-            raw=audit.raw,
-            received_at=audit.received_at,
-            out_trade_no=result.out_trade_no,
-            transaction_id=result.transaction_id,
-            total_fee=result.total_fee,
+
+async def _explain_unpaid(repo: PaymentRepository, result: PaymentResult) -> Verdict:
+    state = await repo.order_state(result.out_trade_no)
+    if state is None:
+        logger.error("payment for unknown order %s", result.out_trade_no)
+        return Verdict.UNKNOWN_ORDER
+    if state.total_fee != result.total_fee:
+        await repo.flag_review(state.id, ReviewReason.AMOUNT_MISMATCH.value)
+        logger.error(
+            "AMOUNT MISMATCH on order %s: WeChat reports %s fen, we expect %s fen",
+            result.out_trade_no,
+            result.total_fee,
+            state.total_fee,
         )
+        return Verdict.AMOUNT_MISMATCH
+    if state.transaction_id == result.transaction_id:
+        return Verdict.DUPLICATE
+    await repo.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT.value)
+    logger.error("order %s already paid by another transaction", result.out_trade_no)
+    return Verdict.TRANSACTION_CONFLICT
+
+
+async def _audit(
+    repo: PaymentRepository, verdict: Verdict, result: PaymentResult, audit: AuditRecord
+) -> None:
+    await repo.audit(
+        verdict=verdict.value,
+        raw=audit.raw,
+        received_at=audit.received_at,
+        out_trade_no=result.out_trade_no,
+        transaction_id=result.transaction_id,
+        total_fee=result.total_fee,
+    )

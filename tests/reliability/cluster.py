@@ -65,8 +65,8 @@ def service_env(
         WXPAY_SELF_BASE_URL=f"http://127.0.0.1:{port}",
         WXPAY_NOTIFY_URL=f"http://127.0.0.1:{port}{NOTIFY_PATH}",
         WXPAY_LOG_LEVEL="INFO",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

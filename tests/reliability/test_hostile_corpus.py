@@ -1,0 +1,217 @@
+"""Hostile input corpus (PROTOCOL.md §9): every case gets a clear 4xx or a WeChat FAIL, never a
+5xx; no order changes state; nothing secret appears in a reply or in the server's log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.security import SecretBox, derive_key
+from app.wechat.xmlcodec import XmlRejected, from_xml
+from tests.helpers import ADMIN
+from tests.plugins.simulator import SimulatorHandle
+from tests.reliability.cluster import ServiceProcess
+from tests.reliability.conftest import StartServices
+from tests.reliability.corpus import Case, load_cases, render
+from tests.reliability.scenario import (
+    add_product,
+    login_users,
+    pay_at_wechat,
+    place_orders,
+    record_figures,
+)
+
+pytestmark = pytest.mark.reliability
+
+STATE = text(
+    "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM auth_sessions),"
+    " (SELECT count(*) FROM products), (SELECT count(*) FROM order_events),"
+    " (SELECT string_agg(out_trade_no || ':' || status || ':' || coalesce(transaction_id, '-')"
+    "  || ':' || coalesce(paid_at::text, '-'), ',' ORDER BY id) FROM orders)"
+)
+LEAK_MARKERS = ("root:x:0:0", "Traceback", "Exception in ASGI")
+
+
+def test_corpus_has_at_least_forty_cases_of_each_required_kind() -> None:
+    names = [name for name, _ in load_cases()]
+    required = (
+        "xxe", "billion_laughs", "ten_megabytes", "gbk", "truncated", "forged_sign",
+        "replayed", "wrong_appid", "wrong_mch", "tampered_amount", "sql", "emoji",
+        "expired_token", "foreign_token", "garbage_token", "content_type",
+    )  # fmt: skip
+
+    assert len(names) >= 40
+    assert [kind for kind in required if not any(kind in n for n in names)] == []
+
+
+async def test_every_hostile_case_is_refused_without_a_trace(
+    start_services: StartServices,
+    fresh_simulator: SimulatorHandle,
+    http: httpx.AsyncClient,
+    engine: AsyncEngine,
+) -> None:
+    [service] = start_services(count=1)
+    values = await _scene(service, fresh_simulator, http, engine)
+    settings = fresh_simulator.settings
+    secrets = await _secrets(settings, engine) + [values["TOKEN"], values["OTHER_TOKEN"]]
+    before = await _state(engine)
+
+    failures: list[str] = []
+    statuses: dict[int, int] = {}
+    for name, spec in load_cases():
+        case = render(name, spec, values, settings.api_key.get_secret_value())
+        response = await _send(http, service, case)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        failures += [f"{name}: {problem}" for problem in _judge(case, response, secrets)]
+        if await _state(engine) != before:
+            failures.append(f"{name}: the database changed")
+            before = await _state(engine)
+
+    log = service.log_text()
+    assert failures == [], "\n".join(failures)
+    assert [s for s in secrets if s in log] == []
+    assert [m for m in LEAK_MARKERS if m in log] == []
+    record_figures(
+        "hostile corpus",
+        {"cases": len(load_cases()), "statuses": statuses, "log_bytes": len(log)},
+    )
+
+
+async def _scene(
+    service: ServiceProcess, simulator: SimulatorHandle, http: httpx.AsyncClient, engine: AsyncEngine
+) -> dict[str, str]:
+    """Two users with an unpaid order each, one paid order, and an expired session."""
+    users = await login_users(http, [service], simulator, 3)
+    product = await add_product(http, service, price_fen=990)
+    mine, paid = await place_orders(http, [service], [users[0]], product, 2)
+    [other] = await place_orders(http, [service], [users[1]], product, 1)
+    transactions = await pay_at_wechat(http, simulator, [paid])
+    await simulator.wait_for_notifies(1, verdict="acknowledged")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE auth_sessions SET expires_at = now() - interval '1 hour'"
+                " WHERE id = (SELECT max(id) FROM auth_sessions)"
+            )
+        )
+    token = [u["Authorization"].removeprefix("Bearer ") for u in users]
+    settings = simulator.settings
+    return {
+        "TOKEN": token[0],
+        "OTHER_TOKEN": token[1],
+        "EXPIRED_TOKEN": token[2],
+        "ORDER": mine.out_trade_no,
+        "ORDER_FEE": str(mine.total_fee),
+        "ORDER_FEE_PLUS_1": str(mine.total_fee + 1),
+        "OTHER_ORDER": other.out_trade_no,
+        "PAID_ORDER": paid.out_trade_no,
+        "PAID_FEE": str(paid.total_fee),
+        "PAID_TX": transactions[paid.out_trade_no],
+        "PRODUCT": str(product),
+        "APPID": settings.appid,
+        "MCH_ID": settings.mch_id,
+        "NONCE": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        "ADMIN_TOKEN": ADMIN["X-Admin-Token"],
+    }
+
+
+async def _secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
+    box = SecretBox(derive_key(settings.secret_key.get_secret_value(), "wxpay session_key at rest v1"))
+    async with engine.connect() as conn:
+        users = (await conn.execute(text("SELECT openid, session_key_sealed FROM users"))).all()
+    session_keys = [box.open(u.session_key_sealed, context=u.openid) for u in users]
+    configured = [
+        settings.api_key.get_secret_value(),
+        settings.app_secret.get_secret_value(),
+        settings.secret_key.get_secret_value(),
+    ]
+    return configured + session_keys
+
+
+async def _state(engine: AsyncEngine) -> tuple[Any, ...]:
+    async with engine.connect() as conn:
+        return tuple((await conn.execute(STATE)).one())
+
+
+async def _send(http: httpx.AsyncClient, service: ServiceProcess, case: Case) -> httpx.Response:
+    return await http.request(
+        case.method, service.base_url + case.path, headers=case.headers, content=case.body or None
+    )
+
+
+def _judge(case: Case, response: httpx.Response, secrets: list[str]) -> list[str]:
+    problems = []
+    status = response.status_code
+    reply = response.text + json.dumps(dict(response.headers))
+    if status >= 500:
+        problems.append(f"server error {status}")
+    if leaked := [s[:4] + "…" for s in secrets if s in reply]:
+        problems.append(f"reply contains secrets {leaked}")
+    if any(marker in reply for marker in LEAK_MARKERS):
+        problems.append("reply contains file contents or a traceback")
+    if isinstance(case.expect, dict):
+        if status != case.expect["status"] or not _is_error_envelope(response):
+            problems.append(f"expected {case.expect['status']} with an error envelope, got {status}")
+    elif case.expect == "4xx" and not 400 <= status < 500:
+        problems.append(f"expected a 4xx, got {status}")
+    elif case.expect == "fail" and _return_code(response) != "FAIL":
+        problems.append(f"expected an XML FAIL, got {status} {response.text[:80]!r}")
+    if case.path.startswith("/wechat/") and case.method == "POST" and _return_code(response) != "FAIL":
+        problems.append(f"notify not answered with FAIL: {response.text[:80]!r}")
+    return problems
+
+
+def _return_code(response: httpx.Response) -> str | None:
+    try:
+        return from_xml(response.content).get("return_code")
+    except XmlRejected:
+        return None
+
+
+def _is_error_envelope(response: httpx.Response) -> bool:
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(error, dict) and bool(error.get("code")) and bool(error.get("message"))
+
+
+# The corpus found these; each is pinned here on its own, in-process and fast.
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<xml><return_code>SUC\x00CESS</return_code></xml>",
+        "<xml><return_code>SUCCESS</return_code></xml>".encode("utf-16"),
+    ],
+    ids=["nul byte", "utf-16"],
+)
+async def test_notify_body_with_nul_bytes_is_refused_not_answered_503(
+    client: httpx.AsyncClient, engine: AsyncEngine, pg_database_url: str, body: bytes
+) -> None:
+    # PostgreSQL text cannot hold NUL: the audit excerpt of the body must not carry it raw,
+    # or every copy of the message is a 503 and WeChat retries it for 24 hours.
+    response = await client.post("/wechat/pay/notify", content=body)
+
+    assert response.status_code == 400
+    assert _return_code(response) == "FAIL"
+
+
+@pytest.mark.parametrize("field", ["out_trade_no", "transaction_id"])
+async def test_signed_notify_with_an_oversized_id_is_refused_not_answered_503(
+    client: httpx.AsyncClient, settings: Settings, pg_database_url: str, field: str
+) -> None:
+    from tests.payments.test_notify import signed_notify
+
+    fields = {"out_trade_no": "ORD1", "transaction_id": "4200000000000001", field: "4" * 300}
+    body = signed_notify(settings, total_fee=1, cash_fee=1, **fields)
+
+    response = await client.post("/wechat/pay/notify", content=body)
+
+    assert response.status_code < 500
+    assert _return_code(response) == "FAIL"
