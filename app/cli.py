@@ -12,6 +12,7 @@ from app.db import create_engine, create_sessionmaker
 from app.errors import AppError
 from app.httpclient import build_http_client
 from app.orders.sweeper import sweep_once
+from app.payments.service import PaymentService, sqlalchemy_transaction
 from app.products.service import ProductService
 from app.wechat.client import WeChatPayClient
 
@@ -69,7 +70,9 @@ async def _sweep(settings: Settings) -> str:
     engine = create_engine(settings.database_url)
     http = build_http_client(settings)
     try:
-        report = await sweep_once(engine, settings, WeChatPayClient.from_settings(settings, http))
+        pay = WeChatPayClient.from_settings(settings, http)
+        payments = PaymentService(sqlalchemy_transaction(engine))
+        report = await sweep_once(engine, settings, pay, payments)
     finally:
         await http.aclose()
         await engine.dispose()

@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
@@ -25,6 +28,12 @@ from app.orders.router import admin_router as orders_admin_router
 from app.orders.router import router as orders_router
 from app.orders.sweeper import run_sweeper
 from app.payments.router import router as payments_router
+from app.payments.service import (
+    PaymentService,
+    Transaction,
+    asyncpg_transaction,
+    sqlalchemy_transaction,
+)
 from app.products.router import admin_router as products_admin_router
 from app.products.router import router as products_router
 from app.runtime import Runtime, build_auth_keys
@@ -49,6 +58,7 @@ async def build_runtime(
     if refund_http is not None:
         stack.push_async_callback(refund_http.aclose)
     return Runtime(
+        payments=PaymentService(await _payment_transactions(engine, settings, stack)),
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
@@ -63,6 +73,21 @@ async def build_runtime(
         auth_keys=build_auth_keys(settings),
         schema_head=schema_head(),
     )
+
+
+async def _payment_transactions(
+    engine: AsyncEngine, settings: Settings, stack: AsyncExitStack
+) -> Transaction:
+    """asyncpg directly on PostgreSQL (the notify's hot path), SQLAlchemy elsewhere."""
+    if engine.dialect.name != "postgresql":
+        return sqlalchemy_transaction(engine)
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    # min_size=0: start-up does not need the database; connections open on first use.
+    pool = await asyncpg.create_pool(
+        dsn.render_as_string(hide_password=False), min_size=0, max_size=10
+    )
+    stack.push_async_callback(pool.close)
+    return asyncpg_transaction(pool)
 
 
 def _refund_http_client(
@@ -107,7 +132,7 @@ def create_app(
             app.state.runtime = runtime
             await stack.enter_async_context(
                 _background(
-                    lambda: run_sweeper(runtime.engine, settings, runtime.pay),
+                    lambda: run_sweeper(runtime.engine, settings, runtime.pay, runtime.payments),
                     settings.sweep_interval_seconds > 0,
                 )
             )

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.service import AuthKeys
 from app.config import Settings
+from app.payments.service import PaymentService
 from app.security import SecretBox, derive_key
 from app.wechat.client import WeChatPayClient
 from app.wechat.miniprogram import MiniProgramClient
@@ -22,6 +23,7 @@ class Runtime:
     http: httpx.AsyncClient
     miniprogram: MiniProgramClient
     pay: WeChatPayClient
+    payments: PaymentService
     auth_keys: AuthKeys
     schema_head: str | None
 

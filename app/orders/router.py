@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
 
 async def get_order_service(runtime: RuntimeDep) -> OrderService:
-    return OrderService(runtime.engine, runtime.settings, runtime.pay)
+    return OrderService(runtime.engine, runtime.settings, runtime.pay, runtime.payments)
 
 
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]

@@ -77,10 +77,17 @@ class OrderWithParams:
 class OrderService:
     """Takes a pooled connection only for each short transaction, never across a WeChat call."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        pay: WeChatPayClient,
+        payments: PaymentService,
+    ) -> None:
         self._engine = engine
         self._settings = settings
         self._pay = pay
+        self._payments = payments
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[OrderRepository]:
@@ -185,7 +192,7 @@ class OrderService:
     ) -> OrderStatus | None:
         state = _our_status(str(result.trade_state))
         if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
-            await PaymentService(self._engine).apply_paid(_paid_result(out_trade_no, result))
+            await self._payments.apply_paid(_paid_result(out_trade_no, result))
         elif state in (OrderStatus.CLOSED, OrderStatus.PAYERROR):
             async with self._transaction() as repo:
                 await repo.move(out_trade_no, state, closed_at=_closed_at(state))

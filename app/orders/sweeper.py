@@ -24,6 +24,7 @@ from app.db import utcnow
 from app.orders.repository import OrderRepository
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
+from app.payments.service import PaymentService
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import WeChatError
 
@@ -41,7 +42,9 @@ class SweepReport:
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
-async def sweep_once(engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> SweepReport:
+async def sweep_once(
+    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient, payments: PaymentService
+) -> SweepReport:
     """One pass over the unpaid orders that are due; safe to run in several processes."""
     report = SweepReport()
     due = utcnow() - dt.timedelta(minutes=settings.reconcile_after_minutes)
@@ -51,7 +54,9 @@ async def sweep_once(engine: AsyncEngine, settings: Settings, pay: WeChatPayClie
         )
     report.claimed = len(claimed)
     for out_trade_no in claimed:
-        outcome = await _reconcile(engine, settings, pay, out_trade_no)
+        outcome = await _reconcile(
+            OrderService(engine, settings, pay, payments), engine, out_trade_no
+        )
         report.outcomes[out_trade_no] = outcome
         report.paid += outcome == OrderStatus.SUCCESS
         report.closed += outcome == OrderStatus.CLOSED
@@ -59,10 +64,7 @@ async def sweep_once(engine: AsyncEngine, settings: Settings, pay: WeChatPayClie
     return report
 
 
-async def _reconcile(
-    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient, out_trade_no: str
-) -> str:
-    service = OrderService(engine, settings, pay)
+async def _reconcile(service: OrderService, engine: AsyncEngine, out_trade_no: str) -> str:
     try:
         await service.sync_with_wechat(out_trade_no)
         order = await _reload(engine, out_trade_no)
@@ -82,11 +84,13 @@ async def _reload(engine: AsyncEngine, out_trade_no: str) -> Row[Any]:
     return order
 
 
-async def run_sweeper(engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> None:
+async def run_sweeper(
+    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient, payments: PaymentService
+) -> None:
     """Sweep every ``sweep_interval_seconds`` until cancelled; a failed pass is only logged."""
     while True:
         try:
-            report = await sweep_once(engine, settings, pay)
+            report = await sweep_once(engine, settings, pay, payments)
             if report.claimed:
                 logger.info(
                     "sweep: %d claimed, %d paid, %d closed, %d failed",

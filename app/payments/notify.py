@@ -13,8 +13,6 @@ import json
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app.db import utcnow
 from app.payments.service import (
     ACKNOWLEDGED,
@@ -58,10 +56,9 @@ class NotifyOutcome:
 
 
 async def handle_payment_notify(
-    body: bytes, engine: AsyncEngine, pay: WeChatPayClient
+    body: bytes, service: PaymentService, pay: WeChatPayClient
 ) -> NotifyOutcome:
     """Verify a notify and apply it; the returned outcome is already committed."""
-    service = PaymentService(engine)
     received_at = utcnow()
     try:
         notify = pay.parse_payment_notify(body)

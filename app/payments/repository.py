@@ -1,17 +1,20 @@
-"""Every query of the payments package.
+"""Every query of the payments package, for SQLite (and any SQLAlchemy backend).
 
 The notify is the hot path: its statements are built once, here, with bind parameters, so a
 request pays only for executing them (building them per call cost ~1.6 ms of CPU per notify;
-docs/benchmarks.md).
+docs/benchmarks.md). On PostgreSQL the same queries run on asyncpg directly
+(``app/payments/pgrepository.py``); both satisfy ``PaymentRepo``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import utcnow
@@ -79,7 +82,50 @@ def _add_event(dialect_name: str) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    id: int
+    status: str
+    total_fee: int
+    transaction_id: str | None
+
+
+class DuplicateTransaction(Exception):
+    """The WeChat ``transaction_id`` already belongs to another order (a unique column)."""
+
+
+class PaymentRepo(Protocol):
+    """The queries the payment rules need, whatever the backend."""
+
+    async def mark_paid(
+        self, out_trade_no: str, total_fee: int, values: dict[str, Any], *, after_close: bool
+    ) -> int | None: ...
+
+    async def order_state(self, out_trade_no: str) -> OrderState | None: ...
+
+    async def flag_review(self, order_id: int, reason: str) -> None: ...
+
+    async def add_event(self, order_id: int, kind: str, detail: str = "") -> bool: ...
+
+    async def audit(self, record: AuditRow) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One row of ``payment_notifies``."""
+
+    received_at: dt.datetime
+    verdict: str
+    raw: str
+    detail: str = ""
+    out_trade_no: str | None = None
+    transaction_id: str | None = None
+    total_fee: int | None = None
+
+
 class PaymentRepository:
+    """``PaymentRepo`` on a SQLAlchemy connection."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
@@ -89,11 +135,16 @@ class PaymentRepository:
         """Pay an unpaid order (or, ``after_close``, a closed one); returns its id if it moved."""
         stmt = _MARK_CLOSED_PAID if after_close else _MARK_UNPAID_PAID
         params = {"no": out_trade_no, "fee": total_fee, "now": utcnow(), **values}
-        order_id: int | None = (await self._conn.execute(stmt, params)).scalar_one_or_none()
+        try:
+            result = await self._conn.execute(stmt, params)
+        except IntegrityError as exc:
+            raise DuplicateTransaction(values["transaction_id"]) from exc
+        order_id: int | None = result.scalar_one_or_none()
         return order_id
 
-    async def order_state(self, out_trade_no: str) -> Row[Any, Any, Any, Any] | None:
-        return (await self._conn.execute(_ORDER_STATE, {"no": out_trade_no})).first()
+    async def order_state(self, out_trade_no: str) -> OrderState | None:
+        row = (await self._conn.execute(_ORDER_STATE, {"no": out_trade_no})).first()
+        return None if row is None else OrderState(*row)
 
     async def flag_review(self, order_id: int, reason: str) -> None:
         params = {"order_id": order_id, "reason": reason, "now": utcnow()}
@@ -105,24 +156,5 @@ class PaymentRepository:
         params = {"order_id": order_id, "kind": kind, "detail": detail, "now": utcnow()}
         return bool((await self._conn.execute(stmt, params)).rowcount)
 
-    async def audit(
-        self,
-        *,
-        verdict: str,
-        raw: str,
-        detail: str = "",
-        out_trade_no: str | None = None,
-        transaction_id: str | None = None,
-        total_fee: int | None = None,
-        received_at: dt.datetime | None = None,
-    ) -> None:
-        params = {
-            "received_at": received_at or utcnow(),
-            "verdict": verdict,
-            "raw": raw,
-            "detail": detail,
-            "out_trade_no": out_trade_no,
-            "transaction_id": transaction_id,
-            "total_fee": total_fee,
-        }
-        await self._conn.execute(_AUDIT, params)
+    async def audit(self, record: AuditRow) -> None:
+        await self._conn.execute(_AUDIT, asdict(record))

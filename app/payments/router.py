@@ -42,7 +42,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
         return wechat_reply(False, "body too large", 413)
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
-            outcome = await handle_payment_notify(body, runtime.engine, runtime.pay)
+            outcome = await handle_payment_notify(body, runtime.payments, runtime.pay)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         logger.error("notify not processed, WeChat will retry: %s", type(exc).__name__)
         return wechat_reply(False, "temporarily unavailable", 503)

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy.exc import IntegrityError
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.orders.states import ReviewReason
-from app.payments.repository import PaymentRepository
+from app.payments.pgrepository import AsyncpgPaymentRepository
+from app.payments.repository import (
+    AuditRow,
+    DuplicateTransaction,
+    PaymentRepo,
+    PaymentRepository,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +87,34 @@ class AuditRecord:
     received_at: dt.datetime
 
 
-class PaymentService:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+Transaction = Callable[[], AbstractAsyncContextManager[PaymentRepo]]
+
+
+def sqlalchemy_transaction(engine: AsyncEngine) -> Transaction:
+    """Payment transactions on any SQLAlchemy engine (SQLite here)."""
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[PaymentRepository]:
-        async with self._engine.begin() as conn:
+    async def transaction() -> AsyncIterator[PaymentRepo]:
+        async with engine.begin() as conn:
             yield PaymentRepository(conn)
+
+    return transaction
+
+
+def asyncpg_transaction(pool: asyncpg.Pool[asyncpg.Record]) -> Transaction:
+    """Payment transactions on an asyncpg pool (PostgreSQL: the notify's hot path)."""
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[PaymentRepo]:
+        async with pool.acquire() as conn, conn.transaction():
+            yield AsyncpgPaymentRepository(conn)
+
+    return transaction
+
+
+class PaymentService:
+    def __init__(self, transaction: Transaction) -> None:
+        self._transaction = transaction
 
     async def apply_paid(self, result: PaymentResult, audit: AuditRecord | None = None) -> Verdict:
         """Apply a successful payment once; the audit row commits with its effect."""
@@ -96,32 +122,27 @@ class PaymentService:
             async with self._transaction() as repo:
                 verdict = await _settle(repo, result)
                 if audit is not None:
-                    await _audit(repo, verdict, result, audit)
-        except IntegrityError:
-            # Only the unique transaction_id can fail here: another order already holds this
-            # WeChat transaction. Money and records disagree; a human must look.
+                    await repo.audit(_audit_row(verdict, result, audit))
+        except DuplicateTransaction:
+            # Another order already holds this WeChat transaction. Money and records
+            # disagree; a human must look.
             logger.error("transaction %s already belongs to another order", result.transaction_id)
             verdict = Verdict.TRANSACTION_CONFLICT
             if audit is not None:
                 async with self._transaction() as repo:
-                    await _audit(repo, verdict, result, audit)
+                    await repo.audit(_audit_row(verdict, result, audit))
         return verdict
 
     async def record(
         self, verdict: Verdict, audit: AuditRecord, detail: str, out_trade_no: str | None = None
     ) -> None:
         """Audit a notify that changes no order (refused, or a failed payment)."""
+        row = AuditRow(audit.received_at, verdict.value, audit.raw, detail, out_trade_no)
         async with self._transaction() as repo:
-            await repo.audit(
-                verdict=verdict.value,
-                raw=audit.raw,
-                received_at=audit.received_at,
-                detail=detail,
-                out_trade_no=out_trade_no,
-            )
+            await repo.audit(row)
 
 
-async def _settle(repo: PaymentRepository, result: PaymentResult) -> Verdict:
+async def _settle(repo: PaymentRepo, result: PaymentResult) -> Verdict:
     values = {
         "transaction_id": result.transaction_id,
         "paid_at": result.paid_at,
@@ -141,7 +162,7 @@ async def _settle(repo: PaymentRepository, result: PaymentResult) -> Verdict:
     return await _explain_unpaid(repo, result)
 
 
-async def _explain_unpaid(repo: PaymentRepository, result: PaymentResult) -> Verdict:
+async def _explain_unpaid(repo: PaymentRepo, result: PaymentResult) -> Verdict:
     state = await repo.order_state(result.out_trade_no)
     if state is None:
         logger.error("payment for unknown order %s", result.out_trade_no)
@@ -162,13 +183,11 @@ async def _explain_unpaid(repo: PaymentRepository, result: PaymentResult) -> Ver
     return Verdict.TRANSACTION_CONFLICT
 
 
-async def _audit(
-    repo: PaymentRepository, verdict: Verdict, result: PaymentResult, audit: AuditRecord
-) -> None:
-    await repo.audit(
+def _audit_row(verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> AuditRow:
+    return AuditRow(
+        received_at=audit.received_at,
         verdict=verdict.value,
         raw=audit.raw,
-        received_at=audit.received_at,
         out_trade_no=result.out_trade_no,
         transaction_id=result.transaction_id,
         total_fee=result.total_fee,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.httpclient import build_http_client
 from app.orders.sweeper import sweep_once
+from app.payments.service import PaymentService, sqlalchemy_transaction
 from app.wechat.client import WeChatPayClient
 from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
 from tests.plugins.simulator import SimulatorHandle
@@ -23,6 +24,11 @@ from tests.plugins.simulator import SimulatorHandle
 async def pay_client(settings: Settings) -> AsyncIterator[WeChatPayClient]:
     async with build_http_client(settings) as http:
         yield WeChatPayClient.from_settings(settings, http)
+
+
+@pytest.fixture
+def payments(engine: AsyncEngine) -> PaymentService:
+    return PaymentService(sqlalchemy_transaction(engine))
 
 
 async def backdate(engine: AsyncEngine, out_trade_no: str, minutes: int, *, expire: bool) -> None:
@@ -67,6 +73,7 @@ async def test_sweep_recovers_missed_notifies(
     engine: AsyncEngine,
     settings: Settings,
     pay_client: WeChatPayClient,
+    payments: PaymentService,
 ) -> None:
     auth = await login(client, fresh_simulator)
     product_id = await add_product(client)
@@ -76,7 +83,7 @@ async def test_sweep_recovers_missed_notifies(
     for order in (paid, unpaid):
         await backdate(engine, order["out_trade_no"], 10, expire=False)
 
-    report = await sweep_once(engine, settings, pay_client)
+    report = await sweep_once(engine, settings, pay_client, payments)
 
     assert report.claimed == 2
     assert report.paid == 1
@@ -90,11 +97,12 @@ async def test_sweep_leaves_recent_orders_alone(
     settings: Settings,
     pay_client: WeChatPayClient,
     engine: AsyncEngine,
+    payments: PaymentService,
 ) -> None:
     auth = await login(client, fresh_simulator)
     await create_order(client, auth, await add_product(client))
 
-    report = await sweep_once(engine, settings, pay_client)
+    report = await sweep_once(engine, settings, pay_client, payments)
 
     assert report.claimed == 0
 
@@ -105,6 +113,7 @@ async def test_sweep_closes_expired_orders_after_asking_wechat(
     engine: AsyncEngine,
     settings: Settings,
     pay_client: WeChatPayClient,
+    payments: PaymentService,
 ) -> None:
     auth = await login(client, fresh_simulator)
     product_id = await add_product(client)
@@ -114,7 +123,7 @@ async def test_sweep_closes_expired_orders_after_asking_wechat(
     for order in (expired, paid_late):
         await backdate(engine, order["out_trade_no"], 60, expire=True)
 
-    report = await sweep_once(engine, settings, pay_client)
+    report = await sweep_once(engine, settings, pay_client, payments)
 
     assert (report.closed, report.paid) == (1, 1)
     assert await status_of(engine, expired["out_trade_no"]) == "CLOSED"
@@ -129,6 +138,7 @@ async def test_concurrent_sweeps_share_the_work(
     engine: AsyncEngine,
     settings: Settings,
     pay_client: WeChatPayClient,
+    payments: PaymentService,
 ) -> None:
     auth = await login(client, fresh_simulator)
     product_id = await add_product(client)
@@ -136,7 +146,9 @@ async def test_concurrent_sweeps_share_the_work(
     for order in orders:
         await backdate(engine, order["out_trade_no"], 10, expire=False)
 
-    reports = await asyncio.gather(*(sweep_once(engine, settings, pay_client) for _ in range(3)))
+    reports = await asyncio.gather(
+        *(sweep_once(engine, settings, pay_client, payments) for _ in range(3))
+    )
 
     assert sum(r.claimed for r in reports) == 6
     claimed = [no for r in reports for no in r.outcomes]

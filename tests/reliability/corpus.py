@@ -59,13 +59,14 @@ def render(name: str, spec: dict[str, Any], values: dict[str, str], api_key: str
 
 def _body(request: dict[str, Any], values: dict[str, str]) -> bytes:
     if "body_file" in request:
-        return (CORPUS / "notify" / request["body_file"]).read_bytes()
+        return (CORPUS / "notify" / str(request["body_file"])).read_bytes()
     if "body_b64" in request:
-        return base64.b64decode(request["body_b64"])
+        return base64.b64decode(str(request["body_b64"]))
     if "body_repeat" in request:
         spec = request["body_repeat"]
-        middle = spec["chunk"] * spec["times"]
-        return (_fill(spec["prefix"], values) + middle + _fill(spec["suffix"], values)).encode()
+        middle = str(spec["chunk"]) * int(spec["times"])
+        prefix, suffix = _fill(spec["prefix"], values), _fill(spec["suffix"], values)
+        return (prefix + middle + suffix).encode()
     return _fill(request.get("body", ""), values).encode()
 
 
@@ -74,7 +75,9 @@ def _signed(body: str, options: dict[str, Any], values: dict[str, str], api_key:
     fields.pop("sign", None)
     fields.update({k: _fill(v, values) for k, v in options.get("over", {}).items()})
     declared = fields.get("sign_type", "MD5")
-    sign_type = SignType(options.get("sign_type", declared if declared in {t.value for t in SignType} else "MD5"))
+    sign_type = SignType(
+        options.get("sign_type", declared if declared in {t.value for t in SignType} else "MD5")
+    )
     return body.replace("{{SIGN}}", sign(fields, api_key, sign_type))
 
 

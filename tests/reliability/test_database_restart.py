@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from tests.reliability.cluster import ServiceProcess
 from tests.reliability.conftest import StartServices
 from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
+    Delivery,
     Notify,
     add_product,
     login_users,
@@ -61,7 +63,7 @@ def wait_for_postgres(timeout: float = 60) -> None:
 
 
 @pytest.fixture
-def restartable_postgres(pg_database_url: str) -> object:
+def restartable_postgres(pg_database_url: str) -> Iterator[None]:
     if not Path("/etc/postgresql").is_dir():
         pytest.skip("needs a local PostgreSQL cluster managed by pg_ctlcluster")
     yield None
@@ -72,7 +74,7 @@ def restartable_postgres(pg_database_url: str) -> object:
 
 
 async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
-    restartable_postgres: object,
+    restartable_postgres: None,
     start_services: StartServices,
     fresh_simulator: SimulatorHandle,
     http: httpx.AsyncClient,
@@ -85,7 +87,11 @@ async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
     paid = await pay_at_wechat(http, fresh_simulator, orders[:PAID])
     notifies = shuffled(
         [
-            Notify(o.out_trade_no, "paid", notify_body(fresh_simulator.settings, o, transaction_id=paid[o.out_trade_no]))
+            Notify(
+                o.out_trade_no,
+                "paid",
+                notify_body(fresh_simulator.settings, o, transaction_id=paid[o.out_trade_no]),
+            )
             for o in orders[:PAID]
             for _ in range(COPIES)
         ],
@@ -129,7 +135,7 @@ async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
 
 async def _observe_outage(
     services: list[ServiceProcess], probes: list[Notify]
-) -> tuple[list[int], list[object]]:
+) -> tuple[list[int], list[Delivery]]:
     readiness: list[int] = []
     deadline = time.monotonic() + OUTAGE_SECONDS
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
@@ -138,10 +144,10 @@ async def _observe_outage(
                 readiness.append((await http.get(service.base_url + "/readyz")).status_code)
             await asyncio.sleep(0.2)
     during = await post_notifies(probes, [s.base_url for s in services], concurrency=5)
-    return readiness, list(during)
+    return readiness, during
 
 
-def _tally(deliveries: list) -> dict[str, int]:  # type: ignore[type-arg]
+def _tally(deliveries: Sequence[Delivery]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for d in deliveries:
         key = f"{d.status} {d.return_code}"

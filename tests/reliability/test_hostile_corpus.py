@@ -84,7 +84,10 @@ async def test_every_hostile_case_is_refused_without_a_trace(
 
 
 async def _scene(
-    service: ServiceProcess, simulator: SimulatorHandle, http: httpx.AsyncClient, engine: AsyncEngine
+    service: ServiceProcess,
+    simulator: SimulatorHandle,
+    http: httpx.AsyncClient,
+    engine: AsyncEngine,
 ) -> dict[str, str]:
     """Two users with an unpaid order each, one paid order, and an expired session."""
     users = await login_users(http, [service], simulator, 3)
@@ -122,7 +125,9 @@ async def _scene(
 
 
 async def _secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
-    box = SecretBox(derive_key(settings.secret_key.get_secret_value(), "wxpay session_key at rest v1"))
+    box = SecretBox(
+        derive_key(settings.secret_key.get_secret_value(), "wxpay session_key at rest v1")
+    )
     async with engine.connect() as conn:
         users = (await conn.execute(text("SELECT openid, session_key_sealed FROM users"))).all()
     session_keys = [box.open(u.session_key_sealed, context=u.openid) for u in users]
@@ -157,12 +162,18 @@ def _judge(case: Case, response: httpx.Response, secrets: list[str]) -> list[str
         problems.append("reply contains file contents or a traceback")
     if isinstance(case.expect, dict):
         if status != case.expect["status"] or not _is_error_envelope(response):
-            problems.append(f"expected {case.expect['status']} with an error envelope, got {status}")
+            problems.append(
+                f"expected {case.expect['status']} with an error envelope, got {status}"
+            )
     elif case.expect == "4xx" and not 400 <= status < 500:
         problems.append(f"expected a 4xx, got {status}")
     elif case.expect == "fail" and _return_code(response) != "FAIL":
         problems.append(f"expected an XML FAIL, got {status} {response.text[:80]!r}")
-    if case.path.startswith("/wechat/") and case.method == "POST" and _return_code(response) != "FAIL":
+    if (
+        case.path.startswith("/wechat/")
+        and case.method == "POST"
+        and _return_code(response) != "FAIL"
+    ):
         problems.append(f"notify not answered with FAIL: {response.text[:80]!r}")
     return problems
 

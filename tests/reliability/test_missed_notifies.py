@@ -50,7 +50,10 @@ async def test_sweep_settles_every_paid_order_whose_notifies_were_lost(
     expired = [o.out_trade_no for o in orders[PAID : PAID + EXPIRED]]
     async with engine.begin() as conn:
         await conn.execute(
-            text("UPDATE orders SET time_expire = now() - interval '1 minute' WHERE out_trade_no = ANY(:n)"),
+            text(
+                "UPDATE orders SET time_expire = now() - interval '1 minute'"
+                " WHERE out_trade_no = ANY(:n)"
+            ),
             {"n": expired},
         )
         await conn.execute(text("UPDATE orders SET created_at = created_at - interval '2 minutes'"))

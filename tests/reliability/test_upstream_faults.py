@@ -42,9 +42,7 @@ async def test_faulty_unified_order_gives_every_client_an_order_or_a_clear_error
     http: httpx.AsyncClient,
     engine: AsyncEngine,
 ) -> None:
-    services = start_services(
-        count=2, WXPAY_HTTP_READ_TIMEOUT=0.5, WXPAY_WECHAT_MAX_ATTEMPTS=2
-    )
+    services = start_services(count=2, WXPAY_HTTP_READ_TIMEOUT=0.5, WXPAY_WECHAT_MAX_ATTEMPTS=2)
     users = await login_users(http, services, fresh_simulator, BATCH_SIZE)
     product = await add_product(http, services[0], price_fen=990)
 
@@ -68,7 +66,9 @@ async def test_faulty_unified_order_gives_every_client_an_order_or_a_clear_error
         if r.status_code != 201 and not _clear_error(r)
     ]
     assert unclear == []
-    created = {r.json()["out_trade_no"]: r for _, rs in outcomes for r in rs if r.status_code == 201}
+    created = {
+        r.json()["out_trade_no"]: r for _, rs in outcomes for r in rs if r.status_code == 201
+    }
     wechat = await fresh_simulator.orders()
     wechat_numbers = [o["out_trade_no"] for o in wechat]
     assert len(wechat_numbers) == len(set(wechat_numbers))
