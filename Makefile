@@ -37,8 +37,10 @@ test-browser: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,browser]'
 	$(BIN)/pytest -m browser
 
+# Several server processes on PostgreSQL, the simulator injecting faults (a few minutes).
 test-reliability: install
-	$(BIN)/pytest -m reliability tests/reliability
+	WXPAY_TEST_DATABASE_URL="$${WXPAY_TEST_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}" \
+		$(BIN)/pytest -m reliability tests/reliability
 
 lint: install
 	$(BIN)/ruff check app tests bench alembic

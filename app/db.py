@@ -9,8 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import asyncpg
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +29,8 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+MAX_BIGINT = 2**63 - 1
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, so big ids are BIGINT elsewhere only.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -55,6 +60,19 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+# What a lost or refused database connection looks like, through SQLAlchemy or asyncpg
+# directly: callers answer "unavailable, retry" (503), never a bare 500.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    SAInterfaceError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 def utcnow() -> dt.datetime:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db import DATABASE_UNAVAILABLE
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,11 @@ async def _wechat_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(error.status, error.code, error.message)
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", type(exc).__name__)
+    return error_response(503, "DATABASE_UNAVAILABLE", "The service is unavailable; retry shortly.")
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
@@ -164,6 +170,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(WeChatRejected, _wechat_rejected)
     app.add_exception_handler(WeChatUnavailable, _wechat_unavailable)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -68,7 +68,7 @@ async def list_orders(
     user: CurrentUserDep,
     service: OrderServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> OrderPage:
     orders = await service.list_orders(user, limit, offset)
     return OrderPage(items=[order_out(o) for o in orders], limit=limit, offset=offset)

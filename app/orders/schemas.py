@@ -4,6 +4,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.db import MAX_BIGINT
 from app.orders.states import OrderStatus
 
 
@@ -14,7 +15,7 @@ class CreateOrderRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"product_id": 1, "quantity": 1}]}
     )
 
-    product_id: int = Field(gt=0)
+    product_id: int = Field(gt=0, le=MAX_BIGINT)
     quantity: int = Field(default=1, ge=1, le=999)
 
 

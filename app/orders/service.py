@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.service import CurrentUser
 from app.config import Settings
 from app.db import utcnow
-from app.errors import Conflict, NotFound, upstream_rejected, upstream_unavailable
+from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
 from app.orders.numbers import new_out_trade_no
 from app.orders.repository import OrderRepository
 from app.orders.states import PAYABLE, OrderStatus
@@ -34,6 +34,7 @@ from app.products.service import ProductNotFound
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
 from app.wechat.models import (
+    MAX_FEN,
     CloseOrderRequest,
     OrderQueryRequest,
     OrderQueryResponse,
@@ -62,6 +63,12 @@ class OrderNotPayable(Conflict):
 class IdempotencyKeyReused(Conflict):
     code = "IDEMPOTENCY_KEY_REUSED"
     message = "This Idempotency-Key was already used for a different order."
+
+
+class AmountTooLarge(AppError):
+    status = 422
+    code = "AMOUNT_TOO_LARGE"
+    message = f"The order total exceeds what WeChat Pay accepts ({MAX_FEN} fen); order fewer."
 
 
 class CloseTooEarly(Conflict):
@@ -224,6 +231,8 @@ class OrderService:
             product = await repo.product_for_sale(product_id)
             if product is None:
                 raise ProductNotFound()
+            if product.price_fen * quantity > MAX_FEN:
+                raise AmountTooLarge()
             return await repo.insert(
                 {
                     "out_trade_no": out_trade_no,

@@ -100,4 +100,5 @@ def _paid_at(time_end: str | None) -> dt.datetime | None:
 
 
 def _excerpt(body: bytes) -> str:
-    return body[:_EXCERPT].decode("utf-8", errors="replace")
+    # PostgreSQL text cannot hold NUL; keep it visible without storing the byte.
+    return body[:_EXCERPT].decode("utf-8", errors="replace").replace("\x00", "\\x00")

@@ -17,7 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from app.db import utcnow
 from app.orders.states import PAYABLE, OrderStatus, ReviewReason, sources_of
-from app.payments.repository import AuditRow, DuplicateTransaction, OrderState
+from app.payments.repository import PAID_EVENT, AuditRow, DuplicateTransaction, OrderState
 
 
 def _sql_list(statuses: frozenset[OrderStatus]) -> str:
@@ -27,11 +27,15 @@ def _sql_list(statuses: frozenset[OrderStatus]) -> str:
 
 
 def _mark_paid_sql(statuses: frozenset[OrderStatus], extra: str = "") -> str:
+    # The event rides in the same statement (a data-modifying CTE): one round trip, and it
+    # exists exactly when the guarded UPDATE moved the order.
     return (
-        "UPDATE orders SET status = 'SUCCESS', transaction_id = $3, paid_at = $4,"  # noqa: S608
-        f" cash_fee = $5, bank_type = $6, updated_at = $7{extra}"
+        "WITH paid AS (UPDATE orders SET status = 'SUCCESS', transaction_id = $3,"  # noqa: S608
+        f" paid_at = $4, cash_fee = $5, bank_type = $6, updated_at = $7{extra}"
         f" WHERE out_trade_no = $1 AND total_fee = $2 AND status IN ({_sql_list(statuses)})"
-        " RETURNING id"
+        " RETURNING id), event AS (INSERT INTO order_events (order_id, kind, detail,"
+        f" created_at) SELECT id, '{PAID_EVENT}', '', $7 FROM paid"
+        " ON CONFLICT (order_id, kind) DO NOTHING) SELECT id FROM paid"
     )
 
 

@@ -82,6 +82,9 @@ def _add_event(dialect_name: str) -> Any:
     )
 
 
+PAID_EVENT = "PAID"
+
+
 @dataclass(frozen=True, slots=True)
 class OrderState:
     id: int
@@ -99,7 +102,10 @@ class PaymentRepo(Protocol):
 
     async def mark_paid(
         self, out_trade_no: str, total_fee: int, values: dict[str, Any], *, after_close: bool
-    ) -> int | None: ...
+    ) -> int | None:
+        """Pay an unpaid order (or, ``after_close``, a closed one) and record its PAID event;
+        the order id if it moved, None if it was not in such a state or the amount differs."""
+        ...
 
     async def order_state(self, out_trade_no: str) -> OrderState | None: ...
 
@@ -140,6 +146,8 @@ class PaymentRepository:
         except IntegrityError as exc:
             raise DuplicateTransaction(values["transaction_id"]) from exc
         order_id: int | None = result.scalar_one_or_none()
+        if order_id is not None:
+            await self.add_event(order_id, PAID_EVENT)
         return order_id
 
     async def order_state(self, out_trade_no: str) -> OrderState | None:

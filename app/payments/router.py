@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 
+from app.db import DATABASE_UNAVAILABLE
 from app.deps import RuntimeDep
 from app.payments.notify import handle_payment_notify
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES, to_xml
@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["wechat"])
 
 # WeChat waits 5 s for the answer; leave room for the network.
+NOTIFY_NOT_PROCESSED: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, TimeoutError)
 NOTIFY_DEADLINE_SECONDS = 4.0
 
 
@@ -43,7 +44,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
             outcome = await handle_payment_notify(body, runtime.payments, runtime.pay)
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except NOTIFY_NOT_PROCESSED as exc:
         logger.error("notify not processed, WeChat will retry: %s", type(exc).__name__)
         return wechat_reply(False, "temporarily unavailable", 503)
     if outcome.acknowledged:

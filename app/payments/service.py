@@ -64,7 +64,6 @@ REFUSED = frozenset(
         Verdict.BAD_FIELDS,
     }
 )
-PAID_EVENT = "PAID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +149,9 @@ async def _settle(repo: PaymentRepo, result: PaymentResult) -> Verdict:
         "bank_type": result.bank_type,
     }
     no, fee = result.out_trade_no, result.total_fee
-    order_id = await repo.mark_paid(no, fee, values, after_close=False)
-    if order_id is not None:
-        await repo.add_event(order_id, PAID_EVENT)
+    if await repo.mark_paid(no, fee, values, after_close=False) is not None:
         return Verdict.PAID
-    order_id = await repo.mark_paid(no, fee, values, after_close=True)
-    if order_id is not None:
-        await repo.add_event(order_id, PAID_EVENT)
+    if await repo.mark_paid(no, fee, values, after_close=True) is not None:
         logger.warning("order %s was paid after we closed it; flagged for review", no)
         return Verdict.PAID_AFTER_CLOSE
     return await _explain_unpaid(repo, result)

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
+from app.db import MAX_BIGINT
 from app.deps import AdminDep, SessionDep
 from app.errors import error_responses
 from app.products.schemas import ProductIn, ProductOut
@@ -18,6 +19,7 @@ async def get_product_service(session: SessionDep) -> ProductService:
 
 
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+ProductId = Annotated[int, Path(gt=0, le=MAX_BIGINT)]
 
 
 @router.get("/api/v1/products", response_model=list[ProductOut], summary="Products on sale")
@@ -42,12 +44,12 @@ async def add_product(body: ProductIn, service: ProductServiceDep) -> ProductOut
 @admin_router.post(
     "/{product_id}/disable", response_model=ProductOut, responses=error_responses(403, 404)
 )
-async def disable_product(product_id: int, service: ProductServiceDep) -> ProductOut:
+async def disable_product(product_id: ProductId, service: ProductServiceDep) -> ProductOut:
     return ProductOut.model_validate(await service.set_active(product_id, False))
 
 
 @admin_router.post(
     "/{product_id}/enable", response_model=ProductOut, responses=error_responses(403, 404)
 )
-async def enable_product(product_id: int, service: ProductServiceDep) -> ProductOut:
+async def enable_product(product_id: ProductId, service: ProductServiceDep) -> ProductOut:
     return ProductOut.model_validate(await service.set_active(product_id, True))

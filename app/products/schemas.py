@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.wechat.xmlcodec import xml_can_carry
 
 
 class ProductOut(BaseModel):
@@ -44,3 +46,11 @@ class ProductIn(BaseModel):
         min_length=1, max_length=127, description="Shown on the WeChat bill (unified-order body)."
     )
     price_fen: int = Field(gt=0, le=100_000_000, description="Price in fen.")
+
+    @field_validator("name", "description")
+    @classmethod
+    def _xml_safe(cls, value: str) -> str:
+        # The description becomes the unified-order body: XML must be able to carry it.
+        if not xml_can_carry(value) or not value.strip():
+            raise ValueError("must be visible text without control characters")
+        return value

@@ -18,9 +18,13 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 Fen = Annotated[int, Field(strict=True, ge=0)]
-PositiveFen = Annotated[int, Field(strict=True, ge=1)]
+PositiveFen = Annotated[int, Field(strict=True, ge=1, le=9_999_999_999)]
 # Received integers arrive as text; lax mode parses "100" but still refuses "1.5" or "abc".
-ReceivedFen = Annotated[int, Field(ge=0)]
+# WeChat amounts are Int fen, at most 10 digits.
+MAX_FEN = 9_999_999_999
+ReceivedFen = Annotated[int, Field(ge=0, le=MAX_FEN)]
+# Ids are String(32) at WeChat (PROTOCOL.md §5); anything longer is not WeChat's.
+ReceivedId = Annotated[str, Field(min_length=1, max_length=32)]
 OutTradeNo = Annotated[str, Field(pattern=r"^[0-9A-Za-z_\-|*@]{1,32}$")]
 OutRefundNo = Annotated[str, Field(pattern=r"^[0-9A-Za-z_\-|*@]{1,64}$")]
 BeijingTime = Annotated[str, Field(pattern=r"^\d{14}$")]  # yyyyMMddHHmmss, UTC+8
@@ -212,7 +216,7 @@ class _PaidOrderFields(Received):
     openid: str | None = None
     is_subscribe: str | None = None
     trade_type: str | None = None
-    bank_type: str | None = None
+    bank_type: Annotated[str, Field(max_length=32)] | None = None
     total_fee: ReceivedFen | None = None
     settlement_total_fee: ReceivedFen | None = None
     fee_type: str | None = None
@@ -220,8 +224,8 @@ class _PaidOrderFields(Received):
     cash_fee_type: str | None = None
     coupon_fee: ReceivedFen | None = None
     coupon_count: Annotated[int, Field(ge=0)] | None = None
-    transaction_id: str | None = None
-    out_trade_no: str | None = None
+    transaction_id: ReceivedId | None = None
+    out_trade_no: ReceivedId | None = None
     attach: str | None = None
     time_end: str | None = None
 

@@ -122,6 +122,11 @@ def _check_name(name: str) -> None:
         _checked_names.add(name)
 
 
+def xml_can_carry(text: str) -> bool:
+    """Whether every character of ``text`` is allowed in an XML 1.0 document."""
+    return _NOT_XML_CHAR.search(text) is None
+
+
 def _escape_cdata(text: str) -> str:
     if _NOT_XML_CHAR.search(text):
         raise ValueError("the value contains a character XML 1.0 cannot carry")

@@ -110,6 +110,12 @@ async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
     still_refused = await retry_until_acknowledged(notifies, [s.base_url for s in services])
     ready_after = [(await http.get(s.base_url + "/readyz")).status_code for s in services]
 
+    # Every reply is an acknowledgement or a FAIL that makes WeChat retry; no answer at all
+    # (a refused or reset connection) is also a retry. A 500 JSON body is neither.
+    assert {(d.status, d.return_code) for d in deliveries if d.status is not None} <= {
+        (200, "SUCCESS"),
+        (503, "FAIL"),
+    }
     assert set(readiness) == {503}
     assert {(d.status, d.return_code) for d in during_outage} == {(503, "FAIL")}
     assert still_refused == []
