@@ -18,7 +18,6 @@ import datetime as dt
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from harness import (
@@ -34,8 +33,7 @@ from harness import (
 from loadgen import request_file
 
 from app.config import Settings
-from app.wechat.signing import new_nonce, sign
-from app.wechat.xmlcodec import to_xml
+from app.simulator.messages import payment_notify_body
 
 NOTIFY = "/wechat/pay/notify"
 FEE = 990
@@ -87,26 +85,11 @@ async def insert_orders(database: str, numbers: list[str]) -> None:
 
 
 def notify_body(settings: Settings, out_trade_no: str, transaction_id: str) -> str:
-    """A notify as WeChat signs it (PROTOCOL.md §5), like tests/payments/test_notify.py."""
-    body: dict[str, Any] = {
-        "return_code": "SUCCESS",
-        "result_code": "SUCCESS",
-        "appid": settings.appid,
-        "mch_id": settings.mch_id,
-        "nonce_str": new_nonce(),
-        "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-        "trade_type": "JSAPI",
-        "bank_type": "OTHERS",
-        "fee_type": "CNY",
-        "is_subscribe": "N",
-        "time_end": "20261127101500",
-        "out_trade_no": out_trade_no,
-        "transaction_id": transaction_id,
-        "total_fee": FEE,
-        "cash_fee": FEE,
-    }
-    body["sign"] = sign(body, settings.api_key.get_secret_value())
-    return to_xml(body).decode()
+    """A notify as WeChat signs it (PROTOCOL.md §5)."""
+    body = payment_notify_body(
+        settings, out_trade_no=out_trade_no, transaction_id=transaction_id, total_fee=FEE
+    )
+    return body.decode()
 
 
 def make_batch(settings: Settings, prefix: str, count: int, duplicates: float) -> Batch:

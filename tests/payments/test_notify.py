@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.wechat.signing import new_nonce, sign
-from app.wechat.xmlcodec import from_xml, to_xml
+from app.simulator.messages import payment_notify_body
+from app.wechat.xmlcodec import from_xml
 from tests.conftest import ClientFactory
 from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
 from tests.plugins.service import LiveFactory
@@ -40,23 +40,8 @@ async def order_row(engine: AsyncEngine, out_trade_no: str, column: str) -> Any:
     )
 
 
-def signed_notify(settings: Settings, **fields: Any) -> bytes:
-    """A notify as WeChat would sign it (PROTOCOL.md §5), for hand-made cases."""
-    body: dict[str, Any] = {
-        "return_code": "SUCCESS",
-        "result_code": "SUCCESS",
-        "appid": settings.appid,
-        "mch_id": settings.mch_id,
-        "nonce_str": new_nonce(),
-        "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-        "trade_type": "JSAPI",
-        "bank_type": "OTHERS",
-        "fee_type": "CNY",
-        "time_end": "20261127101500",
-        **fields,
-    }
-    body["sign"] = sign(body, settings.api_key.get_secret_value())
-    return to_xml(body)
+# A notify as WeChat signs it (PROTOCOL.md §5), for hand-made cases.
+signed_notify = payment_notify_body
 
 
 def reply_of(response: httpx.Response) -> dict[str, str]:

@@ -14,7 +14,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from app.config import Settings
-from app.wechat.signing import new_nonce, sign
+from app.simulator.messages import payment_notify_body
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
 from tests.db import ROOT
 from tests.helpers import ADMIN
@@ -145,24 +145,10 @@ async def pay_at_wechat(
 
 def notify_body(settings: Settings, order: PlacedOrder, **fields: Any) -> bytes:
     """A notify for ``order`` signed as WeChat signs it (PROTOCOL.md §5), fresh nonce."""
-    body: dict[str, Any] = {
-        "return_code": "SUCCESS",
-        "result_code": "SUCCESS",
-        "appid": settings.appid,
-        "mch_id": settings.mch_id,
-        "nonce_str": new_nonce(),
-        "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-        "trade_type": "JSAPI",
-        "bank_type": "OTHERS",
-        "fee_type": "CNY",
-        "total_fee": order.total_fee,
-        "cash_fee": order.total_fee,
-        "out_trade_no": order.out_trade_no,
-        "time_end": "20261127101500",
-        **fields,
-    }
-    body["sign"] = sign(body, settings.api_key.get_secret_value())
-    return to_xml(body)
+    fields.setdefault("transaction_id", "4200000000000000000000000000")
+    return payment_notify_body(
+        settings, out_trade_no=order.out_trade_no, total_fee=order.total_fee, **fields
+    )
 
 
 def forged(body: bytes) -> bytes:
