@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 from typing import Any
 
 from harness import command_line, fresh_database, rss_mb, run_load, service
@@ -44,7 +45,8 @@ def main() -> None:
             run_load(ours.url, spec, concurrency=args.concurrency, count=2000, time_cap=60,
                      ok_status=status)  # fmt: skip
         before = rss_mb(ours.pid)
-        print(f"{command_line()}\nafter warm-up: {before:.1f} MB")
+        started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(f"{command_line()}\n{started}; after warm-up: {before:.1f} MB")
         sent = 0
         while sent < args.requests:
             spec, status = loads[(sent // args.chunk) % len(loads)]

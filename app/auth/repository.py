@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.models import AuthSession, User
@@ -15,6 +15,13 @@ from app.dbutil import upsert
 
 _users = cast(Table, User.__table__)
 _sessions = cast(Table, AuthSession.__table__)
+
+
+_FIND_SESSION = (
+    select(_sessions.c.user_id, _users.c.openid, _sessions.c.expires_at)
+    .join(_users, _users.c.id == _sessions.c.user_id)
+    .where(_sessions.c.token_hash == bindparam("hash"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +62,8 @@ class AuthRepository:
         await self._conn.execute(stmt)
 
     async def find_session(self, token_hash: str) -> SessionRow | None:
-        stmt = (
-            select(_sessions.c.user_id, _users.c.openid, _sessions.c.expires_at)
-            .join(_users, _users.c.id == _sessions.c.user_id)
-            .where(_sessions.c.token_hash == token_hash)
-        )
-        row = (await self._conn.execute(stmt)).one_or_none()
+        """Every authenticated request runs this: the statement is built once."""
+        row = (await self._conn.execute(_FIND_SESSION, {"hash": token_hash})).one_or_none()
         return None if row is None else SessionRow(row.user_id, row.openid, row.expires_at)
 
     async def sealed_session_key(self, user_id: int) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.repository import AuthRepository
-from app.db import utcnow
+from app.db import autocommit, utcnow
 from app.errors import (
     InvalidLoginCode,
     LoginBlocked,
@@ -82,7 +82,7 @@ class AuthService:
 
     async def current_user(self, token: str) -> CurrentUser:
         """The user a bearer token belongs to; ``SessionInvalid`` or ``SessionExpired`` if none."""
-        async with self._engine.begin() as conn:
+        async with autocommit(self._engine).connect() as conn:
             row = await AuthRepository(conn).find_session(hash_token(token, self._keys.token_key))
         if row is None:
             raise SessionInvalid()

@@ -1,4 +1,8 @@
-"""Every query of the orders package, as lean Core statements on a connection."""
+"""Every query of the orders package, as lean Core statements on a connection.
+
+The create-order path's statements are built once, with bind parameters, and each is a whole
+transaction on its own (they run on an autocommit connection: no BEGIN/COMMIT round trips).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,71 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Row,
+    String,
+    Table,
+    and_,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
-from app.db import utcnow
+from app.db import UTCDateTime, utcnow
 from app.orders.models import Order
 from app.orders.states import PAYABLE, OrderStatus, sources_of
 from app.products.models import Product
 
 orders = cast(Table, Order.__table__)
 products = cast(Table, Product.__table__)
+
+# Columns the caller gives; the amount and the body come from the product, in the same
+# statement, so the price read and the order written cannot disagree.
+_GIVEN: dict[str, TypeEngine[Any]] = {
+    "out_trade_no": String(),
+    "user_id": BigInteger(),
+    "openid": String(),
+    "product_id": BigInteger(),
+    "quantity": Integer(),
+    "status": String(),
+    "sign_type": String(),
+    "client_ip": String(),
+    "idempotency_key": String(),
+    "time_expire": UTCDateTime(),
+    "created_at": UTCDateTime(),
+    "updated_at": UTCDateTime(),
+}
+_INSERT_PRICED = (
+    orders.insert()
+    .from_select(
+        [*_GIVEN, "total_fee", "description"],
+        select(
+            *(bindparam(name, type_=kind) for name, kind in _GIVEN.items()),
+            products.c.price_fen * bindparam("quantity", type_=Integer()),
+            products.c.description,
+        ).where(
+            products.c.id == bindparam("product_id", type_=BigInteger()),
+            products.c.active.is_(True),
+            products.c.price_fen * bindparam("quantity", type_=Integer()) <= bindparam("max_fee"),
+        ),
+    )
+    .returning(orders)
+)
+_SET_PREPAY = (
+    update(orders)
+    .where(orders.c.out_trade_no == bindparam("no"), orders.c.status.in_(sorted(PAYABLE)))
+    .values(
+        prepay_id=bindparam("prepay_id"),
+        prepay_expires_at=bindparam("expires_at"),
+        prepay_error=bindparam("error"),
+        updated_at=bindparam("now"),
+    )
+)
 
 
 class OrderRepository:
@@ -28,10 +87,12 @@ class OrderRepository:
         )
         return (await self._conn.execute(stmt)).first()
 
-    async def insert(self, values: Mapping[str, Any]) -> Row[Any]:
+    async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> Row[Any] | None:
+        """Insert an order priced from its product; None if the product is not on sale or the
+        total would exceed ``max_fee``."""
         now = utcnow()
-        stmt = orders.insert().values(created_at=now, updated_at=now, **values).returning(orders)
-        row: Row[Any] = (await self._conn.execute(stmt)).one()
+        params = {**values, "created_at": now, "updated_at": now, "max_fee": max_fee}
+        row: Row[Any] | None = (await self._conn.execute(_INSERT_PRICED, params)).first()
         return row
 
     async def by_out_trade_no(
@@ -64,17 +125,14 @@ class OrderRepository:
         error: str | None,
     ) -> bool:
         """Record the outcome of a unified order, only while the order is still payable."""
-        stmt = (
-            update(orders)
-            .where(orders.c.out_trade_no == out_trade_no, orders.c.status.in_(PAYABLE))
-            .values(
-                prepay_id=prepay_id,
-                prepay_expires_at=expires_at,
-                prepay_error=error,
-                updated_at=utcnow(),
-            )
-        )
-        return bool((await self._conn.execute(stmt)).rowcount)
+        params = {
+            "no": out_trade_no,
+            "prepay_id": prepay_id,
+            "expires_at": expires_at,
+            "error": error,
+            "now": utcnow(),
+        }
+        return bool((await self._conn.execute(_SET_PREPAY, params)).rowcount)
 
     async def move(self, out_trade_no: str, target: OrderStatus, **values: Any) -> bool:
         """Apply one allowed move with a guarded UPDATE; False if the order was not in a source

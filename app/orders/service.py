@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import CurrentUser
 from app.config import Settings
-from app.db import utcnow
+from app.db import autocommit, utcnow
 from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
 from app.orders.numbers import new_out_trade_no
 from app.orders.repository import OrderRepository
@@ -82,7 +82,11 @@ class OrderWithParams:
 
 
 class OrderService:
-    """Takes a pooled connection only for each short transaction, never across a WeChat call."""
+    """Takes a pooled connection only for each statement, never across a WeChat call.
+
+    Every write here is one guarded statement, a transaction of its own; what must change
+    together (a payment and its event and audit) goes through ``PaymentService``.
+    """
 
     def __init__(
         self,
@@ -97,8 +101,9 @@ class OrderService:
         self._payments = payments
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[OrderRepository]:
-        async with self._engine.begin() as conn:
+    async def _statement(self) -> AsyncIterator[OrderRepository]:
+        """For a single statement: it is its own transaction, so no BEGIN/COMMIT round trips."""
+        async with autocommit(self._engine).connect() as conn:
             yield OrderRepository(conn)
 
     async def create_order(
@@ -142,12 +147,12 @@ class OrderService:
         return order
 
     async def list_orders(self, user: CurrentUser, limit: int, offset: int) -> list[Row[Any]]:
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             return list(await repo.list_for_user(user.id, limit, offset))
 
     async def needing_review(self, limit: int) -> list[Row[Any]]:
         """Orders flagged because money and records disagree, newest first."""
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             return list(await repo.needing_review(limit))
 
     async def pay_params(self, user: CurrentUser, out_trade_no: str) -> OrderWithParams:
@@ -201,7 +206,7 @@ class OrderService:
         if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
             await self._payments.apply_paid(_paid_result(out_trade_no, result))
         elif state in (OrderStatus.CLOSED, OrderStatus.PAYERROR):
-            async with self._transaction() as repo:
+            async with self._statement() as repo:
                 await repo.move(out_trade_no, state, closed_at=_closed_at(state))
         return state
 
@@ -214,7 +219,7 @@ class OrderService:
                 return
             if exc.err_code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
                 raise
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             await repo.move(out_trade_no, OrderStatus.CLOSED, closed_at=utcnow())
 
     async def _insert(
@@ -226,29 +231,24 @@ class OrderService:
         idempotency_key: str | None,
     ) -> Row[Any]:
         now = utcnow()
-        out_trade_no = new_out_trade_no(now)
-        async with self._transaction() as repo:
+        values = {
+            "out_trade_no": new_out_trade_no(now),
+            "user_id": user.id,
+            "openid": user.openid,
+            "product_id": product_id,
+            "quantity": quantity,
+            "status": OrderStatus.NOTPAY.value,
+            "sign_type": self._pay.sign_type.value,
+            "client_ip": client_ip,
+            "idempotency_key": idempotency_key,
+            "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
+        }
+        async with self._statement() as repo:
+            order = await repo.insert_priced(values, MAX_FEN)
+            if order is not None:
+                return order
             product = await repo.product_for_sale(product_id)
-            if product is None:
-                raise ProductNotFound()
-            if product.price_fen * quantity > MAX_FEN:
-                raise AmountTooLarge()
-            return await repo.insert(
-                {
-                    "out_trade_no": out_trade_no,
-                    "user_id": user.id,
-                    "openid": user.openid,
-                    "product_id": product_id,
-                    "quantity": quantity,
-                    "total_fee": product.price_fen * quantity,
-                    "description": product.description,
-                    "status": OrderStatus.NOTPAY.value,
-                    "sign_type": self._pay.sign_type.value,
-                    "client_ip": client_ip,
-                    "idempotency_key": idempotency_key,
-                    "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
-                }
-            )
+        raise ProductNotFound() if product is None else AmountTooLarge()
 
     async def _prepay(self, order: Row[Any]) -> dict[str, str]:
         """Unified order for a stored order, with no transaction open; then record the outcome."""
@@ -260,7 +260,7 @@ class OrderService:
         except WeChatUnavailable as exc:
             await self._record_prepay_failure(order.out_trade_no, exc.message)
             raise upstream_unavailable(exc) from exc
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             await repo.set_prepay(
                 order.out_trade_no,
                 response.prepay_id,
@@ -285,19 +285,19 @@ class OrderService:
 
     async def _record_prepay_failure(self, out_trade_no: str, reason: str) -> None:
         logger.warning("unified order failed for %s: %s", out_trade_no, reason)
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             await repo.set_prepay(out_trade_no, None, None, reason[:500])
 
     async def _owned(self, user: CurrentUser, out_trade_no: str) -> Row[Any]:
         # Someone else's order is "not found", so order numbers reveal nothing.
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             order = await repo.by_out_trade_no(out_trade_no)
         if order is None or order.user_id != user.id:
             raise OrderNotFound()
         return order
 
     async def _by_idempotency_key(self, user: CurrentUser, key: str) -> Row[Any] | None:
-        async with self._transaction() as repo:
+        async with self._statement() as repo:
             return await repo.by_idempotency_key(user.id, key)
 
 

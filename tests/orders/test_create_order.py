@@ -226,3 +226,20 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     assert response.status_code == 201
     expected = "198.51.100.7" if trusted else "127.0.0.1"
     assert await scalar(engine, "SELECT client_ip FROM orders") == expected
+
+
+async def test_total_beyond_what_wechat_accepts_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    # total_fee is at most 10 digits of fen at WeChat; 100 000 000 x 999 would be 12.
+    auth = await login(client, fresh_simulator)
+    product_id = await add_product(client, price_fen=100_000_000)
+
+    response = await client.post(
+        "/api/v1/orders", json={"product_id": product_id, "quantity": 999}, headers=auth
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "AMOUNT_TOO_LARGE"
+    assert await scalar(engine, "SELECT count(*) FROM orders") == 0
+    assert await fresh_simulator.orders() == []
