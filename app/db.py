@@ -7,11 +7,12 @@ dependencies. SQLite is the embedded default; PostgreSQL through asyncpg for pro
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from typing import Any
 
 import asyncpg
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -104,10 +105,20 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+_autocommit_engines: weakref.WeakKeyDictionary[Engine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
     """The same pool, for single statements: each is its own transaction, so the driver sends
-    no BEGIN/COMMIT around it (two round trips saved per statement)."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    no BEGIN/COMMIT around it (two round trips saved per statement).
+
+    Built once per engine: making the option engine costs more than the statement it runs.
+    """
+    found = _autocommit_engines.get(engine.sync_engine)
+    if found is None:
+        found = engine.execution_options(isolation_level="AUTOCOMMIT")
+        _autocommit_engines[engine.sync_engine] = found
+    return found
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
