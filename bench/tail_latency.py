@@ -20,7 +20,7 @@ Endpoints: ``GET /healthz``, ``GET /api/v1/products``, ``GET /api/v1/auth/sessio
 (``app.simulator.messages.payment_notify_body``; a duplicate still writes an audit row) and
 ``POST /api/v1/orders`` (32 other users, tokens round-robin).
 
-Run: ``.venv/bin/python bench/tail_latency.py`` (about 5 minutes with the defaults).
+Run: ``.venv/bin/python bench/tail_latency.py`` (about 6 minutes with the defaults).
 
 The echo apps are this module's ``echo`` (``ECHO_TELEMETRY=default|off``); uvicorn imports it
 with ``bench/`` on the path, so its workers import the driver's modules too, but only the
@@ -347,7 +347,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="simulator's delay")
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--total-cap", type=float, default=1200.0, help="seconds, endpoints")
-    parser.add_argument("--telemetry-rounds", type=int, default=6)
+    parser.add_argument("--telemetry-rounds", type=int, default=10)
     parser.add_argument("--inproc-calls", type=int, default=20_000)
     parser.add_argument("--inproc-rounds", type=int, default=7)
     args = parser.parse_args()

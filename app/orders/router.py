@@ -13,7 +13,6 @@ from app.orders.schemas import (
     OrderOut,
     OrderPage,
     OrderWithPayParams,
-    PayParams,
 )
 from app.orders.service import OrderService, OrderWithParams
 
@@ -38,8 +37,9 @@ def order_out(order: Row[Any]) -> OrderOut:
 
 
 def with_params(result: OrderWithParams) -> OrderWithPayParams:
-    return OrderWithPayParams(
-        **order_out(result.order).model_dump(), pay_params=PayParams(**result.pay_params)
+    # Validated once, straight from the row (no intermediate OrderOut and dump).
+    return OrderWithPayParams.model_validate(
+        {**result.order._mapping, "pay_params": result.pay_params}
     )
 
 
