@@ -33,7 +33,9 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import subprocess
 import time
+import timeit
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -260,7 +262,8 @@ async def _asgi_calls(app: FastAPI, calls: int) -> float:
 
 
 def in_process(calls: int, rounds: int) -> dict[str, list[float]]:
-    """µs per request of each echo app driven directly, alternating, after a warm-up."""
+    """µs per request of each echo app driven directly, strictly alternating short runs (the
+    box's noise swamps long ones), after a warm-up."""
     apps = {ECHO: echo_app("off"), ECHO_DEFAULT: echo_app("default")}
     per_call: dict[str, list[float]] = defaultdict(list)
 
@@ -274,6 +277,16 @@ def in_process(calls: int, rounds: int) -> dict[str, list[float]]:
 
     asyncio.run(go())
     return per_call
+
+
+def check_cost() -> dict[str, float]:
+    """µs per call of the per-request "is telemetry configured?" check FastAPI runs in
+    ``FastAPI.__call__`` (best of 7 repeats of 20,000 calls)."""
+    costs: dict[str, float] = {}
+    for name, app in ((ECHO, echo_app("off")), (ECHO_DEFAULT, echo_app("default"))):
+        check = app._native_telemetry.enabled
+        costs[name] = min(timeit.repeat(check, number=20_000, repeat=7)) / 20_000 * 1e6
+    return costs
 
 
 def report_endpoints(pairs: Pairs, args: argparse.Namespace) -> None:
@@ -309,7 +322,9 @@ def report_endpoints(pairs: Pairs, args: argparse.Namespace) -> None:
 
 
 def report_telemetry(
-    pairs: list[tuple[Measured, Measured]], per_call: dict[str, list[float]]
+    pairs: list[tuple[Measured, Measured]],
+    per_call: dict[str, list[float]],
+    checks: dict[str, float],
 ) -> None:
     if pairs:
         rate = median([d.load.rate / o.load.rate for o, d in pairs])
@@ -331,11 +346,28 @@ def report_telemetry(
     if per_call:
         off, default = per_call[ECHO], per_call[ECHO_DEFAULT]
         ratio = median([d / o for o, d in zip(off, default, strict=True)])
+        extra = median([d - o for o, d in zip(off, default, strict=True)])
         print(
             f"in process (ASGI calls, no server), medians of {len(off)} rounds: "
-            f"off {median(off):.1f} µs, defaults {median(default):.1f} µs per request, "
-            f"defaults / off {ratio:.3f} (+{median(default) - median(off):.1f} µs)"
+            f"off {median(off):.1f} µs, defaults {median(default):.1f} µs per request; "
+            f"per round defaults / off {ratio:.3f}, defaults - off {extra:+.1f} µs"
         )
+    if checks:
+        print(
+            f"FastAPI's per-request telemetry check alone: off {checks[ECHO]:.2f} µs, "
+            f"defaults {checks[ECHO_DEFAULT]:.2f} µs"
+        )
+
+
+def code_under_test() -> str:
+    """HEAD and whether ``app/`` differs from it (others may edit the tree between runs)."""
+    git = ["git", "-C", str(BENCH.parent)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "app"], capture_output=True, text=True
+    )
+    state = "app/ modified" if dirty.stdout.strip() else "app/ clean"
+    return f"commit {head.stdout.strip() or '?'}, {state}"
 
 
 def main() -> None:
@@ -348,12 +380,13 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--total-cap", type=float, default=1200.0, help="seconds, endpoints")
     parser.add_argument("--telemetry-rounds", type=int, default=10)
-    parser.add_argument("--inproc-calls", type=int, default=20_000)
-    parser.add_argument("--inproc-rounds", type=int, default=7)
+    parser.add_argument("--inproc-calls", type=int, default=2000)
+    parser.add_argument("--inproc-rounds", type=int, default=41)
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"{command_line()}\nstarted {started}, load average {os.getloadavg()}")
+    tree = code_under_test()
+    print(f"{command_line()}\nstarted {started}, {tree}, load average {os.getloadavg()}")
     run = Shape(args.concurrency, args.requests, args.time_cap)
     with (
         fresh_database("tail") as database,
@@ -375,10 +408,11 @@ def main() -> None:
         pairs = endpoint_rounds(targets, off, run, args.rounds, time.monotonic() + args.total_cap)
         telemetry = telemetry_rounds(off, default, run, args.telemetry_rounds)
     per_call = in_process(args.inproc_calls, args.inproc_rounds)
+    checks = check_cost()
     finished = dt.datetime.now(dt.UTC).strftime("%H:%M UTC")
-    print(f"\n{command_line()}\n{started} to {finished}, load average {os.getloadavg()}")
+    print(f"\n{command_line()}\n{started} to {finished}, {tree}, load {os.getloadavg()}")
     report_endpoints(pairs, args)
-    report_telemetry(telemetry, per_call)
+    report_telemetry(telemetry, per_call, checks)
 
 
 if __name__ == "__main__":
