@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEV
     database_url: str = "sqlite+aiosqlite:///var/wxpay.db"
     log_level: str = "INFO"
-    # FastAPI's built-in OpenTelemetry hooks; they cost time on every request even with no
-    # exporter configured (docs/benchmarks.md), so they are off unless asked for.
+    # FastAPI's built-in OpenTelemetry hooks; with no SDK configured they still cost ~17 us per
+    # request (docs/benchmarks.md), so they are off unless asked for.
     telemetry: bool = False
 
     appid: str = DEV_APPID
