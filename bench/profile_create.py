@@ -27,23 +27,26 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     args = parser.parse_args()
     py_spy = Path(sys.executable).parent / "py-spy"
-    with fresh_database("prof") as database, simulator(args.latency_ms) as sim:
-        with service(database, 1, sim.url) as ours:
-            tokens = asyncio.run(log_in_users(ours.url, sim.url, 256))
-            spec = order_requests(tokens, asyncio.run(add_product(ours.url)))
-            command = [
-                str(py_spy), "record", "--pid", str(ours.pid), "--rate", "250",
-                "--nonblocking", "--format", "raw", "--output", args.out,
-            ]  # fmt: skip
-            recorder = subprocess.Popen(command)
-            try:
-                result = run_load(
-                    ours.url, spec, concurrency=args.concurrency, count=args.requests,
-                    time_cap=40, ok_status=201,
-                )  # fmt: skip
-            finally:
-                recorder.send_signal(2)
-                recorder.wait(timeout=30)
+    with (
+        fresh_database("prof") as database,
+        simulator(args.latency_ms) as sim,
+        service(database, 1, sim.url) as ours,
+    ):
+        tokens = asyncio.run(log_in_users(ours.url, sim.url, 256))
+        spec = order_requests(tokens, asyncio.run(add_product(ours.url)))
+        command = [
+            str(py_spy), "record", "--pid", str(ours.pid), "--rate", "250",
+            "--nonblocking", "--format", "raw", "--output", args.out,
+        ]  # fmt: skip
+        recorder = subprocess.Popen(command)
+        try:
+            result = run_load(
+                ours.url, spec, concurrency=args.concurrency, count=args.requests,
+                time_cap=40, ok_status=201,
+            )  # fmt: skip
+        finally:
+            recorder.send_signal(2)
+            recorder.wait(timeout=30)
     print(f"{result.rate:.0f}/s p50 {result.p50_ms:.1f} ms; profile in {args.out}")
 
 
