@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 from sqlalchemy import text
@@ -12,8 +13,8 @@ from app.config import Settings
 from app.db import utcnow
 from app.wechat.xmlcodec import from_xml
 from tests.helpers import scalar
-from tests.payments.test_notify import NOTIFY, signed_notify
-from tests.plugins.processes import service_processes
+from tests.payments.test_notify import signed_notify
+from tests.plugins.cluster import running_services
 
 
 async def insert_order(engine: AsyncEngine, out_trade_no: str, total_fee: int) -> None:
@@ -46,7 +47,7 @@ async def insert_order(engine: AsyncEngine, out_trade_no: str, total_fee: int) -
 
 
 async def test_fifty_concurrent_duplicates_through_two_processes_pay_once(
-    database_url: str, engine: AsyncEngine, settings: Settings
+    database_url: str, engine: AsyncEngine, settings: Settings, tmp_path: Path
 ) -> None:
     await insert_order(engine, "PROC0000000000000001", 100)
     body = signed_notify(
@@ -58,10 +59,11 @@ async def test_fifty_concurrent_duplicates_through_two_processes_pay_once(
     )
 
     # Two separate servers, requests alternating between them: two processes for certain.
-    with service_processes(database_url) as first, service_processes(database_url) as second:
+    with running_services(database_url, "http://127.0.0.1:9", tmp_path, count=2) as services:
+        urls = [service.notify_url for service in services]
         async with httpx.AsyncClient(timeout=30) as http:
             replies = await asyncio.gather(
-                *(http.post((first, second)[i % 2] + NOTIFY, content=body) for i in range(60))
+                *(http.post(urls[i % 2], content=body) for i in range(60))
             )
 
     assert [from_xml(r.content)["return_code"] for r in replies] == ["SUCCESS"] * 60

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.plugins.cluster import ServiceProcess, running_services
 from tests.plugins.simulator import SimulatorHandle
-from tests.reliability.cluster import ServiceProcess, running_services
 from tests.reliability.scenario import load_client
 
 StartServices = Callable[..., list[ServiceProcess]]

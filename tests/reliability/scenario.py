@@ -18,8 +18,8 @@ from app.simulator.messages import payment_notify_body
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
 from tests.db import ROOT
 from tests.helpers import ADMIN
+from tests.plugins.cluster import NOTIFY_PATH, ServiceProcess
 from tests.plugins.simulator import SimulatorHandle
-from tests.reliability.cluster import NOTIFY_PATH, ServiceProcess
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.plugins.cluster import ServiceProcess
 from tests.plugins.simulator import SimulatorHandle
-from tests.reliability.cluster import ServiceProcess
 from tests.reliability.conftest import StartServices
 from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (

@@ -15,8 +15,8 @@ from app.config import Settings
 from app.security import SecretBox, derive_key
 from app.wechat.xmlcodec import XmlRejected, from_xml
 from tests.helpers import ADMIN
+from tests.plugins.cluster import ServiceProcess
 from tests.plugins.simulator import SimulatorHandle
-from tests.reliability.cluster import ServiceProcess
 from tests.reliability.conftest import StartServices
 from tests.reliability.corpus import Case, load_cases, render
 from tests.reliability.scenario import (

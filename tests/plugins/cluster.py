@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +21,15 @@ from pathlib import Path
 import httpx
 
 from tests.db import ROOT
-from tests.plugins.processes import free_port
 
 NOTIFY_PATH = "/wechat/pay/notify"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True)
