@@ -16,8 +16,8 @@ from app.wechat.xmlcodec import DEFAULT_MAX_BYTES, to_xml
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["wechat"])
 
-# WeChat waits 5 s for the answer; leave room for the network.
 NOTIFY_NOT_PROCESSED: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, TimeoutError)
+# WeChat waits 5 s for the answer; leave room for the network.
 NOTIFY_DEADLINE_SECONDS = 4.0
 
 

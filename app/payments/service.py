@@ -127,8 +127,9 @@ class PaymentService:
             # disagree; a human must look.
             logger.error("transaction %s already belongs to another order", result.transaction_id)
             verdict = Verdict.TRANSACTION_CONFLICT
-            if audit is not None:
-                async with self._transaction() as repo:
+            async with self._transaction() as repo:
+                await _flag(repo, result.out_trade_no, ReviewReason.TRANSACTION_CONFLICT)
+                if audit is not None:
                     await repo.audit(_audit_row(verdict, result, audit))
         return verdict
 
@@ -176,6 +177,12 @@ async def _explain_unpaid(repo: PaymentRepo, result: PaymentResult) -> Verdict:
     await repo.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT.value)
     logger.error("order %s already paid by another transaction", result.out_trade_no)
     return Verdict.TRANSACTION_CONFLICT
+
+
+async def _flag(repo: PaymentRepo, out_trade_no: str, reason: ReviewReason) -> None:
+    state = await repo.order_state(out_trade_no)
+    if state is not None:
+        await repo.flag_review(state.id, reason.value)
 
 
 def _audit_row(verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> AuditRow:

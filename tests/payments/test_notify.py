@@ -255,3 +255,40 @@ async def test_concurrent_identical_notifies_pay_once(
     assert all(reply_of(r)["return_code"] == "SUCCESS" for r in replies)
     assert await scalar(engine, "SELECT count(*) FROM order_events") == 1
     assert await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='PAID'") == 1
+
+
+async def test_transaction_id_already_used_by_another_order_is_flagged_not_paid(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    settings: Settings,
+    engine: AsyncEngine,
+) -> None:
+    # Only a compromised key or a WeChat fault could produce this; money and records disagree.
+    auth = await login(client, fresh_simulator)
+    product_id = await add_product(client, price_fen=3)
+    first = await create_order(client, auth, product_id)
+    second = await create_order(client, auth, product_id)
+    paid, reused = (
+        signed_notify(
+            settings,
+            out_trade_no=order["out_trade_no"],
+            transaction_id="4200000000000000000000000077",
+            total_fee=3,
+        )
+        for order in (first, second)
+    )
+
+    assert reply_of(await client.post(NOTIFY, content=paid))["return_code"] == "SUCCESS"
+    response = await client.post(NOTIFY, content=reused)
+
+    assert reply_of(response)["return_code"] == "FAIL"
+    assert await order_row(engine, second["out_trade_no"], "status") == "NOTPAY"
+    assert (
+        await order_row(engine, second["out_trade_no"], "review_reason") == "TRANSACTION_CONFLICT"
+    )
+    assert (
+        await scalar(
+            engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'TRANSACTION_CONFLICT'"
+        )
+        == 1
+    )
