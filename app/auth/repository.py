@@ -66,10 +66,6 @@ class AuthRepository:
         row = (await self._conn.execute(_FIND_SESSION, {"hash": token_hash})).one_or_none()
         return None if row is None else SessionRow(row.user_id, row.openid, row.expires_at)
 
-    async def sealed_session_key(self, user_id: int) -> str | None:
-        stmt = select(_users.c.session_key_sealed).where(_users.c.id == user_id)
-        return (await self._conn.execute(stmt)).scalar_one_or_none()
-
     async def delete_expired_sessions(self, now: dt.datetime) -> int:
         result = await self._conn.execute(delete(_sessions).where(_sessions.c.expires_at < now))
         return int(result.rowcount or 0)

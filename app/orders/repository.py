@@ -95,12 +95,8 @@ class OrderRepository:
         row: Row[Any] | None = (await self._conn.execute(_INSERT_PRICED, params)).first()
         return row
 
-    async def by_out_trade_no(
-        self, out_trade_no: str, *, for_update: bool = False
-    ) -> Row[Any] | None:
+    async def by_out_trade_no(self, out_trade_no: str) -> Row[Any] | None:
         stmt = select(orders).where(orders.c.out_trade_no == out_trade_no)
-        if for_update and self._conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
         return (await self._conn.execute(stmt)).first()
 
     async def by_idempotency_key(self, user_id: int, key: str) -> Row[Any] | None:

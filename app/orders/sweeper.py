@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.repository import AuthRepository
 from app.config import Settings
 from app.db import utcnow
 from app.orders.repository import OrderRepository
@@ -39,6 +40,7 @@ class SweepReport:
     paid: int = 0
     closed: int = 0
     failed: int = 0
+    sessions_pruned: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
@@ -48,10 +50,12 @@ async def sweep_once(
     """One pass over the unpaid orders that are due; safe to run in several processes."""
     report = SweepReport()
     due = utcnow() - dt.timedelta(minutes=settings.reconcile_after_minutes)
-    async with engine.connect() as conn, conn.begin():
+    async with engine.begin() as conn:
         claimed = await OrderRepository(conn).claim_for_sweep(
             due, LEASE_SECONDS, settings.sweep_batch_size
         )
+        # Expired bearer tokens are useless; keep the sessions table from growing forever.
+        report.sessions_pruned = await AuthRepository(conn).delete_expired_sessions(utcnow())
     report.claimed = len(claimed)
     for out_trade_no in claimed:
         outcome = await _reconcile(

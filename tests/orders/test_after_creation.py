@@ -249,3 +249,31 @@ async def test_expired_order_cannot_get_pay_params(
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "ORDER_NOT_PAYABLE"
+
+
+async def test_sweep_prunes_expired_sessions_and_keeps_live_ones(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    engine: AsyncEngine,
+    settings: Settings,
+    pay_client: WeChatPayClient,
+    payments: PaymentService,
+) -> None:
+    live = await login(client, fresh_simulator)
+    await login(client, fresh_simulator)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    async with engine.begin() as conn:
+        value = past if conn.dialect.name == "postgresql" else past.replace(tzinfo=None)
+        await conn.execute(
+            text(
+                "UPDATE auth_sessions SET expires_at = :t"
+                " WHERE id = (SELECT max(id) FROM auth_sessions)"
+            ),
+            {"t": value},
+        )
+
+    report = await sweep_once(engine, settings, pay_client, payments)
+
+    assert report.sessions_pruned == 1
+    assert await scalar(engine, "SELECT count(*) FROM auth_sessions") == 1
+    assert (await client.get("/api/v1/auth/session", headers=live)).status_code == 200
