@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.httpclient import build_http_client
-from app.orders.sweeper import sweep_once
+from app.orders.sweeper import SweepReport, sweep_once
 from app.payments.service import PaymentService, sqlalchemy_transaction
 from app.wechat.client import WeChatPayClient
 from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
@@ -27,8 +27,12 @@ async def pay_client(settings: Settings) -> AsyncIterator[WeChatPayClient]:
 
 
 @pytest.fixture
-def payments(engine: AsyncEngine) -> PaymentService:
-    return PaymentService(sqlalchemy_transaction(engine))
+def sweep(
+    engine: AsyncEngine, settings: Settings, pay_client: WeChatPayClient
+) -> Callable[[], Awaitable[SweepReport]]:
+    """One sweep pass over the test database, talking to the simulator."""
+    payments = PaymentService(sqlalchemy_transaction(engine))
+    return lambda: sweep_once(engine, settings, pay_client, payments)
 
 
 async def backdate(engine: AsyncEngine, out_trade_no: str, minutes: int, *, expire: bool) -> None:
@@ -71,9 +75,7 @@ async def test_sweep_recovers_missed_notifies(
     client: httpx.AsyncClient,
     fresh_simulator: SimulatorHandle,
     engine: AsyncEngine,
-    settings: Settings,
-    pay_client: WeChatPayClient,
-    payments: PaymentService,
+    sweep: Callable[[], Awaitable[SweepReport]],
 ) -> None:
     auth = await login(client, fresh_simulator)
     product_id = await add_product(client)
@@ -83,7 +85,7 @@ async def test_sweep_recovers_missed_notifies(
     for order in (paid, unpaid):
         await backdate(engine, order["out_trade_no"], 10, expire=False)
 
-    report = await sweep_once(engine, settings, pay_client, payments)
+    report = await sweep()
 
     assert report.claimed == 2
     assert report.paid == 1
@@ -94,15 +96,13 @@ async def test_sweep_recovers_missed_notifies(
 async def test_sweep_leaves_recent_orders_alone(
     client: httpx.AsyncClient,
     fresh_simulator: SimulatorHandle,
-    settings: Settings,
-    pay_client: WeChatPayClient,
     engine: AsyncEngine,
-    payments: PaymentService,
+    sweep: Callable[[], Awaitable[SweepReport]],
 ) -> None:
     auth = await login(client, fresh_simulator)
     await create_order(client, auth, await add_product(client))
 
-    report = await sweep_once(engine, settings, pay_client, payments)
+    report = await sweep()
 
     assert report.claimed == 0
 
@@ -111,9 +111,7 @@ async def test_sweep_closes_expired_orders_after_asking_wechat(
     client: httpx.AsyncClient,
     fresh_simulator: SimulatorHandle,
     engine: AsyncEngine,
-    settings: Settings,
-    pay_client: WeChatPayClient,
-    payments: PaymentService,
+    sweep: Callable[[], Awaitable[SweepReport]],
 ) -> None:
     auth = await login(client, fresh_simulator)
     product_id = await add_product(client)
@@ -123,7 +121,7 @@ async def test_sweep_closes_expired_orders_after_asking_wechat(
     for order in (expired, paid_late):
         await backdate(engine, order["out_trade_no"], 60, expire=True)
 
-    report = await sweep_once(engine, settings, pay_client, payments)
+    report = await sweep()
 
     assert (report.closed, report.paid) == (1, 1)
     assert await status_of(engine, expired["out_trade_no"]) == "CLOSED"
@@ -136,9 +134,7 @@ async def test_concurrent_sweeps_share_the_work(
     client: httpx.AsyncClient,
     fresh_simulator: SimulatorHandle,
     engine: AsyncEngine,
-    settings: Settings,
-    pay_client: WeChatPayClient,
-    payments: PaymentService,
+    sweep: Callable[[], Awaitable[SweepReport]],
 ) -> None:
     auth = await login(client, fresh_simulator)
     product_id = await add_product(client)
@@ -146,9 +142,7 @@ async def test_concurrent_sweeps_share_the_work(
     for order in orders:
         await backdate(engine, order["out_trade_no"], 10, expire=False)
 
-    reports = await asyncio.gather(
-        *(sweep_once(engine, settings, pay_client, payments) for _ in range(3))
-    )
+    reports = await asyncio.gather(*(sweep() for _ in range(3)))
 
     assert sum(r.claimed for r in reports) == 6
     claimed = [no for r in reports for no in r.outcomes]
@@ -255,9 +249,7 @@ async def test_sweep_prunes_expired_sessions_and_keeps_live_ones(
     client: httpx.AsyncClient,
     fresh_simulator: SimulatorHandle,
     engine: AsyncEngine,
-    settings: Settings,
-    pay_client: WeChatPayClient,
-    payments: PaymentService,
+    sweep: Callable[[], Awaitable[SweepReport]],
 ) -> None:
     live = await login(client, fresh_simulator)
     await login(client, fresh_simulator)
@@ -272,7 +264,7 @@ async def test_sweep_prunes_expired_sessions_and_keeps_live_ones(
             {"t": value},
         )
 
-    report = await sweep_once(engine, settings, pay_client, payments)
+    report = await sweep()
 
     assert report.sessions_pruned == 1
     assert await scalar(engine, "SELECT count(*) FROM auth_sessions") == 1

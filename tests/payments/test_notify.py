@@ -44,6 +44,22 @@ async def order_row(engine: AsyncEngine, out_trade_no: str, column: str) -> Any:
 signed_notify = payment_notify_body
 
 
+async def order_and_notify(
+    client: httpx.AsyncClient,
+    simulator: SimulatorHandle,
+    settings: Settings,
+    fee: int,
+    transaction_id: str,
+) -> tuple[dict[str, Any], bytes]:
+    """A new user's new order, and the paid notify WeChat would send for it."""
+    auth = await login(client, simulator)
+    order = await create_order(client, auth, await add_product(client, price_fen=fee))
+    body = signed_notify(
+        settings, out_trade_no=order["out_trade_no"], transaction_id=transaction_id, total_fee=fee
+    )
+    return order, body
+
+
 def reply_of(response: httpx.Response) -> dict[str, str]:
     assert response.headers["content-type"].startswith("application/xml")
     return from_xml(response.content)
@@ -214,15 +230,7 @@ async def test_database_down_answers_fail_and_the_retry_succeeds(
     settings: Settings,
     engine: AsyncEngine,
 ) -> None:
-    auth = await login(client, fresh_simulator)
-    order = await create_order(client, auth, await add_product(client, price_fen=5))
-    body = signed_notify(
-        settings,
-        out_trade_no=order["out_trade_no"],
-        transaction_id="4200000000000003",
-        total_fee=5,
-        cash_fee=5,
-    )
+    order, body = await order_and_notify(client, fresh_simulator, settings, 5, "4200000000000003")
     down = await make_client(database_url="postgresql+asyncpg://nobody@127.0.0.1:9/gone")
 
     during_outage = await down.post(NOTIFY, content=body)
@@ -240,15 +248,7 @@ async def test_concurrent_identical_notifies_pay_once(
     settings: Settings,
     engine: AsyncEngine,
 ) -> None:
-    auth = await login(client, fresh_simulator)
-    order = await create_order(client, auth, await add_product(client, price_fen=7))
-    body = signed_notify(
-        settings,
-        out_trade_no=order["out_trade_no"],
-        transaction_id="4200000000000004",
-        total_fee=7,
-        cash_fee=7,
-    )
+    _, body = await order_and_notify(client, fresh_simulator, settings, 7, "4200000000000004")
 
     replies = await asyncio.gather(*(client.post(NOTIFY, content=body) for _ in range(20)))
 
