@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import weakref
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -32,6 +36,11 @@ NAMING_CONVENTION = {
 }
 
 MAX_BIGINT = 2**63 - 1
+
+# Strings: asyncpg's classes are generic only to type checkers.
+PgPool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+PgConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Repo = TypeVar("Repo")
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, so big ids are BIGINT elsewhere only.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -123,3 +132,48 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def open_pg_pool(engine: AsyncEngine, url: str) -> PgPool | None:
+    """An asyncpg pool beside the engine on PostgreSQL, for the hot paths; None elsewhere.
+
+    Measured here, a statement through SQLAlchemy's async layer costs about twice the client CPU
+    of the same SQL on asyncpg (docs/benchmarks.md), so notify and create-order use this.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    # min_size=0: start-up does not need the database; connections open on first use.
+    return await asyncpg.create_pool(dsn, min_size=0, max_size=10)
+
+
+def single_statements(
+    engine: AsyncEngine,
+    pool: PgPool | None,
+    *,
+    core: Callable[[AsyncConnection], Repo],
+    pg: Callable[[PgConnection], Repo],
+) -> Callable[[], AbstractAsyncContextManager[Repo]]:
+    """A repository on a connection outside any transaction, so each statement commits alone
+    (no BEGIN/COMMIT round trips): asyncpg directly when ``pool`` is given, else the engine."""
+    if pool is not None:
+        return _pooled(pool, pg)
+    auto = autocommit(engine)
+
+    @asynccontextmanager
+    async def on_engine() -> AsyncIterator[Repo]:
+        async with auto.connect() as conn:
+            yield core(conn)
+
+    return on_engine
+
+
+def _pooled(
+    pool: PgPool, pg: Callable[[PgConnection], Repo]
+) -> Callable[[], AbstractAsyncContextManager[Repo]]:
+    @asynccontextmanager
+    async def on_pool() -> AsyncIterator[Repo]:
+        async with pool.acquire() as conn:
+            yield pg(conn)
+
+    return on_pool

@@ -46,7 +46,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_auth_service(runtime: RuntimeDep) -> AuthService:
-    return AuthService(runtime.engine, runtime.auth_keys)
+    return runtime.auth
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]

@@ -9,16 +9,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-import asyncpg
 import httpx
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.router import router as auth_router
+from app.auth.service import AuthService
 from app.config import Settings, get_settings
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, open_pg_pool
 from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.health import schema_head
@@ -26,14 +24,10 @@ from app.httpclient import build_http_client
 from app.logging_setup import configure_logging
 from app.orders.router import admin_router as orders_admin_router
 from app.orders.router import router as orders_router
+from app.orders.service import OrderService
 from app.orders.sweeper import run_sweeper
 from app.payments.router import router as payments_router
-from app.payments.service import (
-    PaymentService,
-    Transaction,
-    asyncpg_transaction,
-    sqlalchemy_transaction,
-)
+from app.payments.service import PaymentService, asyncpg_transaction, sqlalchemy_transaction
 from app.products.router import admin_router as products_admin_router
 from app.products.router import router as products_router
 from app.runtime import Runtime, build_auth_keys
@@ -57,8 +51,14 @@ async def build_runtime(
     refund_http = _refund_http_client(settings, transport)
     if refund_http is not None:
         stack.push_async_callback(refund_http.aclose)
+    pool = await open_pg_pool(engine, settings.database_url)
+    if pool is not None:
+        stack.push_async_callback(pool.close)
+    payments = PaymentService(
+        sqlalchemy_transaction(engine) if pool is None else asyncpg_transaction(pool)
+    )
+    pay = WeChatPayClient.from_settings(settings, http, refund_http=refund_http)
     return Runtime(
-        payments=PaymentService(await _payment_transactions(engine, settings, stack)),
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
@@ -69,25 +69,13 @@ async def build_runtime(
             appid=settings.appid,
             secret=settings.app_secret,
         ),
-        pay=WeChatPayClient.from_settings(settings, http, refund_http=refund_http),
-        auth_keys=build_auth_keys(settings),
+        pay=pay,
+        payments=payments,
+        auth=AuthService(engine, build_auth_keys(settings), pool),
+        orders=OrderService(engine, settings, pay, payments, pool),
+        pool=pool,
         schema_head=schema_head(),
     )
-
-
-async def _payment_transactions(
-    engine: AsyncEngine, settings: Settings, stack: AsyncExitStack
-) -> Transaction:
-    """asyncpg directly on PostgreSQL (the notify's hot path), SQLAlchemy elsewhere."""
-    if engine.dialect.name != "postgresql":
-        return sqlalchemy_transaction(engine)
-    dsn = make_url(settings.database_url).set(drivername="postgresql")
-    # min_size=0: start-up does not need the database; connections open on first use.
-    pool = await asyncpg.create_pool(
-        dsn.render_as_string(hide_password=False), min_size=0, max_size=10
-    )
-    stack.push_async_callback(pool.close)
-    return asyncpg_transaction(pool)
 
 
 def _refund_http_client(

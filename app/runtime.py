@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.auth.service import AuthKeys
+from app.auth.service import AuthKeys, AuthService
 from app.config import Settings
+from app.db import PgPool
+from app.orders.service import OrderService
 from app.payments.service import PaymentService
 from app.security import SecretBox, derive_key
 from app.wechat.client import WeChatPayClient
@@ -24,7 +26,9 @@ class Runtime:
     miniprogram: MiniProgramClient
     pay: WeChatPayClient
     payments: PaymentService
-    auth_keys: AuthKeys
+    auth: AuthService
+    orders: OrderService
+    pool: PgPool | None
     schema_head: str | None
 
 

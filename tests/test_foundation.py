@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import ConfigError, Settings
 from app.db import Base
 from app.main import create_app
+from app.orders.models import Order
+from app.orders.repository import ORDER_COLUMNS
 from tests.conftest import ClientFactory
 from tests.db import ROOT, downgrade, fresh_database_url, migrate
 
@@ -131,3 +133,9 @@ async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
         assert tables.scalar() is not None
 
     assert differences == []
+
+
+def test_order_record_names_every_orders_column() -> None:
+    # Both order repositories build OrderRecord from full rows; a column added by a migration
+    # must be added to the record too, or every order read fails.
+    assert set(ORDER_COLUMNS) == {column.name for column in Order.__table__.columns}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +29,11 @@ class SessionRow:
     user_id: int
     openid: str
     expires_at: dt.datetime
+
+
+class SessionLookup(Protocol):
+    async def find_session(self, token_hash: str) -> SessionRow | None:
+        """The session a token hash belongs to, with its user's openid; None if unknown."""
 
 
 class AuthRepository:

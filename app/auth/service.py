@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.repository import AuthRepository
-from app.db import autocommit, utcnow
+from app.auth.pgrepository import AsyncpgAuthRepository
+from app.auth.repository import AuthRepository, SessionLookup
+from app.db import PgPool, single_statements, utcnow
 from app.errors import (
     InvalidLoginCode,
     LoginBlocked,
@@ -57,9 +60,14 @@ class AuthKeys:
 
 
 class AuthService:
-    def __init__(self, engine: AsyncEngine, keys: AuthKeys) -> None:
+    """Built once at start-up; ``pool`` (PostgreSQL) serves the per-request session lookup."""
+
+    def __init__(self, engine: AsyncEngine, keys: AuthKeys, pool: PgPool | None = None) -> None:
         self._engine = engine
         self._keys = keys
+        self._lookup: Callable[[], AbstractAsyncContextManager[SessionLookup]] = single_statements(
+            engine, pool, core=AuthRepository, pg=AsyncpgAuthRepository
+        )
 
     async def login(self, code: str, wechat: MiniProgramClient) -> IssuedToken:
         """Exchange a ``wx.login`` code for our own bearer token.
@@ -82,8 +90,8 @@ class AuthService:
 
     async def current_user(self, token: str) -> CurrentUser:
         """The user a bearer token belongs to; ``SessionInvalid`` or ``SessionExpired`` if none."""
-        async with autocommit(self._engine).connect() as conn:
-            row = await AuthRepository(conn).find_session(hash_token(token, self._keys.token_key))
+        async with self._lookup() as sessions:
+            row = await sessions.find_session(hash_token(token, self._keys.token_key))
         if row is None:
             raise SessionInvalid()
         if row.expires_at <= utcnow():

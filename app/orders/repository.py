@@ -7,8 +7,9 @@ transaction on its own (they run on an autocommit connection: no BEGIN/COMMIT ro
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
@@ -77,6 +79,76 @@ _SET_PREPAY = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """One stored order, as every repository returns it (whatever the driver)."""
+
+    id: int
+    out_trade_no: str
+    user_id: int
+    openid: str
+    product_id: int
+    quantity: int
+    total_fee: int
+    description: str
+    status: str
+    sign_type: str
+    client_ip: str
+    idempotency_key: str | None
+    time_expire: dt.datetime
+    prepay_id: str | None
+    prepay_expires_at: dt.datetime | None
+    prepay_error: str | None
+    transaction_id: str | None
+    paid_at: dt.datetime | None
+    cash_fee: int | None
+    bank_type: str | None
+    review_reason: str | None
+    closed_at: dt.datetime | None
+    sweep_lease_until: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ORDER_COLUMNS}
+
+
+ORDER_COLUMNS = tuple(f.name for f in fields(OrderRecord))
+
+
+def _record(row: Row[Any] | None) -> OrderRecord | None:
+    return None if row is None else OrderRecord(**row._asdict())
+
+
+class DuplicateOrder(Exception):
+    """The order's idempotency key (or, by a one-in-2**60 chance, its ``out_trade_no``) is taken."""
+
+
+def unique_violation(exc: IntegrityError) -> bool:
+    # PostgreSQL's SQLSTATE through asyncpg, SQLite's extended code through sqlite3.
+    return (
+        getattr(exc.orig, "sqlstate", None) == "23505"
+        or getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_UNIQUE"
+    )
+
+
+class CreatePathRepo(Protocol):
+    """The two writes of create-order, each a whole transaction on its own."""
+
+    async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> OrderRecord | None:
+        """Insert an order priced from its product; None if the product is not on sale or the
+        total would exceed ``max_fee``; ``DuplicateOrder`` if its idempotency key is taken."""
+
+    async def set_prepay(
+        self,
+        out_trade_no: str,
+        prepay_id: str | None,
+        expires_at: dt.datetime | None,
+        error: str | None,
+    ) -> bool:
+        """Record the outcome of a unified order, only while the order is still payable."""
+
+
 class OrderRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -87,23 +159,25 @@ class OrderRepository:
         )
         return (await self._conn.execute(stmt)).first()
 
-    async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> Row[Any] | None:
-        """Insert an order priced from its product; None if the product is not on sale or the
-        total would exceed ``max_fee``."""
+    async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> OrderRecord | None:
         now = utcnow()
         params = {**values, "created_at": now, "updated_at": now, "max_fee": max_fee}
-        row: Row[Any] | None = (await self._conn.execute(_INSERT_PRICED, params)).first()
-        return row
+        try:
+            return _record((await self._conn.execute(_INSERT_PRICED, params)).first())
+        except IntegrityError as exc:
+            if unique_violation(exc):
+                raise DuplicateOrder() from exc
+            raise
 
-    async def by_out_trade_no(self, out_trade_no: str) -> Row[Any] | None:
+    async def by_out_trade_no(self, out_trade_no: str) -> OrderRecord | None:
         stmt = select(orders).where(orders.c.out_trade_no == out_trade_no)
-        return (await self._conn.execute(stmt)).first()
+        return _record((await self._conn.execute(stmt)).first())
 
-    async def by_idempotency_key(self, user_id: int, key: str) -> Row[Any] | None:
+    async def by_idempotency_key(self, user_id: int, key: str) -> OrderRecord | None:
         stmt = select(orders).where(orders.c.user_id == user_id, orders.c.idempotency_key == key)
-        return (await self._conn.execute(stmt)).first()
+        return _record((await self._conn.execute(stmt)).first())
 
-    async def list_for_user(self, user_id: int, limit: int, offset: int) -> Sequence[Row[Any]]:
+    async def list_for_user(self, user_id: int, limit: int, offset: int) -> list[OrderRecord]:
         stmt = (
             select(orders)
             .where(orders.c.user_id == user_id)
@@ -111,7 +185,7 @@ class OrderRepository:
             .limit(limit)
             .offset(offset)
         )
-        return (await self._conn.execute(stmt)).all()
+        return [OrderRecord(**row._asdict()) for row in await self._conn.execute(stmt)]
 
     async def set_prepay(
         self,
@@ -120,7 +194,6 @@ class OrderRepository:
         expires_at: dt.datetime | None,
         error: str | None,
     ) -> bool:
-        """Record the outcome of a unified order, only while the order is still payable."""
         params = {
             "no": out_trade_no,
             "prepay_id": prepay_id,
@@ -149,14 +222,14 @@ class OrderRepository:
         )
         await self._conn.execute(stmt)
 
-    async def needing_review(self, limit: int) -> Sequence[Row[Any]]:
+    async def needing_review(self, limit: int) -> list[OrderRecord]:
         stmt = (
             select(orders)
             .where(orders.c.review_reason.is_not(None))
             .order_by(orders.c.updated_at.desc())
             .limit(limit)
         )
-        return (await self._conn.execute(stmt)).all()
+        return [OrderRecord(**row._asdict()) for row in await self._conn.execute(stmt)]
 
     async def claim_for_sweep(
         self, created_before: dt.datetime, lease_seconds: int, limit: int

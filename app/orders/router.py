@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from sqlalchemy import Row
 
 from app.deps import AdminDep, CurrentUserDep, RuntimeDep
 from app.errors import error_responses
 from app.netutil import client_ip
+from app.orders.repository import OrderRecord
 from app.orders.schemas import (
     CreateOrderRequest,
     OrderOut,
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
 
 async def get_order_service(runtime: RuntimeDep) -> OrderService:
-    return OrderService(runtime.engine, runtime.settings, runtime.pay, runtime.payments)
+    return runtime.orders
 
 
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
@@ -32,14 +32,14 @@ IdempotencyKey = Annotated[
 ]
 
 
-def order_out(order: Row[Any]) -> OrderOut:
-    return OrderOut.model_validate(order._mapping)
+def order_out(order: OrderRecord) -> OrderOut:
+    return OrderOut.model_validate(order, from_attributes=True)
 
 
 def with_params(result: OrderWithParams) -> OrderWithPayParams:
     # Validated once, straight from the row (no intermediate OrderOut and dump).
     return OrderWithPayParams.model_validate(
-        {**result.order._mapping, "pay_params": result.pay_params}
+        {**result.order.as_dict(), "pay_params": result.pay_params}
     )
 
 
@@ -130,4 +130,5 @@ class ReviewOut(OrderOut):
 async def orders_needing_review(
     service: OrderServiceDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[ReviewOut]:
-    return [ReviewOut.model_validate(o._mapping) for o in await service.needing_review(limit)]
+    orders = await service.needing_review(limit)
+    return [ReviewOut.model_validate(o, from_attributes=True) for o in orders]

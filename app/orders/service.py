@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Row
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import CurrentUser
 from app.config import Settings
-from app.db import autocommit, utcnow
+from app.db import PgPool, autocommit, single_statements, utcnow
 from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
 from app.orders.numbers import new_out_trade_no
-from app.orders.repository import OrderRepository
+from app.orders.pgrepository import AsyncpgOrderRepository
+from app.orders.repository import CreatePathRepo, DuplicateOrder, OrderRecord, OrderRepository
 from app.orders.states import PAYABLE, OrderStatus
 from app.payments.service import PaymentResult, PaymentService
 from app.products.service import ProductNotFound
@@ -77,7 +75,7 @@ class CloseTooEarly(Conflict):
 
 @dataclass(frozen=True, slots=True)
 class OrderWithParams:
-    order: Row[Any]
+    order: OrderRecord
     pay_params: dict[str, str]
 
 
@@ -85,7 +83,8 @@ class OrderService:
     """Takes a pooled connection only for each statement, never across a WeChat call.
 
     Every write here is one guarded statement, a transaction of its own; what must change
-    together (a payment and its event and audit) goes through ``PaymentService``.
+    together (a payment and its event and audit) goes through ``PaymentService``. Built once
+    at start-up; with ``pool`` (PostgreSQL), create-order's writes run on asyncpg directly.
     """
 
     def __init__(
@@ -94,11 +93,15 @@ class OrderService:
         settings: Settings,
         pay: WeChatPayClient,
         payments: PaymentService,
+        pool: PgPool | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._pay = pay
         self._payments = payments
+        self._create_path: Callable[[], AbstractAsyncContextManager[CreatePathRepo]] = (
+            single_statements(engine, pool, core=OrderRepository, pg=AsyncpgOrderRepository)
+        )
 
     @asynccontextmanager
     async def _statement(self) -> AsyncIterator[OrderRepository]:
@@ -115,22 +118,19 @@ class OrderService:
         idempotency_key: str | None = None,
     ) -> OrderWithParams:
         """Price, store and prepay an order; a repeated ``idempotency_key`` returns the first."""
-        if idempotency_key:
-            existing = await self._by_idempotency_key(user, idempotency_key)
-            if existing is not None:
-                return await self._replay(user, existing, product_id, quantity)
         try:
             order = await self._insert(user, product_id, quantity, client_ip, idempotency_key)
-        except IntegrityError:
-            # A concurrent request with the same idempotency key won the insert.
-            winner = await self._by_idempotency_key(user, idempotency_key or "")
-            if winner is None:
+        except DuplicateOrder:
+            # Insert first, look up only on conflict: a first attempt (the usual case) costs no
+            # lookup, and a retry racing its original cannot slip between a check and the insert.
+            first = await self._by_idempotency_key(user, idempotency_key or "")
+            if first is None:
                 raise
-            return await self._replay(user, winner, product_id, quantity)
+            return await self._replay(user, first, product_id, quantity)
         return OrderWithParams(order, await self._prepay(order))
 
     async def _replay(
-        self, user: CurrentUser, order: Row[Any], product_id: int, quantity: int
+        self, user: CurrentUser, order: OrderRecord, product_id: int, quantity: int
     ) -> OrderWithParams:
         if (order.product_id, order.quantity) != (product_id, quantity):
             raise IdempotencyKeyReused()
@@ -138,7 +138,7 @@ class OrderService:
 
     async def get_order(
         self, user: CurrentUser, out_trade_no: str, *, sync: bool = False
-    ) -> Row[Any]:
+    ) -> OrderRecord:
         """The caller's own order; with ``sync``, first learn its state from WeChat."""
         order = await self._owned(user, out_trade_no)
         if sync and order.status in PAYABLE:
@@ -146,14 +146,14 @@ class OrderService:
             order = await self._owned(user, out_trade_no)
         return order
 
-    async def list_orders(self, user: CurrentUser, limit: int, offset: int) -> list[Row[Any]]:
+    async def list_orders(self, user: CurrentUser, limit: int, offset: int) -> list[OrderRecord]:
         async with self._statement() as repo:
-            return list(await repo.list_for_user(user.id, limit, offset))
+            return await repo.list_for_user(user.id, limit, offset)
 
-    async def needing_review(self, limit: int) -> list[Row[Any]]:
+    async def needing_review(self, limit: int) -> list[OrderRecord]:
         """Orders flagged because money and records disagree, newest first."""
         async with self._statement() as repo:
-            return list(await repo.needing_review(limit))
+            return await repo.needing_review(limit)
 
     async def pay_params(self, user: CurrentUser, out_trade_no: str) -> OrderWithParams:
         """Fresh ``wx.requestPayment`` parameters for an unpaid order of the caller's."""
@@ -166,7 +166,7 @@ class OrderService:
             return OrderWithParams(order, self._pay.pay_params(order.prepay_id))
         return OrderWithParams(order, await self._prepay(order))
 
-    async def close_order(self, user: CurrentUser, out_trade_no: str) -> Row[Any]:
+    async def close_order(self, user: CurrentUser, out_trade_no: str) -> OrderRecord:
         """Close an unpaid order at WeChat and here; closing a closed order changes nothing."""
         order = await self._owned(user, out_trade_no)
         if order.status == OrderStatus.CLOSED:
@@ -229,7 +229,7 @@ class OrderService:
         quantity: int,
         client_ip: str,
         idempotency_key: str | None,
-    ) -> Row[Any]:
+    ) -> OrderRecord:
         now = utcnow()
         values = {
             "out_trade_no": new_out_trade_no(now),
@@ -243,14 +243,15 @@ class OrderService:
             "idempotency_key": idempotency_key,
             "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
         }
+        async with self._create_path() as writes:
+            order = await writes.insert_priced(values, MAX_FEN)
+        if order is not None:
+            return order
         async with self._statement() as repo:
-            order = await repo.insert_priced(values, MAX_FEN)
-            if order is not None:
-                return order
             product = await repo.product_for_sale(product_id)
         raise ProductNotFound() if product is None else AmountTooLarge()
 
-    async def _prepay(self, order: Row[Any]) -> dict[str, str]:
+    async def _prepay(self, order: OrderRecord) -> dict[str, str]:
         """Unified order for a stored order, with no transaction open; then record the outcome."""
         try:
             response = await self._pay.unified_order(self._unified_order_request(order))
@@ -260,8 +261,8 @@ class OrderService:
         except WeChatUnavailable as exc:
             await self._record_prepay_failure(order.out_trade_no, exc.message)
             raise upstream_unavailable(exc) from exc
-        async with self._statement() as repo:
-            await repo.set_prepay(
+        async with self._create_path() as writes:
+            await writes.set_prepay(
                 order.out_trade_no,
                 response.prepay_id,
                 utcnow() + PREPAY_LIFETIME - PREPAY_MARGIN,
@@ -269,7 +270,7 @@ class OrderService:
             )
         return self._pay.pay_params(response.prepay_id)
 
-    def _unified_order_request(self, order: Row[Any]) -> UnifiedOrderRequest:
+    def _unified_order_request(self, order: OrderRecord) -> UnifiedOrderRequest:
         # Built only from stored fields, so a re-entry sends identical parameters.
         return UnifiedOrderRequest(
             body=order.description,
@@ -285,10 +286,10 @@ class OrderService:
 
     async def _record_prepay_failure(self, out_trade_no: str, reason: str) -> None:
         logger.warning("unified order failed for %s: %s", out_trade_no, reason)
-        async with self._statement() as repo:
-            await repo.set_prepay(out_trade_no, None, None, reason[:500])
+        async with self._create_path() as writes:
+            await writes.set_prepay(out_trade_no, None, None, reason[:500])
 
-    async def _owned(self, user: CurrentUser, out_trade_no: str) -> Row[Any]:
+    async def _owned(self, user: CurrentUser, out_trade_no: str) -> OrderRecord:
         # Someone else's order is "not found", so order numbers reveal nothing.
         async with self._statement() as repo:
             order = await repo.by_out_trade_no(out_trade_no)
@@ -296,7 +297,7 @@ class OrderService:
             raise OrderNotFound()
         return order
 
-    async def _by_idempotency_key(self, user: CurrentUser, key: str) -> Row[Any] | None:
+    async def _by_idempotency_key(self, user: CurrentUser, key: str) -> OrderRecord | None:
         async with self._statement() as repo:
             return await repo.by_idempotency_key(user.id, key)
 

@@ -14,15 +14,13 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.repository import AuthRepository
 from app.config import Settings
 from app.db import utcnow
-from app.orders.repository import OrderRepository
+from app.orders.repository import OrderRecord, OrderRepository
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
 from app.payments.service import PaymentService
@@ -81,7 +79,7 @@ async def _reconcile(service: OrderService, engine: AsyncEngine, out_trade_no: s
     return str(order.status)
 
 
-async def _reload(engine: AsyncEngine, out_trade_no: str) -> Row[Any]:
+async def _reload(engine: AsyncEngine, out_trade_no: str) -> OrderRecord:
     async with engine.begin() as conn:
         order = await OrderRepository(conn).by_out_trade_no(out_trade_no)
     assert order is not None  # claimed rows are never deleted
