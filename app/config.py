@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     # Where this service is reachable; the dev simulator mount and default notify URL use it.
     self_base_url: str = "http://127.0.0.1:8000"
     notify_url: str | None = None
+    refund_notify_url: str | None = None
     miniprogram_api_base: str | None = None
     pay_api_base: str | None = None
     simulator_mount: bool = True
@@ -115,6 +116,14 @@ class Settings(BaseSettings):
     def pay_notify_url(self) -> str:
         return self.notify_url or f"{self.self_base_url.rstrip('/')}/wechat/pay/notify"
 
+    @property
+    def refund_notify_address(self) -> str | None:
+        """Sent with each refund; None in production when unset, so WeChat uses the URL set on
+        the merchant platform (PROTOCOL.md §6.3) and the sweep's refund query settles the rest."""
+        if self.refund_notify_url or self.is_production:
+            return self.refund_notify_url
+        return f"{self.self_base_url.rstrip('/')}/wechat/pay/refund-notify"
+
     def _default_upstream(self, official: str) -> str:
         if self.uses_simulator_mount:
             return f"{self.self_base_url.rstrip('/')}/sim"
@@ -135,6 +144,8 @@ class Settings(BaseSettings):
             bad.append("WXPAY_APPID/WXPAY_MCH_ID (still the development values)")
         if self.notify_url is None or not self.notify_url.startswith("https://"):
             bad.append("WXPAY_NOTIFY_URL (must be an https:// URL)")
+        if self.refund_notify_url and not self.refund_notify_url.startswith("https://"):
+            bad.append("WXPAY_REFUND_NOTIFY_URL (must be an https:// URL when set)")
         if bad:
             raise ConfigError(
                 "refusing to start in production; set these to real values: " + ", ".join(bad)

@@ -30,6 +30,9 @@ from app.payments.router import router as payments_router
 from app.payments.service import PaymentService, asyncpg_transaction, sqlalchemy_transaction
 from app.products.router import admin_router as products_admin_router
 from app.products.router import router as products_router
+from app.refunds.router import admin_router as refunds_admin_router
+from app.refunds.router import notify_router as refund_notify_router
+from app.refunds.service import RefundService
 from app.runtime import Runtime, build_auth_keys
 from app.wechat.client import WeChatPayClient
 from app.wechat.miniprogram import MiniProgramClient
@@ -73,6 +76,7 @@ async def build_runtime(
         payments=payments,
         auth=AuthService(engine, build_auth_keys(settings), pool),
         orders=OrderService(engine, settings, pay, payments, pool),
+        refunds=RefundService(engine, settings, pay),
         pool=pool,
         schema_head=schema_head(),
     )
@@ -143,7 +147,9 @@ def create_app(
         products_admin_router,
         orders_router,
         orders_admin_router,
+        refunds_admin_router,
         payments_router,
+        refund_notify_router,
     ):
         app.include_router(router)
     if simulator is not None:

@@ -7,4 +7,5 @@ def load_all_models() -> None:
     import app.auth.models
     import app.orders.models
     import app.payments.models
-    import app.products.models  # noqa: F401
+    import app.products.models
+    import app.refunds.models  # noqa: F401

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.db import PgPool
 from app.orders.service import OrderService
 from app.payments.service import PaymentService
+from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
 from app.wechat.client import WeChatPayClient
 from app.wechat.miniprogram import MiniProgramClient
@@ -28,6 +29,7 @@ class Runtime:
     payments: PaymentService
     auth: AuthService
     orders: OrderService
+    refunds: RefundService
     pool: PgPool | None
     schema_head: str | None
 

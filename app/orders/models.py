@@ -39,6 +39,9 @@ class Order(Base):
     transaction_id: Mapped[str | None] = mapped_column(String(32), unique=True)
     paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     cash_fee: Mapped[int | None] = mapped_column(BigInteger)
+    # Refunds requested and not failed or closed: a reservation taken by a guarded UPDATE, so
+    # concurrent refunds can never add up to more than was paid.
+    refunded_fee: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     bank_type: Mapped[str | None] = mapped_column(String(32))
     review_reason: Mapped[str | None] = mapped_column(String(32))
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -102,6 +102,7 @@ class OrderRecord:
     transaction_id: str | None
     paid_at: dt.datetime | None
     cash_fee: int | None
+    refunded_fee: int
     bank_type: str | None
     review_reason: str | None
     closed_at: dt.datetime | None

@@ -58,6 +58,7 @@ class OrderOut(BaseModel):
                     "time_expire": "2026-11-27T03:45:00Z",
                     "paid_at": None,
                     "transaction_id": None,
+                    "refunded_fee": 0,
                 }
             ]
         }
@@ -73,6 +74,7 @@ class OrderOut(BaseModel):
     time_expire: dt.datetime
     paid_at: dt.datetime | None
     transaction_id: str | None
+    refunded_fee: int = Field(description="Fen refunded or being refunded.")
 
 
 class OrderWithPayParams(OrderOut):

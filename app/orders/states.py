@@ -42,3 +42,7 @@ class ReviewReason(StrEnum):
     AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
     PAID_AFTER_CLOSE = "PAID_AFTER_CLOSE"
     TRANSACTION_CONFLICT = "TRANSACTION_CONFLICT"
+    # A refund could not reach the user's account; it must be finished on the merchant platform.
+    REFUND_CHANGE = "REFUND_CHANGE"
+    # WeChat reports a refund that contradicts our record of it (amount, order, or outcome).
+    REFUND_CONFLICT = "REFUND_CONFLICT"

@@ -3,9 +3,10 @@
 WeChat's notify may never arrive (PROTOCOL.md §5: delivery is not guaranteed). Orders still
 unpaid ``reconcile_after_minutes`` after creation are queried; what WeChat says is applied
 through the notify's own rules; those past ``time_expire`` are then closed (query first, so an
-order paid at the last second is recorded, never closed). Replicas share the work through
-short leases on the rows, so no order is handled twice at once and no lock is held across a
-call to WeChat.
+order paid at the last second is recorded, never closed). Refunds WeChat has not confirmed, or
+whose notify is overdue, are asked about the same way. Replicas share the work through short
+leases on the rows, so nothing is handled twice at once and no lock is held across a call to
+WeChat.
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.repository import AuthRepository
 from app.config import Settings
 from app.db import utcnow
+from app.errors import AppError
 from app.orders.repository import OrderRecord, OrderRepository
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
 from app.payments.service import PaymentService
+from app.refunds.repository import RefundRepository
+from app.refunds.service import RefundService
+from app.refunds.states import RefundStatus
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import WeChatError
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120
+# A refund not confirmed by WeChat is asked about (and sent again) after this long.
+REFUND_RESEND_AFTER = dt.timedelta(minutes=1)
 
 
 @dataclass(slots=True)
@@ -40,6 +47,8 @@ class SweepReport:
     failed: int = 0
     sessions_pruned: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
+    # out_refund_no -> the refund's status after the pass, or "ERROR".
+    refunds: dict[str, str] = field(default_factory=dict)
 
 
 async def sweep_once(
@@ -63,7 +72,33 @@ async def sweep_once(
         report.paid += outcome == OrderStatus.SUCCESS
         report.closed += outcome == OrderStatus.CLOSED
         report.failed += outcome == "ERROR"
+    report.refunds = await _settle_refunds(engine, settings, pay)
     return report
+
+
+async def _settle_refunds(
+    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient
+) -> dict[str, str]:
+    """Open refunds nobody has heard of for a while: asked about at WeChat, and a PENDING one
+    WeChat never saw is sent again (the same out_refund_no refunds at most once)."""
+    now = utcnow()
+    due = {
+        RefundStatus.PENDING: now - REFUND_RESEND_AFTER,
+        RefundStatus.PROCESSING: now - dt.timedelta(minutes=settings.reconcile_after_minutes),
+    }
+    async with engine.begin() as conn:
+        claimed = await RefundRepository(conn).claim_for_sweep(
+            due, LEASE_SECONDS, settings.sweep_batch_size
+        )
+    service = RefundService(engine, settings, pay)
+    outcomes: dict[str, str] = {}
+    for out_refund_no in claimed:
+        try:
+            outcomes[out_refund_no] = (await service.settle(out_refund_no)).status
+        except (WeChatError, AppError) as exc:
+            logger.warning("sweep could not settle refund %s: %r", out_refund_no, exc)
+            outcomes[out_refund_no] = "ERROR"
+    return outcomes
 
 
 async def _reconcile(service: OrderService, engine: AsyncEngine, out_trade_no: str) -> str:

@@ -64,7 +64,7 @@ async def handle_payment_notify(
         notify = pay.parse_payment_notify(body)
     except InvalidNotification as refused:
         verdict = _REFUSAL_VERDICT[refused.kind]
-        await service.record(verdict, AuditRecord(_excerpt(body), received_at), refused.reason)
+        await service.record(verdict, AuditRecord(body_excerpt(body), received_at), refused.reason)
         logger.warning("notify refused: %s (%s)", verdict.value, refused.reason)
         return NotifyOutcome(verdict, refused.reason)
     audit = AuditRecord(json.dumps(notify.raw, ensure_ascii=False), received_at)
@@ -99,6 +99,6 @@ def _paid_at(time_end: str | None) -> dt.datetime | None:
         return None  # a malformed time is not a reason to lose a verified payment
 
 
-def _excerpt(body: bytes) -> str:
+def body_excerpt(body: bytes) -> str:
     # PostgreSQL text cannot hold NUL; keep it visible without storing the byte.
     return body[:_EXCERPT].decode("utf-8", errors="replace").replace("\x00", "\\x00")

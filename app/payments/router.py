@@ -36,7 +36,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
     """Acknowledged (SUCCESS) only after the effect is committed; anything else makes WeChat
     retry, so nothing is lost when the database is down."""
     try:
-        body = await _read_limited(request)
+        body = await read_limited(request)
     except ClientDisconnect:
         return Response(status_code=400)  # nobody is left to answer; WeChat will retry
     if body is None:
@@ -52,7 +52,7 @@ async def payment_notify(request: Request, runtime: RuntimeDep) -> Response:
     return wechat_reply(False, outcome.detail, 400 if outcome.refused else 200)
 
 
-async def _read_limited(request: Request) -> bytes | None:
+async def read_limited(request: Request) -> bytes | None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > DEFAULT_MAX_BYTES:
         return None

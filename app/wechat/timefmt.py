@@ -26,3 +26,9 @@ def from_wechat_time(text: str) -> dt.datetime:
     if len(text) != 14 or not text.isdigit():
         raise ValueError(f"not a yyyyMMddHHmmss time: {text!r}")
     return dt.datetime.strptime(text, _FORMAT).replace(tzinfo=BEIJING).astimezone(dt.UTC)
+
+
+def from_refund_time(text: str) -> dt.datetime:
+    """The refund messages' ``yyyy-MM-dd HH:mm:ss`` Beijing time as an aware UTC datetime."""
+    moment = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    return moment.replace(tzinfo=BEIJING).astimezone(dt.UTC)

@@ -1,0 +1,197 @@
+"""Every query of the refunds package (SQLAlchemy Core; refunds are not a hot path)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db import utcnow
+from app.orders.models import Order
+from app.orders.repository import unique_violation
+from app.orders.states import OrderStatus, ReviewReason
+from app.orders.states import sources_of as order_sources_of
+from app.refunds.models import Refund
+from app.refunds.states import RefundStatus, sources_of
+
+orders = cast(Table, Order.__table__)
+refunds = cast(Table, Refund.__table__)
+
+# An order can be refunded once paid, and again while refunds leave some of it unrefunded.
+REFUNDABLE = (OrderStatus.SUCCESS.value, OrderStatus.REFUND.value)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRecord:
+    id: int
+    out_refund_no: str
+    order_id: int
+    refund_fee: int
+    reason: str | None
+    status: str
+    idempotency_key: str | None
+    refund_id: str | None
+    error: str | None
+    success_time: dt.datetime | None
+    sweep_lease_until: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+REFUND_COLUMNS = tuple(f.name for f in fields(RefundRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class RefundableOrder:
+    id: int
+    out_trade_no: str
+    total_fee: int
+    refunded_fee: int
+    status: str
+
+
+class DuplicateRefund(Exception):
+    """The refund's idempotency key is already used on this order."""
+
+
+def _record(row: Row[Any] | None) -> RefundRecord | None:
+    return None if row is None else RefundRecord(**row._asdict())
+
+
+class RefundRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def order(self, out_trade_no: str) -> RefundableOrder | None:
+        stmt = select(
+            orders.c.id, orders.c.out_trade_no, orders.c.total_fee, orders.c.refunded_fee,
+            orders.c.status,
+        ).where(orders.c.out_trade_no == out_trade_no)  # fmt: skip
+        row = (await self._conn.execute(stmt)).first()
+        return None if row is None else RefundableOrder(*row)
+
+    async def order_by_id(self, order_id: int) -> RefundableOrder:
+        stmt = select(
+            orders.c.id, orders.c.out_trade_no, orders.c.total_fee, orders.c.refunded_fee,
+            orders.c.status,
+        ).where(orders.c.id == order_id)  # fmt: skip
+        return RefundableOrder(*(await self._conn.execute(stmt)).one())
+
+    async def reserve(self, out_trade_no: str, amount: int) -> int | None:
+        """Set ``amount`` aside on a paid order, only if refunds stay within what was paid; the
+        order's id, or None. One guarded UPDATE: racing refunds cannot both pass the check."""
+        stmt = (
+            update(orders)
+            .where(
+                orders.c.out_trade_no == out_trade_no,
+                orders.c.status.in_(REFUNDABLE),
+                orders.c.refunded_fee + amount <= orders.c.total_fee,
+            )
+            .values(refunded_fee=orders.c.refunded_fee + amount, updated_at=utcnow())
+            .returning(orders.c.id)
+        )
+        order_id: int | None = (await self._conn.execute(stmt)).scalar()
+        return order_id
+
+    async def release(self, order_id: int, amount: int) -> None:
+        stmt = (
+            update(orders)
+            .where(orders.c.id == order_id)
+            .values(refunded_fee=orders.c.refunded_fee - amount, updated_at=utcnow())
+        )
+        await self._conn.execute(stmt)
+
+    async def mark_order_refunded(self, order_id: int) -> None:
+        sources = [s.value for s in order_sources_of(OrderStatus.REFUND)]
+        stmt = (
+            update(orders)
+            .where(orders.c.id == order_id, orders.c.status.in_(sources))
+            .values(status=OrderStatus.REFUND.value, updated_at=utcnow())
+        )
+        await self._conn.execute(stmt)
+
+    async def flag_order(self, order_id: int, reason: ReviewReason) -> None:
+        stmt = (
+            update(orders)
+            .where(orders.c.id == order_id)
+            .values(review_reason=reason.value, updated_at=utcnow())
+        )
+        await self._conn.execute(stmt)
+
+    async def add(self, values: dict[str, Any]) -> RefundRecord:
+        now = utcnow()
+        stmt = (
+            refunds.insert()
+            .values(**values, status=RefundStatus.PENDING.value, created_at=now, updated_at=now)
+            .returning(*refunds.c)
+        )
+        try:
+            row = (await self._conn.execute(stmt)).one()
+        except IntegrityError as exc:
+            if unique_violation(exc):
+                raise DuplicateRefund() from exc
+            raise
+        return RefundRecord(**row._asdict())
+
+    async def by_key(self, order_id: int, key: str) -> RefundRecord | None:
+        stmt = select(refunds).where(
+            refunds.c.order_id == order_id, refunds.c.idempotency_key == key
+        )
+        return _record((await self._conn.execute(stmt)).first())
+
+    async def by_out_refund_no(self, out_refund_no: str) -> RefundRecord | None:
+        stmt = select(refunds).where(refunds.c.out_refund_no == out_refund_no)
+        return _record((await self._conn.execute(stmt)).first())
+
+    async def of_order(self, order_id: int) -> list[RefundRecord]:
+        stmt = select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.id)
+        return [RefundRecord(**row._asdict()) for row in await self._conn.execute(stmt)]
+
+    async def move(
+        self, out_refund_no: str, target: RefundStatus, **values: Any
+    ) -> RefundRecord | None:
+        """Apply one allowed move with a guarded UPDATE; None if the refund was not in a source
+        status (another writer got there first, or the move is not allowed)."""
+        sources = [s.value for s in sources_of(target)]
+        stmt = (
+            update(refunds)
+            .where(refunds.c.out_refund_no == out_refund_no, refunds.c.status.in_(sources))
+            .values(status=target.value, updated_at=utcnow(), **values)
+            .returning(*refunds.c)
+        )
+        return _record((await self._conn.execute(stmt)).first())
+
+    async def note_error(self, out_refund_no: str, error: str) -> None:
+        stmt = (
+            update(refunds)
+            .where(refunds.c.out_refund_no == out_refund_no)
+            .values(error=error[:500], updated_at=utcnow())
+        )
+        await self._conn.execute(stmt)
+
+    async def claim_for_sweep(
+        self, due: dict[RefundStatus, dt.datetime], lease_seconds: int, limit: int
+    ) -> list[str]:
+        """Lease up to ``limit`` open refunds untouched since their status's due moment."""
+        now = utcnow()
+        free = or_(refunds.c.sweep_lease_until.is_(None), refunds.c.sweep_lease_until < now)
+        overdue = or_(
+            *(
+                (refunds.c.status == status.value) & (refunds.c.updated_at < moment)
+                for status, moment in due.items()
+            )
+        )
+        candidates = select(refunds.c.id).where(overdue, free).order_by(refunds.c.id).limit(limit)
+        if self._conn.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        stmt = (
+            update(refunds)
+            .where(refunds.c.id.in_(candidates.scalar_subquery()), free)
+            .values(sweep_lease_until=now + dt.timedelta(seconds=lease_seconds))
+            .returning(refunds.c.out_refund_no)
+        )
+        return list((await self._conn.execute(stmt)).scalars())

@@ -1,0 +1,105 @@
+"""Refunds: the merchant's admin API, and the URL WeChat posts refund results to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from starlette.requests import ClientDisconnect
+
+from app.deps import AdminDep, RuntimeDep
+from app.errors import error_responses
+from app.payments.router import (
+    NOTIFY_DEADLINE_SECONDS,
+    NOTIFY_NOT_PROCESSED,
+    read_limited,
+    wechat_reply,
+)
+from app.refunds.notify import handle_refund_notify
+from app.refunds.schemas import RefundIn, RefundOut
+from app.refunds.service import REFUND_ACKNOWLEDGED, RefundService, RefundVerdict
+from app.refunds.states import RefundStatus
+
+logger = logging.getLogger(__name__)
+
+admin_router = APIRouter(prefix="/api/v1/admin/orders", tags=["admin"], dependencies=[AdminDep])
+notify_router = APIRouter(tags=["wechat"])
+
+
+async def get_refund_service(runtime: RuntimeDep) -> RefundService:
+    return runtime.refunds
+
+
+RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=64, description="Repeat a refund safely: the same key, the same refund."),
+]
+
+
+@admin_router.post(
+    "/{out_trade_no}/refunds",
+    status_code=201,
+    response_model=RefundOut,
+    responses={
+        202: {
+            "model": RefundOut,
+            "description": "Stored; WeChat unreachable, retried by the sweep",
+        },
+        **error_responses(403, 404, 409, 422, 502),
+    },
+    summary="Refund part or all of a paid order",
+)
+async def request_refund(
+    out_trade_no: str,
+    body: RefundIn,
+    response: Response,
+    service: RefundServiceDep,
+    idempotency_key: IdempotencyKey = None,
+) -> RefundOut:
+    """201 once WeChat has accepted the refund (status PROCESSING, or already final); 202 when
+    WeChat could not be reached: the refund is stored as PENDING and the sweep completes it, so
+    do not ask again with a new request (repeat with the same Idempotency-Key instead)."""
+    refund = await service.request_refund(
+        out_trade_no, body.refund_fee, body.reason, idempotency_key
+    )
+    if refund.status == RefundStatus.PENDING:
+        response.status_code = 202
+    return RefundOut.model_validate(refund)
+
+
+@admin_router.get(
+    "/{out_trade_no}/refunds",
+    response_model=list[RefundOut],
+    responses=error_responses(403, 404),
+    summary="The refunds of an order, oldest first",
+)
+async def list_refunds(out_trade_no: str, service: RefundServiceDep) -> list[RefundOut]:
+    return [RefundOut.model_validate(r) for r in await service.refunds_of(out_trade_no)]
+
+
+@notify_router.post(
+    "/wechat/pay/refund-notify",
+    summary="WeChat Pay v2 refund notify",
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}}},
+)
+async def refund_notify(request: Request, runtime: RuntimeDep) -> Response:
+    """Acknowledged only after the effect is committed, like the payment notify."""
+    try:
+        body = await read_limited(request)
+    except ClientDisconnect:
+        return Response(status_code=400)
+    if body is None:
+        return wechat_reply(False, "body too large", 413)
+    try:
+        async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
+            verdict = await handle_refund_notify(body, runtime.refunds, runtime.pay)
+    except NOTIFY_NOT_PROCESSED as exc:
+        logger.error("refund notify not processed, WeChat will retry: %s", type(exc).__name__)
+        return wechat_reply(False, "temporarily unavailable", 503)
+    if verdict in REFUND_ACKNOWLEDGED:
+        return wechat_reply(True, "OK")
+    return wechat_reply(False, verdict.value, 400 if verdict is RefundVerdict.REFUSED else 200)

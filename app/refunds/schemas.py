@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.wechat.models import MAX_FEN
+from app.wechat.xmlcodec import xml_can_carry
+
+
+class RefundIn(BaseModel):
+    """How much of a paid order to refund, and why (shown to the user by WeChat)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"refund_fee": 990, "reason": "套餐未使用，全额退款"}]},
+    )
+
+    refund_fee: int = Field(gt=0, le=MAX_FEN, description="Amount in fen.")
+    reason: str | None = Field(default=None, max_length=80)
+
+    @field_validator("reason")
+    @classmethod
+    def _xml_safe(cls, value: str | None) -> str | None:
+        # The reason travels to WeChat as refund_desc: XML must be able to carry it.
+        if value is not None and not xml_can_carry(value):
+            raise ValueError("contains characters XML cannot carry")
+        return value or None
+
+
+class RefundOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    out_refund_no: str
+    refund_fee: int = Field(description="Amount in fen.")
+    reason: str | None
+    status: str = Field(
+        description="PENDING (not yet accepted by WeChat; retried), PROCESSING, SUCCESS, "
+        "CHANGE (did not reach the user; finish on the merchant platform), REFUNDCLOSE, FAILED."
+    )
+    refund_id: str | None
+    error: str | None
+    success_time: dt.datetime | None
+    created_at: dt.datetime
