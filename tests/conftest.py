@@ -12,8 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import create_engine
+from app.httpclient import build_http_client
 from app.main import create_app
 from app.models import load_all_models
+from app.orders.sweeper import SweepReport, sweep_once
+from app.payments.service import PaymentService, sqlalchemy_transaction
+from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
 
 pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service"]
@@ -21,6 +25,7 @@ pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service"]
 load_all_models()
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+Sweep = Callable[[], Awaitable[SweepReport]]
 
 
 def pytest_report_header() -> str:
@@ -63,6 +68,7 @@ def settings(database_url: str, fresh_simulator: Any) -> Settings:
         pay_api_base=fresh_simulator.base_url,
         simulator_mount=False,
         notify_url="http://127.0.0.1:9/wechat/pay/notify",
+        refund_notify_url="http://127.0.0.1:9/wechat/pay/refund-notify",
         wechat_max_attempts=2,
         sweep_interval_seconds=0,
     )
@@ -89,3 +95,16 @@ async def make_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[
 @pytest.fixture
 async def client(make_client: ClientFactory) -> httpx.AsyncClient:
     return await make_client()
+
+
+@pytest.fixture
+async def pay_client(settings: Settings) -> AsyncIterator[WeChatPayClient]:
+    async with build_http_client(settings) as http:
+        yield WeChatPayClient.from_settings(settings, http)
+
+
+@pytest.fixture
+def sweep(engine: AsyncEngine, settings: Settings, pay_client: WeChatPayClient) -> Sweep:
+    """One sweep pass over the test database, talking to the simulator."""
+    payments = PaymentService(sqlalchemy_transaction(engine))
+    return lambda: sweep_once(engine, settings, pay_client, payments)

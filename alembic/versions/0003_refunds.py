@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=80), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("idempotency_key", sa.String(length=64), nullable=True),
-        sa.Column("refund_id", sa.String(length=32), nullable=True),
+        sa.Column("refund_id", sa.String(length=64), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("success_time", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sweep_lease_until", app.db.UTCDateTime(timezone=True), nullable=True),

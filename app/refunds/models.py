@@ -27,7 +27,7 @@ class Refund(Base):
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.PENDING.value)
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
     # WeChat's id, once it has accepted the refund.
-    refund_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    refund_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The last failure to reach WeChat, or its refusal.
     error: Mapped[str | None] = mapped_column(Text)
     success_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -92,10 +92,18 @@ class RefundService:
     ) -> RefundRecord:
         """Refund part or all of a paid order; a repeated ``idempotency_key`` returns the first
         refund (and sends it again if WeChat has not accepted it yet)."""
+        if idempotency_key:
+            first = await self._by_key(out_trade_no, idempotency_key)
+            if first is not None:
+                return await self._replay(first, refund_fee)
         try:
             refund, order = await self._store(out_trade_no, refund_fee, reason, idempotency_key)
         except DuplicateRefund:
-            return await self._replay(out_trade_no, refund_fee, idempotency_key or "")
+            # A concurrent request with the same key stored its refund first.
+            first = await self._by_key(out_trade_no, idempotency_key or "")
+            if first is None:
+                raise
+            return await self._replay(first, refund_fee)
         return await self._send(refund, order)
 
     async def refunds_of(self, out_trade_no: str) -> list[RefundRecord]:
@@ -174,13 +182,13 @@ class RefundService:
             )
             return refund, await repo.order_by_id(order_id)
 
-    async def _replay(self, out_trade_no: str, refund_fee: int, key: str) -> RefundRecord:
+    async def _by_key(self, out_trade_no: str, key: str) -> RefundRecord | None:
         async with self._engine.connect() as conn:
             repo = RefundRepository(conn)
             order = await repo.order(out_trade_no)
-            first = None if order is None else await repo.by_key(order.id, key)
-        if first is None:
-            raise OrderNotFound()
+            return None if order is None else await repo.by_key(order.id, key)
+
+    async def _replay(self, first: RefundRecord, refund_fee: int) -> RefundRecord:
         if first.refund_fee != refund_fee:
             raise IdempotencyKeyReused("This Idempotency-Key was already used for another refund.")
         return await self.settle(first.out_refund_no)

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.httpclient import build_http_client
-from app.orders.sweeper import SweepReport, sweep_once
-from app.payments.service import PaymentService, sqlalchemy_transaction
-from app.wechat.client import WeChatPayClient
+from app.orders.sweeper import SweepReport
 from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
 from tests.plugins.simulator import SimulatorHandle
-
-
-@pytest.fixture
-async def pay_client(settings: Settings) -> AsyncIterator[WeChatPayClient]:
-    async with build_http_client(settings) as http:
-        yield WeChatPayClient.from_settings(settings, http)
-
-
-@pytest.fixture
-def sweep(
-    engine: AsyncEngine, settings: Settings, pay_client: WeChatPayClient
-) -> Callable[[], Awaitable[SweepReport]]:
-    """One sweep pass over the test database, talking to the simulator."""
-    payments = PaymentService(sqlalchemy_transaction(engine))
-    return lambda: sweep_once(engine, settings, pay_client, payments)
 
 
 async def backdate(engine: AsyncEngine, out_trade_no: str, minutes: int, *, expire: bool) -> None:

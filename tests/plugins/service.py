@@ -58,7 +58,11 @@ async def make_live_client(settings: Settings) -> AsyncIterator[LiveFactory]:
 
     async def factory(**overrides: Any) -> httpx.AsyncClient:
         def build(base_url: str) -> Any:
-            update = {"notify_url": f"{base_url}/wechat/pay/notify", **overrides}
+            update = {
+                "notify_url": f"{base_url}/wechat/pay/notify",
+                "refund_notify_url": f"{base_url}/wechat/pay/refund-notify",
+                **overrides,
+            }
             return create_app(with_overrides(settings, update))
 
         server = LiveServer(build)

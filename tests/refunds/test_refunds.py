@@ -1,0 +1,236 @@
+"""Refunds over HTTP against the simulator (PROTOCOL.md §6.3-6.5), on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from tests.conftest import ClientFactory, Sweep
+from tests.helpers import ADMIN, add_product, create_order, login, scalar
+from tests.plugins.service import LiveFactory
+from tests.plugins.simulator import SimulatorHandle
+from tests.refunds.support import (
+    age_refunds,
+    at_wechat,
+    order_row,
+    paid_order,
+    refund,
+    refund_row,
+    wait_for_status,
+)
+
+# --- the whole flow ---------------------------------------------------------------------------
+
+
+async def test_a_refund_is_accepted_then_settled_by_wechats_refund_notify(
+    make_live_client: LiveFactory, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    client = await make_live_client()
+    order = await paid_order(client, fresh_simulator)
+    no = order["out_trade_no"]
+
+    accepted = await refund(client, no, 990)
+
+    assert accepted.status_code == 201, accepted.text
+    body = accepted.json()
+    assert body["status"] in ("PROCESSING", "SUCCESS")  # the notify may already have come
+    assert body["refund_id"]
+    # The simulator settles after a few ms and posts the encrypted notify to our URL.
+    await wait_for_status(engine, body["out_refund_no"], "SUCCESS")
+    settled = await refund_row(engine, body["out_refund_no"])
+    assert settled["success_time"] is not None
+    mine = await client.get(f"/api/v1/orders/{no}", headers=order["auth"])
+    assert mine.json()["status"] == "REFUND"
+    assert mine.json()["refunded_fee"] == 990
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 990
+    verdicts = await scalar(
+        engine, "SELECT count(*) FROM payment_notifies WHERE verdict = 'REFUND_APPLIED'"
+    )
+    assert verdicts == 1
+
+
+async def test_refunds_of_an_order_are_listed_oldest_first(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    first = (await refund(client, no, 100)).json()
+    second = (await refund(client, no, 200)).json()
+
+    listed = await client.get(f"/api/v1/admin/orders/{no}/refunds", headers=ADMIN)
+
+    assert listed.status_code == 200
+    assert [r["out_refund_no"] for r in listed.json()] == [
+        first["out_refund_no"],
+        second["out_refund_no"],
+    ]
+    assert [r["refund_fee"] for r in listed.json()] == [100, 200]
+
+
+# --- amounts ----------------------------------------------------------------------------------
+
+
+async def test_partial_refunds_never_add_up_to_more_than_was_paid(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+
+    first = await refund(client, no, 300)
+    too_much = await refund(client, no, 700)
+    rest = await refund(client, no, 690)
+
+    assert first.status_code == 201
+    assert too_much.status_code == 409
+    assert too_much.json()["error"]["code"] == "REFUND_EXCEEDS_PAID"
+    assert "690 fen" in too_much.json()["error"]["message"]
+    assert rest.status_code == 201
+    assert (await order_row(engine, no))["refunded_fee"] == 990
+    assert await scalar(engine, "SELECT count(*) FROM refunds") == 2
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 990
+
+
+async def test_racing_refunds_cannot_overspend_the_order(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+
+    replies = await asyncio.gather(*(refund(client, no, 300) for _ in range(5)))
+
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [201, 201, 201, 409, 409]
+    assert (await order_row(engine, no))["refunded_fee"] == 900
+    assert await scalar(engine, "SELECT count(*) FROM refunds") == 3
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 900
+
+
+async def test_only_a_paid_order_of_ours_can_be_refunded(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    auth = await login(client, fresh_simulator)
+    unpaid = await create_order(client, auth, await add_product(client))
+
+    not_paid = await refund(client, unpaid["out_trade_no"], 100)
+    unknown = await refund(client, "20261127000000NOSUCHORDER1", 100)
+    no_admin = await client.post(
+        f"/api/v1/admin/orders/{unpaid['out_trade_no']}/refunds", json={"refund_fee": 100}
+    )
+    negative = await refund(client, unpaid["out_trade_no"], -5)
+
+    assert not_paid.status_code == 409
+    assert not_paid.json()["error"]["code"] == "ORDER_NOT_REFUNDABLE"
+    assert unknown.status_code == 404
+    assert no_admin.status_code == 403
+    assert negative.status_code == 422
+    assert await scalar(engine, "SELECT count(*) FROM refunds") == 0
+    assert (await order_row(engine, unpaid["out_trade_no"]))["refunded_fee"] == 0
+
+
+async def test_idempotency_key_returns_the_same_refund(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+
+    first = await refund(client, no, 500, **{"Idempotency-Key": "rf-1"})
+    again = await refund(client, no, 500, **{"Idempotency-Key": "rf-1"})
+    other_amount = await refund(client, no, 400, **{"Idempotency-Key": "rf-1"})
+
+    assert first.status_code == 201
+    assert again.status_code == 201
+    assert again.json()["out_refund_no"] == first.json()["out_refund_no"]
+    assert other_amount.status_code == 409
+    assert other_amount.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert await scalar(engine, "SELECT count(*) FROM refunds") == 1
+    assert (await order_row(engine, no))["refunded_fee"] == 500
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 500
+
+
+# --- WeChat failing ---------------------------------------------------------------------------
+
+
+async def test_wechat_refusal_fails_the_refund_and_gives_its_amount_back(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    # WeChat no longer knows the order: its refusal (ORDERNOTEXIST) is final.
+    await fresh_simulator.reset()
+
+    refused = await refund(client, no, 990)
+
+    assert refused.status_code == 502
+    assert refused.json()["error"]["code"] == "WECHAT_REJECTED"
+    assert "ORDERNOTEXIST" in refused.json()["error"]["message"]
+    row = await refund_row(engine, await scalar(engine, "SELECT out_refund_no FROM refunds"))
+    assert row["status"] == "FAILED"
+    assert "ORDERNOTEXIST" in row["error"]
+    order = await order_row(engine, no)
+    assert (order["refunded_fee"], order["status"]) == (0, "SUCCESS")
+
+
+async def test_unreachable_wechat_keeps_the_refund_pending_and_the_sweep_sends_it(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine, sweep: Sweep
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    await fresh_simulator.set_fault("upstream_5xx", endpoint="refund")
+
+    pending = await refund(client, no, 990)
+
+    assert pending.status_code == 202
+    assert pending.json()["status"] == "PENDING"
+    assert pending.json()["error"]
+    assert (await order_row(engine, no))["refunded_fee"] == 990  # still reserved
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 0
+    await fresh_simulator.clear_faults()
+    assert (await sweep()).refunds == {}  # not due yet
+    await age_refunds(engine, minutes=2)
+
+    report = await sweep()
+
+    out_refund_no = pending.json()["out_refund_no"]
+    assert report.refunds == {out_refund_no: "PROCESSING"}
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 990
+    assert (await order_row(engine, no))["status"] == "REFUND"
+
+
+async def test_a_refund_wechat_took_but_never_answered_is_not_sent_twice(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle, engine: AsyncEngine, sweep: Sweep
+) -> None:
+    client = await make_client(http_read_timeout=0.3, wechat_max_attempts=1)
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    # WeChat does the refund, but its answer comes after we stopped waiting.
+    await fresh_simulator.set_fault("upstream_timeout", endpoint="refund", seconds=1, count=1)
+
+    pending = await refund(client, no, 400)
+
+    assert pending.status_code == 202
+    # From now on a refund request would fail: the sweep can only succeed by asking.
+    await fresh_simulator.set_fault("upstream_5xx", endpoint="refund")
+    await age_refunds(engine, minutes=2)
+    report = await sweep()
+
+    out_refund_no = pending.json()["out_refund_no"]
+    # Asked first: WeChat knows it, so it is recorded, not sent again.
+    assert report.refunds[out_refund_no] in ("PROCESSING", "SUCCESS")
+    assert (await refund_row(engine, out_refund_no))["refund_id"]
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 400
+
+
+async def test_sweep_settles_a_refund_whose_notify_never_arrived(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    engine: AsyncEngine,
+    sweep: Sweep,
+    settings: Settings,
+) -> None:
+    # The in-process service's refund notify URL points nowhere.
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    accepted = (await refund(client, no, 990)).json()
+    assert accepted["status"] == "PROCESSING"
+    await asyncio.sleep(0.1)  # the simulator settles the refund after a few ms
+    await age_refunds(engine, minutes=settings.reconcile_after_minutes + 1)
+
+    report = await sweep()
+
+    assert report.refunds == {accepted["out_refund_no"]: "SUCCESS"}
+    assert (await refund_row(engine, accepted["out_refund_no"]))["success_time"] is not None
