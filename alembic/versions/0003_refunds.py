@@ -38,11 +38,11 @@ def upgrade() -> None:
         sa.Column("sweep_lease_until", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name=op.f("fk_refunds_order_id_orders")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
-        sa.UniqueConstraint(
-            "order_id", "idempotency_key", name="uq_refunds_order_idempotency_key"
+        sa.ForeignKeyConstraint(
+            ["order_id"], ["orders.id"], name=op.f("fk_refunds_order_id_orders")
         ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
+        sa.UniqueConstraint("order_id", "idempotency_key", name="uq_refunds_order_idempotency_key"),
         sa.UniqueConstraint("out_refund_no", name=op.f("uq_refunds_out_refund_no")),
         sa.UniqueConstraint("refund_id", name=op.f("uq_refunds_refund_id")),
     )
