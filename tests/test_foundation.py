@@ -18,6 +18,8 @@ from app.db import Base
 from app.main import create_app
 from app.orders.models import Order
 from app.orders.repository import ORDER_COLUMNS
+from app.refunds.models import Refund
+from app.refunds.repository import REFUND_COLUMNS
 from tests.conftest import ClientFactory
 from tests.db import ROOT, downgrade, fresh_database_url, migrate
 
@@ -49,21 +51,33 @@ def test_production_start_up_exits_non_zero_with_a_clear_message() -> None:
     assert "refusing to start in production" in result.stderr
 
 
+PRODUCTION = {
+    "env": "production",
+    "appid": "wx9999999999999999",
+    "mch_id": "1234567890",
+    "app_secret": "a" * 32,
+    "api_key": "b" * 32,
+    "secret_key": "c" * 48,
+    "admin_token": "d" * 32,
+    "notify_url": "https://pay.example.com/wechat/pay/notify",
+}
+
+
 def test_production_accepts_real_secrets() -> None:
-    settings = Settings(
-        env="production",
-        appid="wx9999999999999999",
-        mch_id="1234567890",
-        app_secret="a" * 32,
-        api_key="b" * 32,
-        secret_key="c" * 48,
-        admin_token="d" * 32,
-        notify_url="https://pay.example.com/wechat/pay/notify",
-    )
+    settings = Settings(**PRODUCTION)
 
     settings.check_production()  # raises if anything is still unsafe
     assert settings.pay_api == "https://api.mch.weixin.qq.com"
     assert settings.miniprogram_api == "https://api.weixin.qq.com"
+    # Unset in production: WeChat uses the refund notify URL set on the merchant platform.
+    assert settings.refund_notify_address is None
+
+
+def test_production_refuses_a_plain_http_refund_notify_url() -> None:
+    settings = Settings(**PRODUCTION, refund_notify_url="http://pay.example.com/refund-notify")
+
+    with pytest.raises(ConfigError, match="WXPAY_REFUND_NOTIFY_URL"):
+        settings.check_production()
 
 
 def test_explicit_upstream_urls_win_over_the_dev_simulator_mount() -> None:
@@ -135,7 +149,8 @@ async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
     assert differences == []
 
 
-def test_order_record_names_every_orders_column() -> None:
+def test_records_name_every_column_of_their_table() -> None:
     # Both order repositories build OrderRecord from full rows; a column added by a migration
     # must be added to the record too, or every order read fails.
     assert set(ORDER_COLUMNS) == {column.name for column in Order.__table__.columns}
+    assert set(REFUND_COLUMNS) == {column.name for column in Refund.__table__.columns}
