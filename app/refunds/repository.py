@@ -54,6 +54,11 @@ class RefundableOrder:
     status: str
 
 
+_REFUNDABLE_ORDER = select(
+    *(orders.c[name] for name in ("id", "out_trade_no", "total_fee", "refunded_fee", "status"))
+)
+
+
 class DuplicateRefund(Exception):
     """The refund's idempotency key is already used on this order."""
 
@@ -67,18 +72,12 @@ class RefundRepository:
         self._conn = conn
 
     async def order(self, out_trade_no: str) -> RefundableOrder | None:
-        stmt = select(
-            orders.c.id, orders.c.out_trade_no, orders.c.total_fee, orders.c.refunded_fee,
-            orders.c.status,
-        ).where(orders.c.out_trade_no == out_trade_no)  # fmt: skip
+        stmt = _REFUNDABLE_ORDER.where(orders.c.out_trade_no == out_trade_no)
         row = (await self._conn.execute(stmt)).first()
         return None if row is None else RefundableOrder(*row)
 
     async def order_by_id(self, order_id: int) -> RefundableOrder:
-        stmt = select(
-            orders.c.id, orders.c.out_trade_no, orders.c.total_fee, orders.c.refunded_fee,
-            orders.c.status,
-        ).where(orders.c.id == order_id)  # fmt: skip
+        stmt = _REFUNDABLE_ORDER.where(orders.c.id == order_id)
         return RefundableOrder(*(await self._conn.execute(stmt)).one())
 
     async def reserve(self, out_trade_no: str, amount: int) -> int | None:
