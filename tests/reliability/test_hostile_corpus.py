@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.security import SecretBox, derive_key
+from app.simulator.messages import refund_notify_body
 from app.wechat.xmlcodec import XmlRejected, from_xml
 from tests.helpers import ADMIN
 from tests.plugins.cluster import ServiceProcess
@@ -32,8 +33,10 @@ pytestmark = pytest.mark.reliability
 STATE = text(
     "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM auth_sessions),"
     " (SELECT count(*) FROM products), (SELECT count(*) FROM order_events),"
+    " (SELECT count(*) FROM refunds),"
     " (SELECT string_agg(out_trade_no || ':' || status || ':' || coalesce(transaction_id, '-')"
-    "  || ':' || coalesce(paid_at::text, '-'), ',' ORDER BY id) FROM orders)"
+    "  || ':' || coalesce(paid_at::text, '-') || ':' || refunded_fee, ',' ORDER BY id)"
+    "  FROM orders)"
 )
 LEAK_MARKERS = ("root:x:0:0", "Traceback", "Exception in ASGI")
 
@@ -121,6 +124,29 @@ async def _scene(
         "MCH_ID": settings.mch_id,
         "NONCE": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
         "ADMIN_TOKEN": ADMIN["X-Admin-Token"],
+        **_refund_infos(settings, paid.out_trade_no, paid.total_fee),
+    }
+
+
+def _refund_infos(settings: Settings, out_trade_no: str, total_fee: int) -> dict[str, str]:
+    """Encrypted refund results (``req_info``, PROTOCOL.md §6.5) for refunds we never asked for:
+    with our key, with another key, and with SQL for a refund number."""
+
+    def req_info(out_refund_no: str, api_key: str | None = None) -> str:
+        body = refund_notify_body(
+            settings,
+            out_trade_no=out_trade_no,
+            out_refund_no=out_refund_no,
+            total_fee=total_fee,
+            refund_fee=total_fee,
+            api_key=api_key,
+        )
+        return from_xml(body)["req_info"]
+
+    return {
+        "REFUND_INFO": req_info("RNEVERASKED0001"),
+        "REFUND_INFO_FOREIGN_KEY": req_info("RNEVERASKED0002", api_key="f" * 32),
+        "REFUND_INFO_SQL": req_info("'; DROP TABLE refunds; --"),
     }
 
 
