@@ -80,21 +80,19 @@ class RefundRepository:
         stmt = _REFUNDABLE_ORDER.where(orders.c.id == order_id)
         return RefundableOrder(*(await self._conn.execute(stmt)).one())
 
-    async def reserve(self, out_trade_no: str, amount: int) -> int | None:
-        """Set ``amount`` aside on a paid order, only if refunds stay within what was paid; the
-        order's id, or None. One guarded UPDATE: racing refunds cannot both pass the check."""
+    async def reserve(self, order_id: int, amount: int) -> bool:
+        """Set ``amount`` aside on a paid order, only if refunds stay within what was paid.
+        One guarded UPDATE: racing refunds cannot both pass the check."""
         stmt = (
             update(orders)
             .where(
-                orders.c.out_trade_no == out_trade_no,
+                orders.c.id == order_id,
                 orders.c.status.in_(REFUNDABLE),
                 orders.c.refunded_fee + amount <= orders.c.total_fee,
             )
             .values(refunded_fee=orders.c.refunded_fee + amount, updated_at=utcnow())
-            .returning(orders.c.id)
         )
-        order_id: int | None = (await self._conn.execute(stmt)).scalar()
-        return order_id
+        return bool((await self._conn.execute(stmt)).rowcount)
 
     async def release(self, order_id: int, amount: int) -> None:
         stmt = (

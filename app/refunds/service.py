@@ -168,19 +168,24 @@ class RefundService:
     ) -> tuple[RefundRecord, RefundableOrder]:
         async with self._engine.begin() as conn:
             repo = RefundRepository(conn)
-            order_id = await repo.reserve(out_trade_no, refund_fee)
-            if order_id is None:
-                raise await _why_not_refundable(repo, out_trade_no, refund_fee)
+            order = await repo.order(out_trade_no)
+            if order is None:
+                raise OrderNotFound()
+            # The row before the reservation: a concurrent request with the same key waits on
+            # this insert and then replays it, instead of holding a reservation meanwhile that
+            # could turn a different, valid refund away.
             refund = await repo.add(
                 {
                     "out_refund_no": "R" + new_out_trade_no(),
-                    "order_id": order_id,
+                    "order_id": order.id,
                     "refund_fee": refund_fee,
                     "reason": reason,
                     "idempotency_key": key,
                 }
             )
-            return refund, await repo.order_by_id(order_id)
+            if not await repo.reserve(order.id, refund_fee):
+                raise _not_refundable(await repo.order_by_id(order.id), refund_fee)
+            return refund, order
 
     async def _by_key(self, out_trade_no: str, key: str) -> RefundRecord | None:
         async with self._engine.connect() as conn:
@@ -314,12 +319,7 @@ async def _judge_notify(repo: RefundRepository, info: RefundNotifyInfo) -> Refun
     return RefundVerdict.CONFLICT
 
 
-async def _why_not_refundable(
-    repo: RefundRepository, out_trade_no: str, refund_fee: int
-) -> Exception:
-    order = await repo.order(out_trade_no)
-    if order is None:
-        return OrderNotFound()
+def _not_refundable(order: RefundableOrder, refund_fee: int) -> Exception:
     if order.status not in REFUNDABLE:
         return OrderNotRefundable(
             f"The order is {order.status}; only a paid order ({OrderStatus.SUCCESS.value}) can "

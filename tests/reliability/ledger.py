@@ -1,7 +1,9 @@
 """The end-of-scenario check: our database against what WeChat (the simulator) believes.
 
 Every order paid at WeChat is ``SUCCESS`` here with WeChat's ``transaction_id`` and exactly one
-``PAID`` event; nothing is paid here that WeChat did not pay; nothing is half-written.
+``PAID`` event; nothing is paid here that WeChat did not pay; nothing is half-written. Refunds:
+what WeChat has refunded on each order equals the refunds WeChat accepted in our records, and
+the order's reserved ``refunded_fee`` equals its refunds that still count.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ PAID_STATUSES = frozenset({"SUCCESS", "REFUND"})
 
 _OUR_ORDERS = text(
     "SELECT o.out_trade_no, o.status, o.transaction_id, o.paid_at, o.prepay_id,"
-    " o.prepay_error, count(e.id) FILTER (WHERE e.kind = 'PAID') AS paid_events"
-    " FROM orders o LEFT JOIN order_events e ON e.order_id = o.id GROUP BY o.id"
+    " o.prepay_error, o.refunded_fee,"
+    " (SELECT count(*) FROM order_events e WHERE e.order_id = o.id AND e.kind = 'PAID')"
+    "  AS paid_events,"
+    " (SELECT coalesce(sum(r.refund_fee), 0) FROM refunds r WHERE r.order_id = o.id"
+    "  AND r.status IN ('PROCESSING', 'SUCCESS', 'CHANGE')) AS accepted_refunds,"
+    " (SELECT coalesce(sum(r.refund_fee), 0) FROM refunds r WHERE r.order_id = o.id"
+    "  AND r.status NOT IN ('FAILED', 'REFUNDCLOSE')) AS counted_refunds"
+    " FROM orders o"
 )
 
 
@@ -70,6 +78,8 @@ def _wechat_side(no: str, order: dict[str, Any], row: Any) -> list[str]:
         return [f"{no}: paid at WeChat, {row.status} with us (lost payment)"]
     if row.transaction_id != order["transaction_id"]:
         return [f"{no}: transaction {row.transaction_id} != WeChat's {order['transaction_id']}"]
+    if row.accepted_refunds != order["refunded_fee"]:
+        return [f"{no}: WeChat refunded {order['refunded_fee']}, we hold {row.accepted_refunds}"]
     return []
 
 
@@ -84,6 +94,8 @@ def _our_side(no: str, row: Any, order: dict[str, Any] | None) -> list[str]:
         problems.append(f"{no}: {row.status} with {row.paid_events} PAID events")
     if row.prepay_id is None and row.prepay_error is None:
         problems.append(f"{no}: orphan row (neither prepay_id nor prepay_error)")
+    if row.refunded_fee != row.counted_refunds:
+        problems.append(f"{no}: reserved {row.refunded_fee} for refunds of {row.counted_refunds}")
     if row.prepay_id is not None and order is None:
         problems.append(f"{no}: has prepay_id {row.prepay_id} but WeChat has no such order")
     return problems
