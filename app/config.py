@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.wechat.signing import SignType
@@ -27,6 +27,9 @@ DEV_API_KEY = "devapikey0123456789abcdefghijklm"  # 32 characters, like a real A
 DEV_SECRET_KEY = "dev-secret-key-not-for-production-use-000000"
 DEV_ADMIN_TOKEN = "dev-admin-token"
 _DEV_SECRETS = {DEV_APP_SECRET, DEV_API_KEY, DEV_SECRET_KEY, DEV_ADMIN_TOKEN}
+
+
+NotifyUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^?#\s]+$", max_length=256)]
 
 
 class Environment(StrEnum):
@@ -60,8 +63,9 @@ class Settings(BaseSettings):
 
     # Where this service is reachable; the dev simulator mount and default notify URL use it.
     self_base_url: str = "http://127.0.0.1:8000"
-    notify_url: str | None = None
-    refund_notify_url: str | None = None
+    # WeChat takes a notify_url of at most 256 characters with no query string (§2.1, §6.3).
+    notify_url: NotifyUrl | None = None
+    refund_notify_url: NotifyUrl | None = None
     miniprogram_api_base: str | None = None
     pay_api_base: str | None = None
     simulator_mount: bool = True

@@ -30,6 +30,7 @@ from app.payments.router import router as payments_router
 from app.payments.service import PaymentService, asyncpg_transaction, sqlalchemy_transaction
 from app.products.router import admin_router as products_admin_router
 from app.products.router import router as products_router
+from app.refunds.notify import RefundNotifies
 from app.refunds.router import admin_router as refunds_admin_router
 from app.refunds.router import notify_router as refund_notify_router
 from app.refunds.service import RefundService
@@ -77,6 +78,7 @@ async def build_runtime(
         auth=AuthService(engine, build_auth_keys(settings), pool),
         orders=OrderService(engine, settings, pay, payments, pool),
         refunds=RefundService(engine, settings, pay),
+        refund_notifies=RefundNotifies(engine, pay),
         pool=pool,
         schema_head=schema_head(),
     )

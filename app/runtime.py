@@ -12,6 +12,7 @@ from app.config import Settings
 from app.db import PgPool
 from app.orders.service import OrderService
 from app.payments.service import PaymentService
+from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
 from app.wechat.client import WeChatPayClient
@@ -30,6 +31,7 @@ class Runtime:
     auth: AuthService
     orders: OrderService
     refunds: RefundService
+    refund_notifies: RefundNotifies
     pool: PgPool | None
     schema_head: str | None
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -154,3 +155,12 @@ def test_records_name_every_column_of_their_table() -> None:
     # must be added to the record too, or every order read fails.
     assert set(ORDER_COLUMNS) == {column.name for column in Order.__table__.columns}
     assert set(REFUND_COLUMNS) == {column.name for column in Refund.__table__.columns}
+
+
+def test_a_notify_url_wechat_would_refuse_is_refused_at_start_up() -> None:
+    # WeChat takes no query string in notify_url (PROTOCOL.md §2.1, §6.3); a refund built with
+    # one would fail on every request.
+    with pytest.raises(ValidationError, match="refund_notify_url"):
+        Settings(refund_notify_url="https://pay.example.com/refund-notify?x=1")
+    with pytest.raises(ValidationError, match="notify_url"):
+        Settings(notify_url="https://pay.example.com/notify?x=1")

@@ -46,3 +46,5 @@ class ReviewReason(StrEnum):
     REFUND_CHANGE = "REFUND_CHANGE"
     # WeChat reports a refund that contradicts our record of it (amount, order, or outcome).
     REFUND_CONFLICT = "REFUND_CONFLICT"
+    # WeChat refunded the order on a request that did not come from this service.
+    REFUND_OUTSIDE = "REFUND_OUTSIDE"

@@ -21,22 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.repository import AuthRepository
 from app.config import Settings
 from app.db import utcnow
-from app.errors import AppError
 from app.orders.repository import OrderRecord, OrderRepository
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
 from app.payments.service import PaymentService
-from app.refunds.repository import RefundRepository
-from app.refunds.service import RefundService
-from app.refunds.states import RefundStatus
+from app.refunds.sweep import settle_overdue_refunds
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import WeChatError
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120
-# A refund not confirmed by WeChat is asked about (and sent again) after this long.
-REFUND_RESEND_AFTER = dt.timedelta(minutes=1)
 
 
 @dataclass(slots=True)
@@ -72,33 +67,8 @@ async def sweep_once(
         report.paid += outcome == OrderStatus.SUCCESS
         report.closed += outcome == OrderStatus.CLOSED
         report.failed += outcome == "ERROR"
-    report.refunds = await _settle_refunds(engine, settings, pay)
+    report.refunds = await settle_overdue_refunds(engine, settings, pay)
     return report
-
-
-async def _settle_refunds(
-    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient
-) -> dict[str, str]:
-    """Open refunds nobody has heard of for a while: asked about at WeChat, and a PENDING one
-    WeChat never saw is sent again (the same out_refund_no refunds at most once)."""
-    now = utcnow()
-    due = {
-        RefundStatus.PENDING: now - REFUND_RESEND_AFTER,
-        RefundStatus.PROCESSING: now - dt.timedelta(minutes=settings.reconcile_after_minutes),
-    }
-    async with engine.begin() as conn:
-        claimed = await RefundRepository(conn).claim_for_sweep(
-            due, LEASE_SECONDS, settings.sweep_batch_size
-        )
-    service = RefundService(engine, settings, pay)
-    outcomes: dict[str, str] = {}
-    for out_refund_no in claimed:
-        try:
-            outcomes[out_refund_no] = (await service.settle(out_refund_no)).status
-        except (WeChatError, AppError) as exc:
-            logger.warning("sweep could not settle refund %s: %r", out_refund_no, exc)
-            outcomes[out_refund_no] = "ERROR"
-    return outcomes
 
 
 async def _reconcile(service: OrderService, engine: AsyncEngine, out_trade_no: str) -> str:

@@ -2,34 +2,145 @@
 
 The outer message carries no signature; the protocol adapter accepts it only if it names our
 appid/mch_id and its ``req_info`` decrypts with our key. The decrypted result must then match
-our record of the refund (order, amounts) before anything changes. Every notify is audited.
+our record of the refund (order, transaction, amounts, WeChat's refund id) before anything
+changes. A refund of one of our orders that we never asked for (made on the merchant
+platform) is acknowledged and the order flagged for a person. Every notify is audited in
+``payment_notifies``, in the transaction of its effect.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import utcnow
+from app.orders.states import ReviewReason
 from app.payments.notify import body_excerpt
-from app.payments.service import AuditRecord
-from app.refunds.service import RefundService, RefundVerdict
+from app.payments.repository import AuditRow, PaymentRepository
+from app.refunds.outcomes import apply_outcome, outcome_of
+from app.refunds.repository import RefundableOrder, RefundRecord, RefundRepository
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import InvalidNotification
+from app.wechat.models import RefundNotifyInfo
 
 logger = logging.getLogger(__name__)
 
 
-async def handle_refund_notify(
-    body: bytes, service: RefundService, pay: WeChatPayClient
-) -> RefundVerdict:
-    """Verify, decrypt and apply a refund notify; the returned verdict is already committed."""
-    received_at = utcnow()
-    try:
-        info = pay.decrypt_refund_notify(body)
-    except InvalidNotification as refused:
-        await service.record_refused(AuditRecord(body_excerpt(body), received_at), refused.reason)
-        logger.warning("refund notify refused: %s", refused.reason)
-        return RefundVerdict.REFUSED
-    audit = AuditRecord(json.dumps(info.raw, ensure_ascii=False), received_at)
-    return await service.apply_notify(info, audit)
+class RefundVerdict(StrEnum):
+    APPLIED = "REFUND_APPLIED"
+    DUPLICATE = "REFUND_DUPLICATE"
+    # A legacy refund_status (FAIL, NOTSURE) that decides nothing; the sweep asks later.
+    UNDECIDED = "REFUND_UNDECIDED"
+    # A refund of our order that we did not ask for (merchant platform): flagged for review.
+    OUTSIDE = "REFUND_OUTSIDE"
+    UNKNOWN = "REFUND_UNKNOWN"
+    MISMATCH = "REFUND_MISMATCH"
+    CONFLICT = "REFUND_CONFLICT"
+    REFUSED = "REFUND_REFUSED"
+
+
+# Verdicts after which WeChat may stop sending: the outcome is committed or decides nothing.
+ACKNOWLEDGED = frozenset(
+    {
+        RefundVerdict.APPLIED,
+        RefundVerdict.DUPLICATE,
+        RefundVerdict.UNDECIDED,
+        RefundVerdict.OUTSIDE,
+    }
+)
+
+
+class RefundNotifies:
+    def __init__(self, engine: AsyncEngine, pay: WeChatPayClient) -> None:
+        self._engine = engine
+        self._pay = pay
+
+    async def handle(self, body: bytes) -> RefundVerdict:
+        """Verify, decrypt and apply a refund notify; the verdict returned is committed."""
+        received_at = utcnow()
+        try:
+            info = self._pay.decrypt_refund_notify(body)
+        except InvalidNotification as refused:
+            logger.warning("refund notify refused: %s", refused.reason)
+            excerpt = body_excerpt(body)
+            row = AuditRow(received_at, RefundVerdict.REFUSED.value, excerpt, refused.reason)
+            async with self._engine.begin() as conn:
+                await PaymentRepository(conn).audit(row)
+            return RefundVerdict.REFUSED
+        async with self._engine.begin() as conn:
+            verdict = await _judge(RefundRepository(conn), info)
+            await PaymentRepository(conn).audit(_audit_row(info, verdict, received_at))
+        return verdict
+
+
+async def _judge(repo: RefundRepository, info: RefundNotifyInfo) -> RefundVerdict:
+    refund = await repo.by_out_refund_no(info.out_refund_no)
+    if refund is None:
+        return await _not_ours(repo, info)
+    order = await repo.order_by_id(refund.order_id)
+    if not _agrees(refund, order, info):
+        logger.error(
+            "REFUND MISMATCH on %s: WeChat reports order %s, %s of %s fen, refund id %s",
+            info.out_refund_no, info.out_trade_no, info.refund_fee, info.total_fee,
+            info.refund_id,
+        )  # fmt: skip
+        await repo.flag_order(order.id, ReviewReason.REFUND_CONFLICT)
+        return RefundVerdict.MISMATCH
+    outcome = outcome_of(info.refund_status.value, info.refund_id, info.success_time)
+    if outcome is None:
+        return RefundVerdict.UNDECIDED
+    if await apply_outcome(repo, refund, outcome):
+        return RefundVerdict.APPLIED
+    # Read again: a racing duplicate may have committed the same move since we first looked.
+    current = await repo.by_out_refund_no(info.out_refund_no)
+    if current is not None and current.status == outcome.status:
+        return RefundVerdict.DUPLICATE
+    logger.error(
+        "refund %s: WeChat reports %s, we hold %s",
+        info.out_refund_no, outcome.status.value, current and current.status,
+    )  # fmt: skip
+    await repo.flag_order(order.id, ReviewReason.REFUND_CONFLICT)
+    return RefundVerdict.CONFLICT
+
+
+def _agrees(refund: RefundRecord, order: RefundableOrder, info: RefundNotifyInfo) -> bool:
+    ours = (order.out_trade_no, order.total_fee, refund.refund_fee)
+    if ours != (info.out_trade_no, info.total_fee, info.refund_fee):
+        return False
+    if order.transaction_id and info.transaction_id != order.transaction_id:
+        return False
+    return not refund.refund_id or refund.refund_id == info.refund_id
+
+
+async def _not_ours(repo: RefundRepository, info: RefundNotifyInfo) -> RefundVerdict:
+    order = await repo.order(info.out_trade_no)
+    if order is None or order.transaction_id != info.transaction_id:
+        logger.error("refund notify for unknown refund %s", info.out_refund_no)
+        return RefundVerdict.UNKNOWN
+    logger.warning(
+        "order %s refunded outside this service (%s); flagged for review",
+        info.out_trade_no, info.out_refund_no,
+    )  # fmt: skip
+    await repo.flag_order(order.id, ReviewReason.REFUND_OUTSIDE)
+    return RefundVerdict.OUTSIDE
+
+
+def _audit_row(
+    info: RefundNotifyInfo, verdict: RefundVerdict, received_at: dt.datetime
+) -> AuditRow:
+    # The decrypted result, minus where the money went (a bank and card tail): ids, amounts
+    # and the status are what an audit needs.
+    kept = {k: v for k, v in info.raw.items() if k != "refund_recv_accout"}
+    return AuditRow(
+        received_at=received_at,
+        verdict=verdict.value,
+        raw=json.dumps(kept, ensure_ascii=False),
+        detail=f"{info.out_refund_no} {info.refund_status.value}",
+        out_trade_no=info.out_trade_no,
+        transaction_id=info.transaction_id,
+        total_fee=info.total_fee,
+    )

@@ -16,7 +16,7 @@ from app.orders.repository import unique_violation
 from app.orders.states import OrderStatus, ReviewReason
 from app.orders.states import sources_of as order_sources_of
 from app.refunds.models import Refund
-from app.refunds.states import RefundStatus, sources_of
+from app.refunds.states import OPEN, RefundStatus, sources_of
 
 orders = cast(Table, Order.__table__)
 refunds = cast(Table, Refund.__table__)
@@ -52,10 +52,16 @@ class RefundableOrder:
     total_fee: int
     refunded_fee: int
     status: str
+    transaction_id: str | None
 
 
 _REFUNDABLE_ORDER = select(
-    *(orders.c[name] for name in ("id", "out_trade_no", "total_fee", "refunded_fee", "status"))
+    orders.c.id,
+    orders.c.out_trade_no,
+    orders.c.total_fee,
+    orders.c.refunded_fee,
+    orders.c.status,
+    orders.c.transaction_id,
 )
 
 
@@ -119,11 +125,18 @@ class RefundRepository:
         )
         await self._conn.execute(stmt)
 
-    async def add(self, values: dict[str, Any]) -> RefundRecord:
+    async def add(self, values: dict[str, Any], lease: dt.timedelta) -> RefundRecord:
+        """Store a ``PENDING`` refund, leased to its creator for ``lease``."""
         now = utcnow()
         stmt = (
             refunds.insert()
-            .values(**values, status=RefundStatus.PENDING.value, created_at=now, updated_at=now)
+            .values(
+                **values,
+                status=RefundStatus.PENDING.value,
+                sweep_lease_until=now + lease,
+                created_at=now,
+                updated_at=now,
+            )
             .returning(*refunds.c)
         )
         try:
@@ -170,8 +183,30 @@ class RefundRepository:
         )
         await self._conn.execute(stmt)
 
+    async def take_lease(self, out_refund_no: str, lease: dt.timedelta) -> bool:
+        """Lease one open refund unless someone else holds it."""
+        now = utcnow()
+        stmt = (
+            update(refunds)
+            .where(
+                refunds.c.out_refund_no == out_refund_no,
+                refunds.c.status.in_([s.value for s in OPEN]),
+                or_(refunds.c.sweep_lease_until.is_(None), refunds.c.sweep_lease_until < now),
+            )
+            .values(sweep_lease_until=now + lease)
+        )
+        return bool((await self._conn.execute(stmt)).rowcount)
+
+    async def release_lease(self, out_refund_no: str) -> None:
+        stmt = (
+            update(refunds)
+            .where(refunds.c.out_refund_no == out_refund_no)
+            .values(sweep_lease_until=None)
+        )
+        await self._conn.execute(stmt)
+
     async def claim_for_sweep(
-        self, due: dict[RefundStatus, dt.datetime], lease_seconds: int, limit: int
+        self, due: dict[RefundStatus, dt.datetime], lease: dt.timedelta, limit: int
     ) -> list[str]:
         """Lease up to ``limit`` open refunds untouched since their status's due moment."""
         now = utcnow()
@@ -188,7 +223,7 @@ class RefundRepository:
         stmt = (
             update(refunds)
             .where(refunds.c.id.in_(candidates.scalar_subquery()), free)
-            .values(sweep_lease_until=now + dt.timedelta(seconds=lease_seconds))
+            .values(sweep_lease_until=now + lease)
             .returning(refunds.c.out_refund_no)
         )
         return list((await self._conn.execute(stmt)).scalars())

@@ -17,9 +17,9 @@ from app.payments.router import (
     read_limited,
     wechat_reply,
 )
-from app.refunds.notify import handle_refund_notify
+from app.refunds.notify import ACKNOWLEDGED, RefundVerdict
 from app.refunds.schemas import RefundIn, RefundOut
-from app.refunds.service import REFUND_ACKNOWLEDGED, RefundService, RefundVerdict
+from app.refunds.service import RefundService
 from app.refunds.states import RefundStatus
 
 logger = logging.getLogger(__name__)
@@ -96,10 +96,10 @@ async def refund_notify(request: Request, runtime: RuntimeDep) -> Response:
         return wechat_reply(False, "body too large", 413)
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
-            verdict = await handle_refund_notify(body, runtime.refunds, runtime.pay)
+            verdict = await runtime.refund_notifies.handle(body)
     except NOTIFY_NOT_PROCESSED as exc:
         logger.error("refund notify not processed, WeChat will retry: %s", type(exc).__name__)
         return wechat_reply(False, "temporarily unavailable", 503)
-    if verdict in REFUND_ACKNOWLEDGED:
+    if verdict in ACKNOWLEDGED:
         return wechat_reply(True, "OK")
     return wechat_reply(False, verdict.value, 400 if verdict is RefundVerdict.REFUSED else 200)

@@ -17,12 +17,20 @@ class RefundIn(BaseModel):
     )
 
     refund_fee: int = Field(gt=0, le=MAX_FEN, description="Amount in fen.")
-    reason: str | None = Field(default=None, max_length=80)
+    reason: str | None = Field(
+        default=None,
+        max_length=80,
+        description="Shown to the user as refund_desc: at most 80 bytes of UTF-8 (26 Chinese "
+        "characters).",
+    )
 
     @field_validator("reason")
     @classmethod
-    def _xml_safe(cls, value: str | None) -> str | None:
-        # The reason travels to WeChat as refund_desc: XML must be able to carry it.
+    def _fits_refund_desc(cls, value: str | None) -> str | None:
+        # WeChat's refund_desc is String(80) (PROTOCOL.md §6.3), counted in bytes; and XML must
+        # be able to carry it.
+        if value is not None and len(value.encode()) > 80:
+            raise ValueError("at most 80 bytes of UTF-8 (26 Chinese characters)")
         if value is not None and not xml_can_carry(value):
             raise ValueError("contains characters XML cannot carry")
         return value or None

@@ -4,7 +4,8 @@ Notify faults shape a payment notify: ``duplicate_notify`` (extra copies, option
 same instant, as several WeChat servers do), ``delay_notify``, ``tamper_amount`` (a correctly
 signed notify whose ``total_fee`` differs from the order), ``bad_signature`` and
 ``result_fail``. Upstream faults hit the API endpoints: ``upstream_5xx``, ``upstream_timeout``
-(the request is processed, the answer comes too late), ``malformed_xml`` and ``systemerror``.
+(the request is processed, the answer comes too late), ``malformed_xml``, ``systemerror`` and
+``business_error`` (a signed ``result_code=FAIL`` with the given ``err_code``, request unread).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class FaultName(StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     MALFORMED_XML = "malformed_xml"
     SYSTEMERROR = "systemerror"
+    BUSINESS_ERROR = "business_error"
 
 
 NOTIFY_FAULTS = frozenset(
@@ -56,6 +58,10 @@ class FaultSpec(BaseModel):
     delta: int = Field(default=1, description="tamper_amount: added to total_fee")
     status: int = Field(default=500, ge=500, le=599, description="upstream_5xx: HTTP status")
     seconds: float = Field(default=30, ge=0, description="upstream_timeout: real seconds")
+    err_code: str = Field(
+        default="ERROR", pattern=r"^[A-Z_]{1,32}$", description="business_error: err_code"
+    )
+    err_code_des: str = Field(default="业务错误", max_length=128)
 
 
 class Fault(FaultSpec):

@@ -74,15 +74,22 @@ def _pay_answer(simulator: Simulator, endpoint: str, body: bytes, handler: Handl
     try:
         check_appid(request, config)
         out_trade_no = request.get("out_trade_no")
-        if simulator.faults.take(
-            FaultName.SYSTEMERROR, out_trade_no=out_trade_no, endpoint=endpoint
-        ):
-            raise BusinessFail("SYSTEMERROR", "系统超时")
+        _raise_business_faults(simulator, endpoint, out_trade_no)
         return success_reply(request, config, handler(request))
     except ProtocolFail as fail:
         return protocol_fail_reply(fail)
     except BusinessFail as fail:
         return business_fail_reply(request, config, fail)
+
+
+def _raise_business_faults(simulator: Simulator, endpoint: str, out_trade_no: str | None) -> None:
+    if simulator.faults.take(FaultName.SYSTEMERROR, out_trade_no=out_trade_no, endpoint=endpoint):
+        raise BusinessFail("SYSTEMERROR", "系统超时")
+    refusal = simulator.faults.take(
+        FaultName.BUSINESS_ERROR, out_trade_no=out_trade_no, endpoint=endpoint
+    )
+    if refusal is not None:
+        raise BusinessFail(refusal.err_code, refusal.err_code_des)
 
 
 async def _serve_pay(

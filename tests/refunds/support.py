@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.wechat.client import WeChatPayClient
+from app.wechat.models import RefundQueryRequest
 from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of
 from tests.plugins.simulator import SimulatorHandle
 
@@ -72,3 +76,21 @@ async def wait_for_status(
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"refund {out_refund_no} never became {status}")
+
+
+async def until(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.02)
+
+
+async def settled_at_wechat(pay: WeChatPayClient, out_refund_no: str) -> None:
+    """Wait until WeChat (the simulator) reports the refund SUCCESS."""
+
+    async def settled() -> bool:
+        result = await pay.refund_query(RefundQueryRequest(out_refund_no=out_refund_no))
+        return all(item.refund_status.value == "SUCCESS" for item in result.refunds)
+
+    await until(settled)

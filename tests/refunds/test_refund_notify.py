@@ -28,13 +28,18 @@ async def accepted_refund(
     order = await paid_order(client, simulator, price_fen=990)
     accepted = await refund(client, order["out_trade_no"], fee)
     assert accepted.json()["status"] == "PROCESSING"
-    return {**accepted.json(), "out_trade_no": order["out_trade_no"], "total_fee": 990}
+    return {
+        **accepted.json(),
+        "out_trade_no": order["out_trade_no"],
+        "transaction_id": order["transaction_id"],
+        "total_fee": 990,
+    }
 
 
 def notify_for(settings: Settings, accepted: dict[str, Any], **changes: Any) -> bytes:
-    ids = {
-        "out_trade_no": accepted["out_trade_no"],
-        "out_refund_no": accepted["out_refund_no"],
+    """The notify WeChat sends for ``accepted``, its ids and amounts as WeChat holds them."""
+    names = ("out_trade_no", "transaction_id", "out_refund_no", "refund_id")
+    ids = {name: accepted[name] for name in names} | {
         "total_fee": accepted["total_fee"],
         "refund_fee": accepted["refund_fee"],
     }
@@ -106,20 +111,73 @@ async def test_refund_notify_that_contradicts_our_record_is_not_acknowledged(
     engine: AsyncEngine,
 ) -> None:
     accepted = await accepted_refund(client, fresh_simulator, fee=300)
+    contradictions = [
+        {"refund_fee": 990},
+        {"total_fee": 1990},
+        {"refund_id": "50300000000000000000000000000"},
+        {"transaction_id": "4200000000000000000000000000"},
+        {"out_trade_no": "20261127000000NOSUCHORDER1"},
+    ]
 
-    wrong_amount = await client.post(
-        REFUND_NOTIFY, content=notify_for(settings, accepted, refund_fee=990)
-    )
-    unknown = await client.post(
-        REFUND_NOTIFY, content=notify_for(settings, accepted, out_refund_no="RNOSUCHREFUND")
-    )
+    replies = [
+        await client.post(REFUND_NOTIFY, content=notify_for(settings, accepted, **change))
+        for change in contradictions
+    ]
 
-    assert reply_of(wrong_amount)["return_code"] == "FAIL"
-    assert reply_of(unknown)["return_code"] == "FAIL"
+    assert [reply_of(r)["return_code"] for r in replies] == ["FAIL"] * len(contradictions)
     assert (await refund_row(engine, accepted["out_refund_no"]))["status"] == "PROCESSING"
     order = await order_row(engine, accepted["out_trade_no"])
     assert (order["refunded_fee"], order["review_reason"]) == (300, "REFUND_CONFLICT")
-    assert await verdicts(engine) == {"REFUND_MISMATCH": 1, "REFUND_UNKNOWN": 1}
+    assert await verdicts(engine) == {"REFUND_MISMATCH": len(contradictions)}
+
+
+async def test_unknown_refund_of_an_unknown_order_is_not_acknowledged(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    settings: Settings,
+    engine: AsyncEngine,
+) -> None:
+    body = refund_notify_body(
+        settings,
+        out_trade_no="20261127000000NOSUCHORDER1",
+        out_refund_no="RNOSUCHREFUND",
+        total_fee=990,
+        refund_fee=990,
+    )
+
+    reply = await client.post(REFUND_NOTIFY, content=body)
+
+    assert reply_of(reply) == {"return_code": "FAIL", "return_msg": "REFUND_UNKNOWN"}
+    assert await verdicts(engine) == {"REFUND_UNKNOWN": 1}
+
+
+async def test_a_refund_made_outside_this_service_is_acknowledged_and_flagged(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    settings: Settings,
+    engine: AsyncEngine,
+) -> None:
+    order = await paid_order(client, fresh_simulator)
+    # Refunded by hand on the merchant platform: a refund number we never issued.
+    body = refund_notify_body(
+        settings,
+        out_trade_no=order["out_trade_no"],
+        transaction_id=order["transaction_id"],
+        out_refund_no="RMANUAL0001",
+        total_fee=990,
+        refund_fee=500,
+        refund_request_source="VENDOR_PLATFORM",
+    )
+
+    reply = await client.post(REFUND_NOTIFY, content=body)
+
+    assert reply_of(reply) == OK
+    review = await client.get("/api/v1/admin/orders/review", headers=ADMIN)
+    assert [(o["out_trade_no"], o["review_reason"]) for o in review.json()] == [
+        (order["out_trade_no"], "REFUND_OUTSIDE")
+    ]
+    assert await scalar(engine, "SELECT count(*) FROM refunds") == 0
+    assert await verdicts(engine) == {"REFUND_OUTSIDE": 1}
 
 
 async def test_a_closed_refund_gives_its_amount_back(

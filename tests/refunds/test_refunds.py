@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.wechat.client import WeChatPayClient
 from tests.conftest import ClientFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, scalar
 from tests.plugins.service import LiveFactory
@@ -19,6 +20,8 @@ from tests.refunds.support import (
     paid_order,
     refund,
     refund_row,
+    settled_at_wechat,
+    until,
     wait_for_status,
 )
 
@@ -222,15 +225,85 @@ async def test_sweep_settles_a_refund_whose_notify_never_arrived(
     engine: AsyncEngine,
     sweep: Sweep,
     settings: Settings,
+    pay_client: WeChatPayClient,
 ) -> None:
     # The in-process service's refund notify URL points nowhere.
     no = (await paid_order(client, fresh_simulator))["out_trade_no"]
     accepted = (await refund(client, no, 990)).json()
     assert accepted["status"] == "PROCESSING"
-    await asyncio.sleep(0.1)  # the simulator settles the refund after a few ms
+    await settled_at_wechat(pay_client, accepted["out_refund_no"])
     await age_refunds(engine, minutes=settings.reconcile_after_minutes + 1)
 
     report = await sweep()
 
     assert report.refunds == {accepted["out_refund_no"]: "SUCCESS"}
     assert (await refund_row(engine, accepted["out_refund_no"]))["success_time"] is not None
+
+
+async def test_a_refusal_after_an_attempt_wechat_took_does_not_fail_the_refund(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    client = await make_client(http_read_timeout=0.3, wechat_max_attempts=2)
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    # Attempt 1: WeChat refunds, but answers after we stopped waiting. Attempt 2 (the client's
+    # own retry, same out_refund_no): refused. The refund exists at WeChat all the same.
+    await fresh_simulator.set_fault("upstream_timeout", endpoint="refund", seconds=1, count=1)
+    request = asyncio.create_task(refund(client, no, 400))
+    await until(lambda: _refunded_at_wechat(fresh_simulator, no, 400))
+    await fresh_simulator.set_fault("business_error", endpoint="refund", err_code="PARAM_ERROR")
+
+    answer = await request
+
+    assert answer.status_code == 201, answer.text
+    # Learnt by refund query: accepted, or already settled (the simulator takes a few ms).
+    assert answer.json()["status"] in ("PROCESSING", "SUCCESS")
+    assert answer.json()["refund_id"]
+    assert (await order_row(engine, no))["refunded_fee"] == 400
+    await fresh_simulator.clear_faults()
+    # What is left to refund is what WeChat has not refunded: 590, not 990.
+    assert (await refund(client, no, 591)).status_code == 409
+    assert (await refund(client, no, 590)).status_code == 201
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 990
+
+
+async def test_a_refusal_that_means_later_keeps_the_refund_pending(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine, sweep: Sweep
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    # The merchant's refundable balance is short (PROTOCOL.md §6.3: resubmit later, same number).
+    await fresh_simulator.set_fault(
+        "business_error", endpoint="refund", err_code="NOTENOUGH", count=1
+    )
+
+    pending = await refund(client, no, 990)
+
+    assert pending.status_code == 202
+    assert "NOTENOUGH" in pending.json()["error"]
+    assert (await order_row(engine, no))["refunded_fee"] == 990
+    await age_refunds(engine, minutes=2)
+    report = await sweep()
+    assert report.refunds == {pending.json()["out_refund_no"]: "PROCESSING"}
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 990
+
+
+async def test_a_replay_answers_as_the_first_request_did(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    refused_no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    pending_no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    await fresh_simulator.set_fault("business_error", endpoint="refund", err_code="ORDERNOTEXIST")
+    refused = [await refund(client, refused_no, 990, **{"Idempotency-Key": "a"}) for _ in "12"]
+    await fresh_simulator.clear_faults()
+    await fresh_simulator.set_fault("upstream_5xx")  # WeChat unreachable, queries included
+    pending = [await refund(client, pending_no, 990, **{"Idempotency-Key": "b"}) for _ in "12"]
+
+    assert [r.status_code for r in refused] == [502, 502]
+    assert all("ORDERNOTEXIST" in r.json()["error"]["message"] for r in refused)
+    assert [r.status_code for r in pending] == [202, 202]
+    assert pending[0].json()["out_refund_no"] == pending[1].json()["out_refund_no"]
+    assert await scalar(engine, "SELECT count(*) FROM refunds") == 2
+    assert (await order_row(engine, refused_no))["refunded_fee"] == 0
+
+
+async def _refunded_at_wechat(simulator: SimulatorHandle, no: str, fen: int) -> bool:
+    return bool((await at_wechat(simulator, no))["refunded_fee"] == fen)

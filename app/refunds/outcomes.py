@@ -1,0 +1,74 @@
+"""Applying WeChat's word on a refund, whoever brings it: our request's reply, a refund query,
+the refund notify. One function, so the rules live in one place (PROTOCOL.md §6.3-6.5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from app.orders.states import ReviewReason
+from app.refunds.repository import RefundRecord, RefundRepository
+from app.refunds.states import RELEASES_AMOUNT, RefundStatus
+from app.wechat.timefmt import from_refund_time
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    """What WeChat says about one refund."""
+
+    status: RefundStatus
+    refund_id: str | None = None
+    success_time: dt.datetime | None = None
+
+
+def outcome_of(
+    status: str, refund_id: str | None, success_time: str | None
+) -> RefundOutcome | None:
+    """WeChat's ``refund_status`` as an outcome; None for the legacy values that decide
+    nothing (``FAIL``, ``NOTSURE``: left open for the next query)."""
+    try:
+        target = RefundStatus(status)
+    except ValueError:
+        return None
+    moment = None
+    if success_time:
+        try:
+            moment = from_refund_time(success_time)
+        except ValueError:
+            moment = None  # a malformed time is not a reason to lose a verified outcome
+    return RefundOutcome(target, refund_id, moment)
+
+
+async def apply_outcome(
+    repo: RefundRepository, refund: RefundRecord, outcome: RefundOutcome
+) -> bool:
+    """The guarded move and what comes with it, in the caller's transaction; False if the
+    refund was not in a status the move starts from (already applied, or contradicted).
+
+    - ``FAILED`` and ``REFUNDCLOSE`` give the amount back to the order, once.
+    - Any other outcome means WeChat accepted the refund: the order becomes ``REFUND``, as
+      WeChat's order query reports it from then on (§6.1), even if the refund later closes.
+    - ``CHANGE`` (the money could not reach the user) is flagged for a person.
+    """
+    values = {"refund_id": outcome.refund_id, "success_time": outcome.success_time}
+    moved = await repo.move(
+        refund.out_refund_no,
+        outcome.status,
+        **{name: value for name, value in values.items() if value is not None},
+    )
+    if moved is None:
+        return False
+    if outcome.status in RELEASES_AMOUNT:
+        await repo.release(moved.order_id, moved.refund_fee)
+    else:
+        await repo.mark_order_refunded(moved.order_id)
+    if outcome.status is RefundStatus.CHANGE:
+        logger.error(
+            "refund %s could not reach the user; finish it on the merchant platform",
+            refund.out_refund_no,
+        )
+        await repo.flag_order(moved.order_id, ReviewReason.REFUND_CHANGE)
+    return True
