@@ -288,7 +288,7 @@ class RefundResponse(PayResponse):
     coupon_refund_count: Annotated[int, Field(ge=0)] | None = None
 
 
-class RefundRecord(BaseModel):
+class QueriedRefund(BaseModel):
     """One ``_$n`` group of a refund query (§6.4)."""
 
     model_config = ConfigDict(frozen=True)
@@ -304,7 +304,7 @@ class RefundRecord(BaseModel):
     refund_success_time: str | None = None
 
 
-_REFUND_RECORD_FIELDS = tuple(RefundRecord.model_fields)
+_QUERIED_REFUND_FIELDS = tuple(QueriedRefund.model_fields)
 
 
 class RefundQueryResponse(PayResponse):
@@ -316,7 +316,7 @@ class RefundQueryResponse(PayResponse):
     cash_fee: ReceivedFen | None = None
     refund_count: Annotated[int, Field(ge=0)]
     total_refund_count: Annotated[int, Field(ge=0)] | None = None
-    refunds: list[RefundRecord] = Field(default_factory=list, exclude=True)
+    refunds: list[QueriedRefund] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -332,7 +332,7 @@ class RefundQueryResponse(PayResponse):
 
 
 def _refund_group(data: Mapping[str, Any], n: int) -> dict[str, Any]:
-    return {name: data[f"{name}_{n}"] for name in _REFUND_RECORD_FIELDS if f"{name}_{n}" in data}
+    return {name: data[f"{name}_{n}"] for name in _QUERIED_REFUND_FIELDS if f"{name}_{n}" in data}
 
 
 class PaymentNotify(PayResponse, _PaidOrderFields):
