@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     mch_key_path: str | None = None
 
     # Where this service is reachable; the dev simulator mount and default notify URL use it.
-    self_base_url: str = "http://127.0.0.1:8000"
+    self_base_url: Annotated[
+        str, StringConstraints(pattern=r"^https?://[^?#\s]+$", max_length=200)
+    ] = "http://127.0.0.1:8000"
     # WeChat takes a notify_url of at most 256 characters with no query string (§2.1, §6.3).
     notify_url: NotifyUrl | None = None
     refund_notify_url: NotifyUrl | None = None

@@ -35,7 +35,8 @@ def upgrade() -> None:
         sa.Column("refund_id", sa.String(length=64), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("success_time", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("sweep_lease_until", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_token", sa.String(length=32), nullable=True),
         sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

@@ -118,6 +118,7 @@ class OrderService:
         idempotency_key: str | None = None,
     ) -> OrderWithParams:
         """Price, store and prepay an order; a repeated ``idempotency_key`` returns the first."""
+        idempotency_key = idempotency_key or None  # an empty header is no key
         try:
             order = await self._insert(user, product_id, quantity, client_ip, idempotency_key)
         except DuplicateOrder:

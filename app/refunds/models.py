@@ -31,6 +31,9 @@ class Refund(Base):
     # The last failure to reach WeChat, or its refusal.
     error: Mapped[str | None] = mapped_column(Text)
     success_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    sweep_lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Whoever talks to WeChat about this refund holds the lease: the request, a replay, the
+    # sweep; the token tells the holder apart, so nobody renews or ends another's lease.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -37,7 +37,8 @@ class RefundRecord:
     refund_id: str | None
     error: str | None
     success_time: dt.datetime | None
-    sweep_lease_until: dt.datetime | None
+    lease_until: dt.datetime | None
+    lease_token: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -125,15 +126,16 @@ class RefundRepository:
         )
         await self._conn.execute(stmt)
 
-    async def add(self, values: dict[str, Any], lease: dt.timedelta) -> RefundRecord:
-        """Store a ``PENDING`` refund, leased to its creator for ``lease``."""
+    async def add(self, values: dict[str, Any], token: str, lease: dt.timedelta) -> RefundRecord:
+        """Store a ``PENDING`` refund, leased to its creator (``token``) for ``lease``."""
         now = utcnow()
         stmt = (
             refunds.insert()
             .values(
                 **values,
                 status=RefundStatus.PENDING.value,
-                sweep_lease_until=now + lease,
+                lease_until=now + lease,
+                lease_token=token,
                 created_at=now,
                 updated_at=now,
             )
@@ -183,47 +185,53 @@ class RefundRepository:
         )
         await self._conn.execute(stmt)
 
-    async def take_lease(self, out_refund_no: str, lease: dt.timedelta) -> bool:
-        """Lease one open refund unless someone else holds it."""
+    async def take_lease(self, out_refund_no: str, token: str, lease: dt.timedelta) -> bool:
+        """Lease one open refund to ``token`` unless someone else's lease is running."""
         now = utcnow()
         stmt = (
             update(refunds)
             .where(
                 refunds.c.out_refund_no == out_refund_no,
                 refunds.c.status.in_([s.value for s in OPEN]),
-                or_(refunds.c.sweep_lease_until.is_(None), refunds.c.sweep_lease_until < now),
+                or_(refunds.c.lease_until.is_(None), refunds.c.lease_until < now),
             )
-            .values(sweep_lease_until=now + lease)
+            .values(lease_until=now + lease, lease_token=token)
         )
         return bool((await self._conn.execute(stmt)).rowcount)
 
-    async def release_lease(self, out_refund_no: str) -> None:
+    async def renew_lease(self, out_refund_no: str, token: str, lease: dt.timedelta) -> bool:
+        """Extend our lease; False if it is no longer ours (it ran out and was taken)."""
         stmt = (
             update(refunds)
-            .where(refunds.c.out_refund_no == out_refund_no)
-            .values(sweep_lease_until=None)
+            .where(refunds.c.out_refund_no == out_refund_no, refunds.c.lease_token == token)
+            .values(lease_until=utcnow() + lease)
+        )
+        return bool((await self._conn.execute(stmt)).rowcount)
+
+    async def release_lease(self, out_refund_no: str, token: str) -> None:
+        """End our lease; the refund counts as handled now (the sweep's clock restarts)."""
+        stmt = (
+            update(refunds)
+            .where(refunds.c.out_refund_no == out_refund_no, refunds.c.lease_token == token)
+            .values(lease_until=None, lease_token=None, updated_at=utcnow())
         )
         await self._conn.execute(stmt)
 
-    async def claim_for_sweep(
-        self, due: dict[RefundStatus, dt.datetime], lease: dt.timedelta, limit: int
-    ) -> list[str]:
-        """Lease up to ``limit`` open refunds untouched since their status's due moment."""
+    async def overdue(self, due: dict[RefundStatus, dt.datetime], limit: int) -> list[str]:
+        """Up to ``limit`` open, unleased refunds untouched since their status's due moment,
+        least recently handled first (so long-PROCESSING ones cannot starve the rest)."""
         now = utcnow()
-        free = or_(refunds.c.sweep_lease_until.is_(None), refunds.c.sweep_lease_until < now)
-        overdue = or_(
+        free = or_(refunds.c.lease_until.is_(None), refunds.c.lease_until < now)
+        late = or_(
             *(
                 (refunds.c.status == status.value) & (refunds.c.updated_at < moment)
                 for status, moment in due.items()
             )
         )
-        candidates = select(refunds.c.id).where(overdue, free).order_by(refunds.c.id).limit(limit)
-        if self._conn.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
         stmt = (
-            update(refunds)
-            .where(refunds.c.id.in_(candidates.scalar_subquery()), free)
-            .values(sweep_lease_until=now + lease)
-            .returning(refunds.c.out_refund_no)
+            select(refunds.c.out_refund_no)
+            .where(late, free)
+            .order_by(refunds.c.updated_at, refunds.c.id)
+            .limit(limit)
         )
         return list((await self._conn.execute(stmt)).scalars())

@@ -12,18 +12,24 @@
   resends after a timeout, so a refusal can follow an attempt WeChat took.
 - Refusals that mean "later" (§6.3: ``NOTENOUGH``, ``FREQUENCY_LIMITED``,
   ``INVALID_REQ_TOO_MUCH``) leave the refund ``PENDING``, to be sent again by the sweep.
-- Whoever talks to WeChat about a refund holds its lease (``sweep_lease_until``): the request,
-  a replay with the same ``Idempotency-Key``, the sweep. Never two at once.
+- Whoever talks to WeChat about a refund holds its lease (``lease_until``, ``lease_token``):
+  the request, a replay with the same ``Idempotency-Key``, the sweep. It is renewed before every
+  call to WeChat, and whoever finds it gone stops: never two at once.
+- A refund that was just handled is not handled again within ``RESEND_AFTER``, replays
+  included, so a client repeating itself cannot hammer WeChat (6 qps for failing requests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
+from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.db import utcnow
 from app.errors import Conflict, UpstreamRejected
 from app.orders.numbers import new_out_trade_no
 from app.orders.service import IdempotencyKeyReused, OrderNotFound
@@ -43,8 +49,7 @@ from app.wechat.models import RefundQueryRequest, RefundRequest
 
 logger = logging.getLogger(__name__)
 
-# Longer than the longest conversation with WeChat about one refund (attempts x timeouts).
-LEASE = dt.timedelta(minutes=2)
+RESEND_AFTER = dt.timedelta(minutes=1)
 RETRY_LATER = frozenset({"NOTENOUGH", "FREQUENCY_LIMITED", "INVALID_REQ_TOO_MUCH"})
 
 
@@ -60,11 +65,34 @@ class RefundRefused(UpstreamRejected):
     """WeChat refused the refund and does not have it; no money moved."""
 
 
+class _LeaseLost(Exception):
+    """Our lease on a refund ran out and someone else took it: stop talking to WeChat."""
+
+
+class _Known(Enum):
+    """What a refund query told us."""
+
+    ABSENT = "WeChat has never seen the refund"
+    APPLIED = "WeChat's status was applied"
+    UNDECIDED = "WeChat has it, with a legacy status that decides nothing (FAIL, NOTSURE)"
+    UNREACHABLE = "the query failed; nothing may be concluded"
+
+
+def lease_for(settings: Settings) -> dt.timedelta:
+    """Longer than the longest conversation about one refund: up to three calls (query, send,
+    query), each of several attempts with timeouts and backoff; renewed before each call."""
+    per_call = settings.wechat_max_attempts * (
+        settings.http_connect_timeout + settings.http_read_timeout + 2
+    )
+    return dt.timedelta(seconds=max(60.0, per_call + 30))
+
+
 class RefundService:
     def __init__(self, engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> None:
         self._engine = engine
         self._settings = settings
         self._pay = pay
+        self._lease = lease_for(settings)
 
     async def request_refund(
         self, out_trade_no: str, refund_fee: int, reason: str | None, idempotency_key: str | None
@@ -72,19 +100,23 @@ class RefundService:
         """Refund part or all of a paid order. A repeated ``idempotency_key`` answers with the
         first refund (and takes it further if WeChat has not settled it). ``PENDING`` in the
         answer means WeChat could not be asked now: the sweep carries on."""
+        idempotency_key = idempotency_key or None  # an empty header is no key
         if idempotency_key:
             first = await self._by_key(out_trade_no, idempotency_key)
             if first is not None:
                 return await self._replay(first, refund_fee)
         try:
-            refund, order = await self._store(out_trade_no, refund_fee, reason, idempotency_key)
+            token = secrets.token_hex(16)
+            refund, order = await self._store(
+                out_trade_no, refund_fee, reason, idempotency_key, token
+            )
         except DuplicateRefund:
             # A concurrent request with the same key stored its refund first.
             first = await self._by_key(out_trade_no, idempotency_key or "")
             if first is None:
                 raise
             return await self._replay(first, refund_fee)
-        return _answer(await self._drive(refund, order, sent_before=False))
+        return _answer(await self._drive(refund, order, token, sent_before=False))
 
     async def refunds_of(self, out_trade_no: str) -> list[RefundRecord]:
         async with self._engine.connect() as conn:
@@ -94,49 +126,65 @@ class RefundService:
                 raise OrderNotFound()
             return await repo.of_order(order.id)
 
-    async def settle_leased(self, out_refund_no: str) -> RefundRecord:
-        """Take a refund whose lease the caller (the sweep) holds as far as WeChat allows."""
+    async def settle(self, out_refund_no: str) -> RefundRecord | None:
+        """Take an open refund as far as WeChat allows now; None if someone else is at it."""
+        token = secrets.token_hex(16)
+        async with self._engine.begin() as conn:
+            if not await RefundRepository(conn).take_lease(out_refund_no, token, self._lease):
+                return None
         refund, order = await self._load(out_refund_no)
-        if refund.status not in OPEN:
-            return refund
-        return await self._drive(refund, order, sent_before=True)
+        return await self._drive(refund, order, token, sent_before=True)
 
     async def _replay(self, first: RefundRecord, refund_fee: int) -> RefundRecord:
         if first.refund_fee != refund_fee:
             raise IdempotencyKeyReused("This Idempotency-Key was already used for another refund.")
-        if first.status not in OPEN or not await self._take_lease(first.out_refund_no):
-            return _answer(first)  # settled, or someone is talking to WeChat about it now
-        refund, order = await self._load(first.out_refund_no)
-        return _answer(await self._drive(refund, order, sent_before=True))
+        if first.status not in OPEN or utcnow() - first.updated_at < RESEND_AFTER:
+            return _answer(first)
+        settled = await self.settle(first.out_refund_no)
+        return _answer(settled or (await self._load(first.out_refund_no))[0])
 
     async def _drive(
-        self, refund: RefundRecord, order: RefundableOrder, *, sent_before: bool
+        self, refund: RefundRecord, order: RefundableOrder, token: str, *, sent_before: bool
     ) -> RefundRecord:
-        """Ask WeChat (if it may have the refund already), send it if WeChat has never seen
-        it, record what comes back; the lease is released at the end."""
+        """Ask WeChat (if it may have the refund already), send it unless WeChat has settled
+        it, record what comes back. Holds the lease throughout and ends it."""
         try:
             if sent_before or refund.status != RefundStatus.PENDING:
-                known = await self._ask(refund)
-                if known or refund.status != RefundStatus.PENDING:
+                known = await self._ask(refund, token)
+                if refund.status != RefundStatus.PENDING or known in _SETTLED_OR_UNKNOWN:
                     return (await self._load(refund.out_refund_no))[0]
-            await self._send(refund, order)
+            # Never seen, or a legacy "not sure": sending the same out_refund_no again is safe.
+            await self._send(refund, order, token)
+        except _LeaseLost:
+            logger.warning("refund %s: lease lost; another worker carries on", refund.out_refund_no)
         finally:
-            await self._release_lease(refund.out_refund_no)
+            async with self._engine.begin() as conn:
+                await RefundRepository(conn).release_lease(refund.out_refund_no, token)
         return (await self._load(refund.out_refund_no))[0]
 
-    async def _ask(self, refund: RefundRecord) -> bool:
-        """Apply what WeChat knows of the refund; False if WeChat has never seen it. A failed
-        query counts as known: nothing may be sent or failed on a guess."""
+    async def _ask(self, refund: RefundRecord, token: str) -> _Known:
+        """Apply what WeChat knows of the refund."""
+        await self._hold(refund, token)
         try:
             outcome = await self._query(refund)
         except (WeChatUnavailable, WeChatRejected) as exc:
             await self._note_error(refund, str(exc))
-            return True
-        if outcome is not None:
-            await self._record(refund, outcome)
-        return outcome is not None
+            return _Known.UNREACHABLE
+        if outcome is None:
+            return _Known.ABSENT
+        if isinstance(outcome, _Known):
+            return outcome
+        await self._record(refund, outcome)
+        return _Known.APPLIED
 
-    async def _send(self, refund: RefundRecord, order: RefundableOrder) -> None:
+    async def _hold(self, refund: RefundRecord, token: str) -> None:
+        async with self._engine.begin() as conn:
+            repo = RefundRepository(conn)
+            if not await repo.renew_lease(refund.out_refund_no, token, self._lease):
+                raise _LeaseLost()
+
+    async def _send(self, refund: RefundRecord, order: RefundableOrder, token: str) -> None:
+        await self._hold(refund, token)
         try:
             response = await self._pay.refund(self._refund_request(refund, order))
         except WeChatUnavailable as exc:
@@ -145,16 +193,17 @@ class RefundService:
             await self._note_error(refund, exc.message)
             return
         except WeChatRejected as exc:
-            await self._refused(refund, exc)
+            await self._refused(refund, exc, token)
             return
         await self._record(refund, RefundOutcome(RefundStatus.PROCESSING, response.refund_id))
 
-    async def _refused(self, refund: RefundRecord, exc: WeChatRejected) -> None:
+    async def _refused(self, refund: RefundRecord, exc: WeChatRejected, token: str) -> None:
         reason = f"{exc.err_code}: {exc.reason}"
         if exc.err_code in RETRY_LATER:
             await self._note_error(refund, reason)
             return
-        if await self._ask(refund):
+        if await self._ask(refund, token) is not _Known.ABSENT:
+            await self._note_error(refund, reason)
             return  # WeChat has it after all (an earlier attempt), or cannot say now
         logger.warning("refund %s refused by WeChat: %s", refund.out_refund_no, reason)
         await self._record(refund, RefundOutcome(RefundStatus.FAILED), error=reason)
@@ -169,7 +218,8 @@ class RefundService:
             notify_url=self._settings.refund_notify_address,
         )
 
-    async def _query(self, refund: RefundRecord) -> RefundOutcome | None:
+    async def _query(self, refund: RefundRecord) -> RefundOutcome | _Known | None:
+        """WeChat's outcome for the refund; None if WeChat has never seen it."""
         try:
             result = await self._pay.refund_query(
                 RefundQueryRequest(out_refund_no=refund.out_refund_no)
@@ -181,7 +231,7 @@ class RefundService:
         for item in result.refunds:
             if item.out_refund_no == refund.out_refund_no:
                 status, success_time = item.refund_status.value, item.refund_success_time
-                return outcome_of(status, item.refund_id, success_time) or _STILL_OPEN
+                return outcome_of(status, item.refund_id, success_time) or _Known.UNDECIDED
         return None
 
     async def _record(
@@ -197,16 +247,8 @@ class RefundService:
         async with self._engine.begin() as conn:
             await RefundRepository(conn).note_error(refund.out_refund_no, error)
 
-    async def _take_lease(self, out_refund_no: str) -> bool:
-        async with self._engine.begin() as conn:
-            return await RefundRepository(conn).take_lease(out_refund_no, LEASE)
-
-    async def _release_lease(self, out_refund_no: str) -> None:
-        async with self._engine.begin() as conn:
-            await RefundRepository(conn).release_lease(out_refund_no)
-
     async def _store(
-        self, out_trade_no: str, refund_fee: int, reason: str | None, key: str | None
+        self, out_trade_no: str, refund_fee: int, reason: str | None, key: str | None, token: str
     ) -> tuple[RefundRecord, RefundableOrder]:
         async with self._engine.begin() as conn:
             repo = RefundRepository(conn)
@@ -224,7 +266,8 @@ class RefundService:
                     "reason": reason,
                     "idempotency_key": key,
                 },
-                lease=LEASE,
+                token,
+                self._lease,
             )
             if not await repo.reserve(order.id, refund_fee):
                 raise _not_refundable(await repo.order_by_id(order.id), refund_fee)
@@ -245,8 +288,7 @@ class RefundService:
             return refund, await repo.order_by_id(refund.order_id)
 
 
-# WeChat has the refund but reports a legacy status that decides nothing: known, still open.
-_STILL_OPEN = RefundOutcome(RefundStatus.PROCESSING)
+_SETTLED_OR_UNKNOWN = frozenset({_Known.APPLIED, _Known.UNREACHABLE})
 
 
 def _answer(refund: RefundRecord) -> RefundRecord:

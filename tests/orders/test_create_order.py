@@ -182,6 +182,20 @@ async def test_idempotency_key_reused_for_another_order_is_a_conflict(
     assert other.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
 
 
+async def test_an_empty_idempotency_key_is_no_key(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    auth = {**await login(client, fresh_simulator), "Idempotency-Key": ""}
+    body = {"product_id": await add_product(client)}
+
+    first = await client.post("/api/v1/orders", json=body, headers=auth)
+    second = await client.post("/api/v1/orders", json=body, headers=auth)
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["out_trade_no"] != second.json()["out_trade_no"]
+    assert await scalar(engine, "SELECT count(*) FROM orders") == 2
+
+
 async def test_someone_elses_order_is_not_found(
     client: httpx.AsyncClient, fresh_simulator: SimulatorHandle
 ) -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.httpclient import build_http_client
+from app.orders.sweeper import sweep_once
+from app.payments.service import PaymentService, sqlalchemy_transaction
 from app.wechat.client import WeChatPayClient
-from tests.conftest import ClientFactory, Sweep
+from tests.conftest import ClientFactory, Sweep, with_overrides
 from tests.helpers import ADMIN, add_product, create_order, login, scalar
 from tests.plugins.service import LiveFactory
-from tests.plugins.simulator import SimulatorHandle
+from tests.plugins.simulator import TEST_TIME_FACTOR, SimulatorHandle, start_simulator
 from tests.refunds.support import (
     age_refunds,
     at_wechat,
@@ -307,3 +312,80 @@ async def test_a_replay_answers_as_the_first_request_did(
 
 async def _refunded_at_wechat(simulator: SimulatorHandle, no: str, fen: int) -> bool:
     return bool((await at_wechat(simulator, no))["refunded_fee"] == fen)
+
+
+async def test_an_empty_idempotency_key_is_no_key(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+
+    first = await refund(client, no, 100, **{"Idempotency-Key": ""})
+    second = await refund(client, no, 100, **{"Idempotency-Key": ""})
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["out_refund_no"] != second.json()["out_refund_no"]
+    assert (await order_row(engine, no))["refunded_fee"] == 200
+
+
+async def test_the_sweep_skips_a_refund_another_worker_is_handling(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine, sweep: Sweep
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    await fresh_simulator.set_fault("upstream_5xx", endpoint="refund")
+    pending = (await refund(client, no, 990)).json()
+    await fresh_simulator.clear_faults()
+    await age_refunds(engine, minutes=2)
+    await lease_to_someone_else(engine, pending["out_refund_no"])
+
+    skipped = await sweep()
+    await lease_to_someone_else(engine, pending["out_refund_no"], minutes=-1)  # it ran out
+    taken = await sweep()
+
+    assert skipped.refunds == {}
+    assert taken.refunds == {pending["out_refund_no"]: "PROCESSING"}
+    assert (await at_wechat(fresh_simulator, no))["refunded_fee"] == 990
+
+
+async def test_long_processing_refunds_do_not_starve_the_sweep(
+    make_client: ClientFactory, engine: AsyncEngine, settings: Settings
+) -> None:
+    # A WeChat whose refunds stay PROCESSING for hours (to a bank card, say).
+    slow, server = start_simulator(settings, refund_settle_seconds=3600 / TEST_TIME_FACTOR)
+    try:
+        at_slow = {"pay_api_base": slow.base_url, "miniprogram_api_base": slow.base_url}
+        client = await make_client(**at_slow)
+        processing_no = (await paid_order(client, slow))["out_trade_no"]
+        pending_no = (await paid_order(client, slow))["out_trade_no"]
+        processing = (await refund(client, processing_no, 990)).json()
+        await slow.set_fault("upstream_5xx", endpoint="refund")
+        pending = (await refund(client, pending_no, 990)).json()
+        await slow.clear_faults()
+        await age_refunds(engine, minutes=settings.reconcile_after_minutes + 1)
+        one_at_a_time = with_overrides(settings, {**at_slow, "sweep_batch_size": 1})
+        payments = PaymentService(sqlalchemy_transaction(engine))
+
+        handled: dict[str, str] = {}
+        async with build_http_client(one_at_a_time) as http:
+            pay = WeChatPayClient.from_settings(one_at_a_time, http)
+            for _ in range(2):
+                handled |= (await sweep_once(engine, one_at_a_time, pay, payments)).refunds
+    finally:
+        server.stop()
+
+    assert handled == {
+        processing["out_refund_no"]: "PROCESSING",  # asked: still under way
+        pending["out_refund_no"]: "PROCESSING",  # sent on the second pass, not starved
+    }
+
+
+async def lease_to_someone_else(engine: AsyncEngine, out_refund_no: str, minutes: int = 5) -> None:
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
+    async with engine.begin() as conn:
+        value = until if conn.dialect.name == "postgresql" else until.replace(tzinfo=None)
+        await conn.execute(
+            text(
+                "UPDATE refunds SET lease_until = :t, lease_token = 'other'"
+                " WHERE out_refund_no = :n"
+            ),
+            {"t": value, "n": out_refund_no},
+        )
