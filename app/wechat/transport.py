@@ -8,11 +8,19 @@ make us buffer without bound.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
 
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
 
 
 async def exchange(
@@ -26,15 +34,35 @@ async def exchange(
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Send one request and return the 2xx response body.
+    """Send one request and return the 2xx response body."""
+    reply = await send(
+        http, method, url, max_bytes=max_bytes, what=what,
+        content=content, params=params, headers=headers,
+    )  # fmt: skip
+    _check_status(reply.status, what)
+    return reply.body
+
+
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    what: str,
+    content: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """Send one request and return whatever came back, transport failures classified.
 
     Error messages name the exception type only, and the cause is not chained: transport
     errors can quote the URL, and code2session's URL carries the app secret.
     """
     try:
         async with http.stream(method, url, content=content, params=params, headers=headers) as r:
-            _check_status(r.status_code, what)
-            return await _read_capped(r, max_bytes, what)
+            body = await _read_capped(r, max_bytes, what)
+            return Reply(r.status_code, r.headers, body)
     except httpx.TimeoutException as exc:
         raise WeChatUnavailable(f"{what} timed out ({type(exc).__name__})") from None
     # aiohttp errors the httpx-aiohttp transport does not translate, and socket errors.

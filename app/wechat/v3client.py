@@ -1,0 +1,231 @@
+"""WeChat Pay API v3 over httpx (PROTOCOL.md §8): JSAPI prepay, query, close, and the payment
+notify, on the primitives of ``app.wechat.v3``.
+
+- Every request is signed over the exact bytes sent; every 2xx answer must carry WeChat's
+  signature, made with the key we were configured with (``Wechatpay-Serial``), or it is not
+  trusted (§8.3): the outcome is then unknown, ``WeChatUnavailable``.
+- Errors are an HTTP status plus ``{"code", "message"}`` (§8.1): 429 and 5xx (``SYSTEM_ERROR``)
+  are retryable; other 4xx are WeChat's final word, ``WeChatRejected``.
+- Retries resend the same body (same ``out_trade_no``, identical fields) with a fresh signature.
+
+Not wired into the service yet: orders still go through the v2 client.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
+from app.wechat.retry import RetryPolicy, with_retries
+from app.wechat.transport import Reply, send
+from app.wechat.v3 import (
+    MerchantSigner,
+    ResourceUnreadable,
+    SignatureRejected,
+    decrypt_resource,
+    verify_wechat_signature,
+)
+
+MAX_BYTES = 64 * 1024
+_JSON = {"Accept": "application/json", "Content-Type": "application/json"}
+
+
+class V3Amount(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    total: int = Field(ge=0)
+    payer_total: int | None = None
+    currency: str = "CNY"
+
+
+class V3Transaction(BaseModel):
+    """A transaction as order query and the payment notify report it (§8.5)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    appid: str
+    mchid: str
+    out_trade_no: str
+    trade_state: str
+    transaction_id: str | None = None
+    trade_state_desc: str | None = None
+    success_time: str | None = None
+    amount: V3Amount | None = None
+
+
+class WeChatPayV3Client:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_base: str,
+        appid: str,
+        signer: MerchantSigner,
+        wechat_key: rsa.RSAPublicKey,
+        wechat_key_id: str,
+        api_v3_key: SecretStr,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``wechat_key`` is WeChat Pay's public key (public-key mode, §8.6), ``wechat_key_id``
+        its ``PUB_KEY_ID_...``; ``clock`` is a seam for tests of the five-minute window."""
+        self._http = http
+        self._api_base = api_base.rstrip("/")
+        self.appid = appid
+        self._signer = signer
+        self._wechat_key = wechat_key
+        self._wechat_key_id = wechat_key_id
+        self._api_v3_key = api_v3_key
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+
+    async def jsapi_prepay(
+        self,
+        *,
+        description: str,
+        out_trade_no: str,
+        total: int,
+        openid: str,
+        notify_url: str,
+        time_expire: str | None = None,
+        attach: str | None = None,
+        payer_client_ip: str | None = None,
+    ) -> str:
+        """``prepay_id`` for a mini-program order (§8.1), valid two hours."""
+        body: dict[str, Any] = {
+            "appid": self.appid,
+            "mchid": self._signer.mchid,
+            "description": description,
+            "out_trade_no": out_trade_no,
+            "notify_url": notify_url,
+            "amount": {"total": total, "currency": "CNY"},
+            "payer": {"openid": openid},
+        }
+        optional = {"time_expire": time_expire, "attach": attach}
+        body |= {name: value for name, value in optional.items() if value is not None}
+        if payer_client_ip:
+            body["scene_info"] = {"payer_client_ip": payer_client_ip}
+        answer = await self._call("POST", "/v3/pay/transactions/jsapi", body)
+        prepay_id = answer.get("prepay_id")
+        if not isinstance(prepay_id, str) or not prepay_id:
+            raise WeChatUnavailable("WeChat Pay v3 prepay answered without a prepay_id")
+        return prepay_id
+
+    async def query(self, out_trade_no: str) -> V3Transaction:
+        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={self._signer.mchid}"
+        return _transaction(await self._call("GET", path, None), "WeChat Pay v3 query")
+
+    async def close(self, out_trade_no: str) -> None:
+        """204 on success; WeChat wants five minutes between order and close (§8.7)."""
+        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close"
+        await self._call("POST", path, {"mchid": self._signer.mchid})
+
+    def pay_params(self, prepay_id: str) -> dict[str, str]:
+        return self._signer.pay_params(self.appid, prepay_id, timestamp=str(int(self._clock())))
+
+    def parse_payment_notify(self, headers: Mapping[str, str], body: bytes) -> V3Transaction:
+        """A verified, decrypted ``TRANSACTION.SUCCESS`` notify for our appid and mchid (§8.5),
+        or ``InvalidNotification``: the signature is checked over the raw body first."""
+        try:
+            self._verify(headers, body)
+        except SignatureRejected as exc:
+            raise InvalidNotification(str(exc), RefusalKind.SIGNATURE) from None
+        try:
+            resource = json.loads(body)["resource"]
+            plaintext = decrypt_resource(
+                self._api_v3_key.get_secret_value(),
+                nonce=resource["nonce"],
+                associated_data=resource.get("associated_data") or "",
+                ciphertext=resource["ciphertext"],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            kind = (
+                RefusalKind.DECRYPTION
+                if isinstance(exc, ResourceUnreadable)
+                else (RefusalKind.FIELDS)
+            )
+            raise InvalidNotification(f"resource: {exc}", kind) from None
+        try:
+            transaction = V3Transaction.model_validate_json(plaintext)
+        except ValidationError:
+            raise InvalidNotification("unexpected transaction fields", RefusalKind.FIELDS) from None
+        if transaction.appid != self.appid or transaction.mchid != self._signer.mchid:
+            raise InvalidNotification("appid or mchid is not ours", RefusalKind.MERCHANT)
+        return transaction
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        # Serialised once, so every attempt sends (and signs) the same bytes.
+        content = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+
+        async def attempt() -> dict[str, Any]:
+            return await self._send_once(method, path, content)
+
+        return await with_retries(attempt, self._retry, path.split("?")[0])
+
+    async def _send_once(self, method: str, path: str, content: bytes) -> dict[str, Any]:
+        what = f"WeChat Pay v3 {method} {path.split('?')[0]}"
+        authorization = self._signer.authorization(
+            method, path, content, timestamp=str(int(self._clock()))
+        )
+        headers = {**_JSON, "Authorization": authorization, "Wechatpay-Serial": self._wechat_key_id}
+        reply = await send(
+            self._http, method, self._api_base + path, max_bytes=MAX_BYTES, what=what,
+            content=content or None, headers=headers,
+        )  # fmt: skip
+        _raise_for_error(reply, what)
+        try:
+            self._verify(reply.headers, reply.body)
+        except SignatureRejected as exc:
+            raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
+        return _json_object(reply.body, what) if reply.body else {}
+
+    def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        if headers.get("Wechatpay-Serial") != self._wechat_key_id:
+            raise SignatureRejected("signed with a key we do not know (Wechatpay-Serial)")
+        verify_wechat_signature(
+            timestamp=headers.get("Wechatpay-Timestamp", ""),
+            nonce=headers.get("Wechatpay-Nonce", ""),
+            body=body,
+            signature=headers.get("Wechatpay-Signature", ""),
+            key=self._wechat_key,
+            now=int(self._clock()),
+        )
+
+
+def _raise_for_error(reply: Reply, what: str) -> None:
+    if 200 <= reply.status < 300:
+        return
+    try:
+        error = json.loads(reply.body)
+        code, message = str(error.get("code") or ""), str(error.get("message") or "")
+    except (ValueError, AttributeError):
+        code, message = "", ""
+    if reply.status == 429 or reply.status >= 500:
+        raise WeChatUnavailable(
+            f"{what} answered HTTP {reply.status} {code}".strip(), err_code=code
+        )
+    raise WeChatRejected(err_code=code or None, err_code_des=message or None)
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise WeChatUnavailable(f"{what} answered unreadable JSON") from None
+    if not isinstance(value, dict):
+        raise WeChatUnavailable(f"{what} answered JSON that is not an object")
+    return value
+
+
+def _transaction(answer: dict[str, Any], what: str) -> V3Transaction:
+    try:
+        return V3Transaction.model_validate(answer)
+    except ValidationError:
+        raise WeChatUnavailable(f"{what} answered unexpected fields") from None
