@@ -1,5 +1,5 @@
-"""WeChat Pay API v3 over httpx (PROTOCOL.md §8): JSAPI prepay, query, close, and the payment
-notify, on the primitives of ``app.wechat.v3``.
+"""WeChat Pay API v3 over httpx (PROTOCOL.md §8): JSAPI prepay, query, close, refund, refund
+query, and the payment and refund notifies, on the primitives of ``app.wechat.v3``.
 
 - Every request is signed over the exact bytes sent; every 2xx answer must carry WeChat's
   signature, made with the key we were configured with (``Wechatpay-Serial``), or it is not
@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
 from app.wechat.retry import RetryPolicy, with_retries
@@ -58,6 +58,35 @@ class V3Transaction(BaseModel):
     trade_state_desc: str | None = None
     success_time: str | None = None
     amount: V3Amount | None = None
+
+
+class V3RefundAmount(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    total: int = Field(ge=0)
+    refund: int = Field(ge=0)
+    payer_total: int | None = None
+    payer_refund: int | None = None
+    currency: str = "CNY"
+
+
+class V3Refund(BaseModel):
+    """A refund as the refund API, refund query and the refund notify report it (§8.7).
+
+    ``status`` is ``SUCCESS``, ``CLOSED``, ``PROCESSING`` or ``ABNORMAL`` (the refund notify
+    calls the same field ``refund_status``).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    out_refund_no: str
+    out_trade_no: str
+    refund_id: str
+    status: str = Field(validation_alias=AliasChoices("status", "refund_status"))
+    transaction_id: str | None = None
+    mchid: str | None = None
+    success_time: str | None = None
+    amount: V3RefundAmount
 
 
 class WeChatPayV3Client:
@@ -120,45 +149,74 @@ class WeChatPayV3Client:
 
     async def query(self, out_trade_no: str) -> V3Transaction:
         path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={self._signer.mchid}"
-        return _transaction(await self._call("GET", path, None), "WeChat Pay v3 query")
+        return _model(V3Transaction, await self._call("GET", path, None), "WeChat Pay v3 query")
 
     async def close(self, out_trade_no: str) -> None:
         """204 on success; WeChat wants five minutes between order and close (§8.7)."""
         path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close"
         await self._call("POST", path, {"mchid": self._signer.mchid})
 
+    async def refund(
+        self,
+        *,
+        out_trade_no: str,
+        out_refund_no: str,
+        refund: int,
+        total: int,
+        reason: str | None = None,
+        notify_url: str | None = None,
+    ) -> V3Refund:
+        """Ask for a refund (§8.7); the same ``out_refund_no`` refunds at most once, so a retry
+        is safe. Acceptance is not completion: see ``status``."""
+        body: dict[str, Any] = {
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "amount": {"refund": refund, "total": total, "currency": "CNY"},
+        }
+        optional = {"reason": reason, "notify_url": notify_url}
+        body |= {name: value for name, value in optional.items() if value is not None}
+        answer = await self._call("POST", "/v3/refund/domestic/refunds", body)
+        return _model(V3Refund, answer, "WeChat Pay v3 refund")
+
+    async def refund_query(self, out_refund_no: str) -> V3Refund:
+        answer = await self._call("GET", f"/v3/refund/domestic/refunds/{out_refund_no}", None)
+        return _model(V3Refund, answer, "WeChat Pay v3 refund query")
+
     def pay_params(self, prepay_id: str) -> dict[str, str]:
         return self._signer.pay_params(self.appid, prepay_id, timestamp=str(int(self._clock())))
 
     def parse_payment_notify(self, headers: Mapping[str, str], body: bytes) -> V3Transaction:
-        """A verified, decrypted ``TRANSACTION.SUCCESS`` notify for our appid and mchid (§8.5),
-        or ``InvalidNotification``: the signature is checked over the raw body first."""
+        """A verified, decrypted payment notify for our appid and mchid (§8.5), or
+        ``InvalidNotification``: the signature is checked over the raw body first."""
+        transaction = _notice(V3Transaction, self._open_notify(headers, body))
+        if transaction.appid != self.appid or transaction.mchid != self._signer.mchid:
+            raise InvalidNotification("appid or mchid is not ours", RefusalKind.MERCHANT)
+        return transaction
+
+    def parse_refund_notify(self, headers: Mapping[str, str], body: bytes) -> V3Refund:
+        """A verified, decrypted refund notify for our mchid (§8.7, ``REFUND.*`` events)."""
+        refund = _notice(V3Refund, self._open_notify(headers, body))
+        if refund.mchid != self._signer.mchid:
+            raise InvalidNotification("mchid is not ours", RefusalKind.MERCHANT)
+        return refund
+
+    def _open_notify(self, headers: Mapping[str, str], body: bytes) -> bytes:
         try:
             self._verify(headers, body)
         except SignatureRejected as exc:
             raise InvalidNotification(str(exc), RefusalKind.SIGNATURE) from None
         try:
             resource = json.loads(body)["resource"]
-            plaintext = decrypt_resource(
+            return decrypt_resource(
                 self._api_v3_key.get_secret_value(),
                 nonce=resource["nonce"],
                 associated_data=resource.get("associated_data") or "",
                 ciphertext=resource["ciphertext"],
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            kind = (
-                RefusalKind.DECRYPTION
-                if isinstance(exc, ResourceUnreadable)
-                else (RefusalKind.FIELDS)
-            )
-            raise InvalidNotification(f"resource: {exc}", kind) from None
-        try:
-            transaction = V3Transaction.model_validate_json(plaintext)
-        except ValidationError:
-            raise InvalidNotification("unexpected transaction fields", RefusalKind.FIELDS) from None
-        if transaction.appid != self.appid or transaction.mchid != self._signer.mchid:
-            raise InvalidNotification("appid or mchid is not ours", RefusalKind.MERCHANT)
-        return transaction
+        except ResourceUnreadable as exc:
+            raise InvalidNotification(str(exc), RefusalKind.DECRYPTION) from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidNotification("no readable resource", RefusalKind.FIELDS) from None
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         # Serialised once, so every attempt sends (and signs) the same bytes.
@@ -224,8 +282,18 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _transaction(answer: dict[str, Any], what: str) -> V3Transaction:
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(model: type[M], answer: dict[str, Any], what: str) -> M:
     try:
-        return V3Transaction.model_validate(answer)
+        return model.model_validate(answer)
     except ValidationError:
         raise WeChatUnavailable(f"{what} answered unexpected fields") from None
+
+
+def _notice(model: type[M], plaintext: bytes) -> M:
+    try:
+        return model.model_validate_json(plaintext)
+    except ValidationError:
+        raise InvalidNotification("unexpected fields in the resource", RefusalKind.FIELDS) from None

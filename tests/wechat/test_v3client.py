@@ -302,3 +302,57 @@ def _notify(transaction: dict[str, Any], key: str = L5_API_V3_KEY) -> bytes:
     }  # fmt: skip
     return json.dumps({"id": "EV-1", "event_type": "TRANSACTION.SUCCESS", "resource": resource},
                       separators=(",", ":")).encode()  # fmt: skip
+
+
+REFUND = {
+    "out_refund_no": "R20261127031500K3J9QX2M7ZPA",
+    "out_trade_no": "20261127031500K3J9QX2M7ZPA",
+    "refund_id": "50000000382019052709732678859",
+    "transaction_id": "4200001234202311151234567890",
+    "status": "PROCESSING",
+    "amount": {"total": 990, "refund": 400, "payer_total": 990, "payer_refund": 400},
+}
+
+
+async def test_refund_and_refund_query(wechat: Any) -> None:
+    sent: list[tuple[str, bytes]] = []
+
+    def accepted(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.raw_path.decode(), request.content))
+        return signed(200, json.dumps(REFUND).encode())
+
+    def settled(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.raw_path.decode(), request.content))
+        return signed(200, json.dumps(REFUND | {"status": "SUCCESS"}).encode())
+
+    client = wechat([accepted, settled])
+    refund = await client.refund(
+        out_trade_no=REFUND["out_trade_no"], out_refund_no=REFUND["out_refund_no"],
+        refund=400, total=990, reason="套餐未使用",
+    )  # fmt: skip
+    later = await client.refund_query(REFUND["out_refund_no"])
+
+    assert (refund.status, refund.amount.refund) == ("PROCESSING", 400)
+    assert later.status == "SUCCESS"
+    assert sent[0][0] == "/v3/refund/domestic/refunds"
+    assert json.loads(sent[0][1]) == {
+        "out_trade_no": REFUND["out_trade_no"],
+        "out_refund_no": REFUND["out_refund_no"],
+        "amount": {"refund": 400, "total": 990, "currency": "CNY"},
+        "reason": "套餐未使用",
+    }
+    assert sent[1] == (f"/v3/refund/domestic/refunds/{REFUND['out_refund_no']}", b"")
+
+
+def test_the_refund_notify_is_verified_decrypted_and_ours(wechat: Any) -> None:
+    notice = {k: v for k, v in REFUND.items() if k != "status"}
+    ours = _notify(notice | {"mchid": MCHID, "refund_status": "SUCCESS"})
+    theirs = _notify(notice | {"mchid": "1000000001", "refund_status": "SUCCESS"})
+    client = wechat([])
+
+    refund = client.parse_refund_notify(signed(200, ours).headers, ours)
+    with pytest.raises(InvalidNotification) as refused:
+        client.parse_refund_notify(signed(200, theirs).headers, theirs)
+
+    assert (refund.status, refund.amount.refund) == ("SUCCESS", 400)
+    assert refused.value.kind is RefusalKind.MERCHANT
