@@ -79,8 +79,9 @@ class _Known(Enum):
 
 
 def lease_for(settings: Settings) -> dt.timedelta:
-    """Longer than the longest conversation about one refund: up to three calls (query, send,
-    query), each of several attempts with timeouts and backoff; renewed before each call."""
+    """Longer than one call to WeChat (all its attempts, timeouts and backoff), with a margin:
+    the holder renews the lease before each call (a refund may need a query, a send and
+    another query)."""
     per_call = settings.wechat_max_attempts * (
         settings.http_connect_timeout + settings.http_read_timeout + 2
     )
