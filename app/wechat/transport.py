@@ -61,12 +61,18 @@ async def send(
     """
     try:
         async with http.stream(method, url, content=content, params=params, headers=headers) as r:
-            body = await _read_capped(r, max_bytes, what)
+            try:
+                body = await _read_capped(r, max_bytes, what)
+            except WeChatUnavailable:
+                if 200 <= r.status_code < 300:
+                    raise
+                body = b""  # an oversized error body: its status still says what happened
             return Reply(r.status_code, r.headers, body)
     except httpx.TimeoutException as exc:
         raise WeChatUnavailable(f"{what} timed out ({type(exc).__name__})") from None
-    # aiohttp errors the httpx-aiohttp transport does not translate, and socket errors.
-    except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+    # aiohttp errors the httpx-aiohttp transport does not translate, undecodable bodies, and
+    # socket errors.
+    except (httpx.TransportError, httpx.DecodingError, aiohttp.ClientError, OSError) as exc:
         raise WeChatUnavailable(f"{what} failed in transport ({type(exc).__name__})") from None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -27,6 +28,7 @@ from app.wechat.signing import new_nonce
 AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
 MAX_CLOCK_SKEW_SECONDS = 300
 _SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class SignatureRejected(ValueError):
@@ -119,13 +121,14 @@ def verify_wechat_signature(
         raise SignatureRejected("Wechatpay-Timestamp, -Nonce or -Signature is missing")
     if signature.startswith(_SIGNTEST_PREFIX):
         raise SignatureRejected("a WeChat signature-check probe")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) >= MAX_CLOCK_SKEW_SECONDS:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not _TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) >= MAX_CLOCK_SKEW_SECONDS:
         raise SignatureRejected("Wechatpay-Timestamp is more than five minutes away from now")
     try:
         raw = base64.b64decode(signature, validate=True)
         message = f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
         key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
-    except (binascii.Error, InvalidSignature):
+    except (ValueError, InvalidSignature):  # binascii.Error is a ValueError; so is non-ASCII
         raise SignatureRejected("the signature does not verify") from None
 
 

@@ -8,12 +8,15 @@ query, and the payment and refund notifies, on the primitives of ``app.wechat.v3
   are retryable; other 4xx are WeChat's final word, ``WeChatRejected``.
 - Retries resend the same body (same ``out_trade_no``, identical fields) with a fresh signature.
 
-Not wired into the service yet: orders still go through the v2 client.
+WeChat's signatures are checked with one public key (public-key mode, §8.6); platform-certificate
+mode, and accepting both during a migration, are not supported yet. Not wired into the service
+yet: orders still go through the v2 client.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -111,6 +114,8 @@ class WeChatPayV3Client:
         self._signer = signer
         self._wechat_key = wechat_key
         self._wechat_key_id = wechat_key_id
+        if len(api_v3_key.get_secret_value().encode()) != 32:
+            raise ValueError("the APIv3 key is 32 bytes")
         self._api_v3_key = api_v3_key
         self._retry = retry or RetryPolicy()
         self._clock = clock
@@ -148,12 +153,12 @@ class WeChatPayV3Client:
         return prepay_id
 
     async def query(self, out_trade_no: str) -> V3Transaction:
-        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={self._signer.mchid}"
+        path = f"/v3/pay/transactions/out-trade-no/{_id(out_trade_no)}?mchid={self._signer.mchid}"
         return _model(V3Transaction, await self._call("GET", path, None), "WeChat Pay v3 query")
 
     async def close(self, out_trade_no: str) -> None:
         """204 on success; WeChat wants five minutes between order and close (§8.7)."""
-        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close"
+        path = f"/v3/pay/transactions/out-trade-no/{_id(out_trade_no)}/close"
         await self._call("POST", path, {"mchid": self._signer.mchid})
 
     async def refund(
@@ -179,7 +184,8 @@ class WeChatPayV3Client:
         return _model(V3Refund, answer, "WeChat Pay v3 refund")
 
     async def refund_query(self, out_refund_no: str) -> V3Refund:
-        answer = await self._call("GET", f"/v3/refund/domestic/refunds/{out_refund_no}", None)
+        path = f"/v3/refund/domestic/refunds/{_id(out_refund_no)}"
+        answer = await self._call("GET", path, None)
         return _model(V3Refund, answer, "WeChat Pay v3 refund query")
 
     def pay_params(self, prepay_id: str) -> dict[str, str]:
@@ -191,6 +197,9 @@ class WeChatPayV3Client:
         transaction = _notice(V3Transaction, self._open_notify(headers, body))
         if transaction.appid != self.appid or transaction.mchid != self._signer.mchid:
             raise InvalidNotification("appid or mchid is not ours", RefusalKind.MERCHANT)
+        if transaction.amount is None:
+            # The amount is what must match the order (§8.5): without it, nothing to check.
+            raise InvalidNotification("no amount in the transaction", RefusalKind.FIELDS)
         return transaction
 
     def parse_refund_notify(self, headers: Mapping[str, str], body: bytes) -> V3Refund:
@@ -237,14 +246,18 @@ class WeChatPayV3Client:
             self._http, method, self._api_base + path, max_bytes=MAX_BYTES, what=what,
             content=content or None, headers=headers,
         )  # fmt: skip
+        # A success must be signed (§8.3); an error is checked too when it carries a signature,
+        # and an unsigned one can only say "no": it moves no money.
+        if 200 <= reply.status < 300 or "Wechatpay-Signature" in reply.headers:
+            try:
+                self._verify(reply.headers, reply.body)
+            except SignatureRejected as exc:
+                raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
         _raise_for_error(reply, what)
-        try:
-            self._verify(reply.headers, reply.body)
-        except SignatureRejected as exc:
-            raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
         return _json_object(reply.body, what) if reply.body else {}
 
     def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        headers = httpx.Headers(headers)  # header names are case-insensitive, whatever the caller
         if headers.get("Wechatpay-Serial") != self._wechat_key_id:
             raise SignatureRejected("signed with a key we do not know (Wechatpay-Serial)")
         verify_wechat_signature(
@@ -283,6 +296,14 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
 
 
 M = TypeVar("M", bound=BaseModel)
+# What WeChat takes for out_trade_no and out_refund_no (§2.1, §6.3): safe in a URL path as is.
+_ID = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+
+
+def _id(value: str) -> str:
+    if not _ID.fullmatch(value):
+        raise ValueError(f"not an id WeChat Pay accepts: {value!r}")
+    return value
 
 
 def _model(model: type[M], answer: dict[str, Any], what: str) -> M:

@@ -111,8 +111,15 @@ def test_wechats_notify_signature_verifies_over_the_raw_body() -> None:
         ({"now": int(L5_TIMESTAMP) + 300}, "five minutes"),
         ({"now": int(L5_TIMESTAMP) - 300}, "five minutes"),
         ({"timestamp": "17000289.1"}, "five minutes"),
+        ({"timestamp": "²"}, "five minutes"),  # a digit to str.isdigit(), not to int()
+        ({"timestamp": "1" * 5000}, "five minutes"),
+        ({"signature": "签名" + L5_SIGNATURE}, "does not verify"),
     ],
-)
+    ids=[
+        "body-changed", "body-extended", "nonce", "not-base64", "probe", "missing", "late",
+        "early", "not-a-number", "superscript-digit", "huge-number", "non-ascii-signature",
+    ],
+)  # fmt: skip
 def test_anything_but_wechats_exact_signature_is_refused(
     change: dict[str, object], reason: str
 ) -> None:

@@ -356,3 +356,77 @@ def test_the_refund_notify_is_verified_decrypted_and_ours(wechat: Any) -> None:
 
     assert (refund.status, refund.amount.refund) == ("SUCCESS", 400)
     assert refused.value.kind is RefusalKind.MERCHANT
+
+
+def test_notify_headers_are_read_whatever_their_case(wechat: Any) -> None:
+    # dict(request.headers) in Starlette gives lower-case names.
+    lower = {name.lower(): value for name, value in L5_HEADERS.items()}
+
+    assert wechat([]).parse_payment_notify(lower, L5_BODY).out_trade_no == "ORD20231115000001"
+
+
+@pytest.mark.parametrize(
+    ("transaction", "kind"),
+    [
+        ({"appid": "wx0000000000000000", "mchid": MCHID, "amount": {"total": 1}},
+         RefusalKind.MERCHANT),
+        ({"appid": APPID, "mchid": MCHID}, RefusalKind.FIELDS),  # no amount to check
+    ],
+    ids=["another-appid", "no-amount"],
+)  # fmt: skip
+def test_a_genuine_notify_that_is_not_usable_is_refused(
+    wechat: Any, transaction: dict[str, Any], kind: RefusalKind
+) -> None:
+    body = _notify({"out_trade_no": "X1", "trade_state": "SUCCESS"} | transaction)
+
+    with pytest.raises(InvalidNotification) as refused:
+        wechat([]).parse_payment_notify(signed(200, body).headers, body)
+
+    assert refused.value.kind is kind
+
+
+async def test_an_unsigned_no_content_answer_is_not_trusted(wechat: Any) -> None:
+    with pytest.raises(WeChatUnavailable):
+        await wechat([lambda r: httpx.Response(204)] * 2).close(PREPAY["out_trade_no"])
+
+
+async def test_a_forged_signature_on_an_error_makes_it_untrusted(wechat: Any) -> None:
+    def forged(request: httpx.Request) -> httpx.Response:
+        real = signed(404, b'{"code":"ORDER_NOT_EXIST","message":"x"}')
+        return httpx.Response(404, content=b'{"code":"ORDER_NOT_EXIST"}', headers=real.headers)
+
+    with pytest.raises(WeChatUnavailable):
+        await wechat([forged, forged]).query(PREPAY["out_trade_no"])
+
+
+async def test_an_oversized_error_is_still_a_refusal(wechat: Any) -> None:
+    def huge(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, content=b"x" * (128 * 1024))
+
+    with pytest.raises(WeChatRejected):
+        await wechat([huge]).query(PREPAY["out_trade_no"])
+
+
+async def test_ids_that_would_change_the_url_are_refused_before_sending(wechat: Any) -> None:
+    client = wechat([])
+
+    with pytest.raises(ValueError, match="not an id"):
+        await client.refund_query("R1?x=1")
+    with pytest.raises(ValueError, match="not an id"):
+        await client.query("../../v3/certificates")
+
+
+async def test_each_attempt_is_signed_afresh(wechat: Any) -> None:
+    authorizations: list[str] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        authorizations.append(request.headers["Authorization"])
+        return httpx.Response(503)
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        authorizations.append(request.headers["Authorization"])
+        return signed(200, b'{"prepay_id":"wx1"}')
+
+    await wechat([busy, ok]).jsapi_prepay(**PREPAY)
+
+    assert len(set(authorizations)) == 2  # a new nonce and signature each time
