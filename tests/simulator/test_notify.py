@@ -107,8 +107,13 @@ async def test_unacknowledged_notifies_follow_the_schedule_then_stop() -> None:
         gap >= scheduled * 0.00001
         for gap, scheduled in zip(gaps, NOTIFY_RETRY_SCHEDULE, strict=True)
     )
+    # Each retry waits its own scheduled time and not much longer. (Comparing gaps with each
+    # other was flaky: the early ones, 0.15-1.8 ms scaled, are below one delivery's jitter.)
+    assert all(
+        gap < scheduled * 0.00001 + 0.15
+        for gap, scheduled in zip(gaps, NOTIFY_RETRY_SCHEDULE, strict=True)
+    )
     assert 0.216 <= gaps[-1] < 0.216 + 0.15  # the last 6 hours, scaled
-    assert gaps[-1] > gaps[9] > gaps[3] > gaps[0]
 
 
 async def test_the_time_factor_scales_the_first_retry() -> None:
