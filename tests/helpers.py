@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import UTCDateTime
 from tests.plugins.simulator import SimulatorHandle
 
 ADMIN = {"X-Admin-Token": "dev-admin-token"}
@@ -56,6 +58,18 @@ def independent_pay_sign(params: dict[str, str], appid: str, api_key: str) -> st
     if params["signType"] == "HMAC-SHA256":
         return hmac.new(api_key.encode(), message.encode(), hashlib.sha256).hexdigest().upper()
     return hashlib.md5(message.encode()).hexdigest().upper()  # noqa: S324 - WeChat's rule
+
+
+def at_time(sql: str) -> TextClause:
+    """``sql`` with ``:t`` bound as the app binds times (``UTCDateTime``: aware UTC on
+    PostgreSQL, naive UTC on SQLite), so tests can write times on either database."""
+    return text(sql).bindparams(bindparam("t", type_=UTCDateTime()))
+
+
+async def set_time(engine: AsyncEngine, sql: str, moment: dt.datetime, **params: Any) -> None:
+    """Run one statement that writes ``moment`` as ``:t`` (see ``at_time``)."""
+    async with engine.begin() as conn:
+        await conn.execute(at_time(sql), {"t": moment, **params})
 
 
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:

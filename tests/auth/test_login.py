@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.runtime import build_auth_keys
 from tests.conftest import ClientFactory
+from tests.helpers import set_time
 from tests.plugins.simulator import SimulatorHandle
 
 
@@ -128,11 +129,7 @@ async def test_expired_token_is_told_to_log_in_again(
 ) -> None:
     token, _ = await login(client, fresh_simulator)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE auth_sessions SET expires_at = :t"),
-            {"t": past if conn.dialect.name == "postgresql" else past.replace(tzinfo=None)},
-        )
+    await set_time(engine, "UPDATE auth_sessions SET expires_at = :t", past)
 
     response = await client.get(
         "/api/v1/auth/session", headers={"Authorization": f"Bearer {token}"}

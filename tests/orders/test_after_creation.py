@@ -7,24 +7,19 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.orders.sweeper import SweepReport
-from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
+from tests.helpers import add_product, create_order, login, prepay_id_of, scalar, set_time
 from tests.plugins.simulator import SimulatorHandle
 
 
 async def backdate(engine: AsyncEngine, out_trade_no: str, minutes: int, *, expire: bool) -> None:
     """Pretend the order was created ``minutes`` ago (and, with ``expire``, has expired)."""
     moment = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes)
-    async with engine.begin() as conn:
-        value = moment if conn.dialect.name == "postgresql" else moment.replace(tzinfo=None)
-        columns = "created_at = :t" + (", time_expire = :t" if expire else "")
-        await conn.execute(
-            text(f"UPDATE orders SET {columns} WHERE out_trade_no = :n"),
-            {"t": value, "n": out_trade_no},
-        )
+    columns = "created_at = :t" + (", time_expire = :t" if expire else "")
+    sql = f"UPDATE orders SET {columns} WHERE out_trade_no = :n"
+    await set_time(engine, sql, moment, n=out_trade_no)
 
 
 async def status_of(engine: AsyncEngine, out_trade_no: str) -> str:
@@ -234,15 +229,11 @@ async def test_sweep_prunes_expired_sessions_and_keeps_live_ones(
     live = await login(client, fresh_simulator)
     await login(client, fresh_simulator)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    async with engine.begin() as conn:
-        value = past if conn.dialect.name == "postgresql" else past.replace(tzinfo=None)
-        await conn.execute(
-            text(
-                "UPDATE auth_sessions SET expires_at = :t"
-                " WHERE id = (SELECT max(id) FROM auth_sessions)"
-            ),
-            {"t": value},
-        )
+    await set_time(
+        engine,
+        "UPDATE auth_sessions SET expires_at = :t WHERE id = (SELECT max(id) FROM auth_sessions)",
+        past,
+    )
 
     report = await sweep()
 

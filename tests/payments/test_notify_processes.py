@@ -6,43 +6,41 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import utcnow
 from app.wechat.xmlcodec import from_xml
-from tests.helpers import scalar
+from tests.helpers import at_time, scalar
 from tests.payments.test_notify import signed_notify
 from tests.plugins.cluster import running_services
 
 
 async def insert_order(engine: AsyncEngine, out_trade_no: str, total_fee: int) -> None:
     now = utcnow()
-    stamp = now if engine.dialect.name == "postgresql" else now.replace(tzinfo=None)
     async with engine.begin() as conn:
         await conn.execute(
-            text(
+            at_time(
                 "INSERT INTO users (openid, session_key_sealed, created_at, updated_at) "
                 "VALUES ('o-proc', 'x', :t, :t)"
             ),
-            {"t": stamp},
+            {"t": now},
         )
         await conn.execute(
-            text(
+            at_time(
                 "INSERT INTO products (name, description, price_fen, active, created_at) "
                 "VALUES ('p', 'shop-goods', :fee, true, :t)"
             ),
-            {"fee": total_fee, "t": stamp},
+            {"fee": total_fee, "t": now},
         )
         await conn.execute(
-            text(
+            at_time(
                 "INSERT INTO orders (out_trade_no, user_id, openid, product_id, quantity, "
                 "total_fee, description, status, sign_type, client_ip, time_expire, "
                 "created_at, updated_at) SELECT :no, u.id, u.openid, p.id, 1, :fee, 'shop-goods',"
                 " 'NOTPAY', 'MD5', '127.0.0.1', :t, :t, :t FROM users u, products p"
             ),
-            {"no": out_trade_no, "fee": total_fee, "t": stamp},
+            {"no": out_trade_no, "fee": total_fee, "t": now},
         )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.wechat.client import WeChatPayClient
 from app.wechat.models import RefundQueryRequest
-from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of
+from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of, set_time
 from tests.plugins.simulator import SimulatorHandle
 
 
@@ -63,9 +63,7 @@ async def order_row(engine: AsyncEngine, out_trade_no: str) -> dict[str, Any]:
 async def age_refunds(engine: AsyncEngine, minutes: int) -> None:
     """Pretend every refund was last touched ``minutes`` ago."""
     moment = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes)
-    async with engine.begin() as conn:
-        value = moment if conn.dialect.name == "postgresql" else moment.replace(tzinfo=None)
-        await conn.execute(text("UPDATE refunds SET updated_at = :t"), {"t": value})
+    await set_time(engine, "UPDATE refunds SET updated_at = :t", moment)
 
 
 async def wait_for_status(

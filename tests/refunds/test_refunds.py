@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -15,7 +14,7 @@ from app.orders.sweeper import sweep_once
 from app.payments.service import PaymentService, sqlalchemy_transaction
 from app.wechat.client import WeChatPayClient
 from tests.conftest import ClientFactory, Sweep, with_overrides
-from tests.helpers import ADMIN, add_product, create_order, login, scalar
+from tests.helpers import ADMIN, add_product, create_order, login, scalar, set_time
 from tests.plugins.service import LiveFactory
 from tests.plugins.simulator import TEST_TIME_FACTOR, SimulatorHandle, start_simulator
 from tests.refunds.support import (
@@ -380,12 +379,5 @@ async def test_long_processing_refunds_do_not_starve_the_sweep(
 
 async def lease_to_someone_else(engine: AsyncEngine, out_refund_no: str, minutes: int = 5) -> None:
     until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
-    async with engine.begin() as conn:
-        value = until if conn.dialect.name == "postgresql" else until.replace(tzinfo=None)
-        await conn.execute(
-            text(
-                "UPDATE refunds SET lease_until = :t, lease_token = 'other'"
-                " WHERE out_refund_no = :n"
-            ),
-            {"t": value, "n": out_refund_no},
-        )
+    sql = "UPDATE refunds SET lease_until = :t, lease_token = 'other' WHERE out_refund_no = :n"
+    await set_time(engine, sql, until, n=out_refund_no)
