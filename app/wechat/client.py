@@ -43,7 +43,7 @@ from app.wechat.models import (
 )
 from app.wechat.retry import RetryPolicy, with_retries
 from app.wechat.signing import SignType, build_pay_params, new_nonce, sign_type_of, verify
-from app.wechat.transport import exchange
+from app.wechat.transport import send, success_body
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES, XmlRejected, from_xml, to_signed_xml
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class WeChatPayClient:
     ) -> R:
         body = to_signed_xml(self._envelope(business), self._key, self.sign_type)
         what = f"WeChat Pay {path}"
-        raw = await exchange(
+        reply = await send(
             http,
             "POST",
             self._api_base + path,
@@ -178,7 +178,7 @@ class WeChatPayClient:
             max_bytes=self._max_bytes,
             what=what,
         )
-        fields = self._parse_response(raw, what)
+        fields = self._parse_response(success_body(reply, what), what)
         self._check_response(fields, what)
         try:
             return model.from_fields(fields)

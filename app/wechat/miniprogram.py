@@ -15,7 +15,7 @@ import httpx
 from pydantic import SecretStr
 
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
-from app.wechat.transport import exchange
+from app.wechat.transport import send, success_body
 
 _WHAT = "code2session"
 _MAX_BYTES = 16 * 1024  # the answer is a few hundred bytes of JSON
@@ -55,10 +55,10 @@ class MiniProgramClient:
             "js_code": code,
             "grant_type": "authorization_code",
         }
-        raw = await exchange(
+        reply = await send(
             self._http, "GET", self._url, params=params, max_bytes=_MAX_BYTES, what=_WHAT
         )
-        return _result(_json_object(raw))
+        return _result(_json_object(success_body(reply, _WHAT)))
 
 
 def _json_object(raw: bytes) -> dict[str, object]:

@@ -23,26 +23,6 @@ class Reply:
     body: bytes
 
 
-async def exchange(
-    http: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    max_bytes: int,
-    what: str,
-    content: bytes | None = None,
-    params: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> bytes:
-    """Send one request and return the 2xx response body."""
-    reply = await send(
-        http, method, url, max_bytes=max_bytes, what=what,
-        content=content, params=params, headers=headers,
-    )  # fmt: skip
-    _check_status(reply.status, what)
-    return reply.body
-
-
 async def send(
     http: httpx.AsyncClient,
     method: str,
@@ -76,11 +56,13 @@ async def send(
         raise WeChatUnavailable(f"{what} failed in transport ({type(exc).__name__})") from None
 
 
-def _check_status(status: int, what: str) -> None:
-    if status == 429 or status >= 500:
-        raise WeChatUnavailable(f"{what} answered HTTP {status}")
-    if not 200 <= status < 300:
-        raise WeChatRejected(return_msg=f"{what} answered HTTP {status}")
+def success_body(reply: Reply, what: str) -> bytes:
+    """The body of a 2xx reply; 429 and 5xx are ``WeChatUnavailable``, any other status final."""
+    if reply.status == 429 or reply.status >= 500:
+        raise WeChatUnavailable(f"{what} answered HTTP {reply.status}")
+    if not 200 <= reply.status < 300:
+        raise WeChatRejected(return_msg=f"{what} answered HTTP {reply.status}")
+    return reply.body
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> bytes:
