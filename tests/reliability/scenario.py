@@ -143,6 +143,25 @@ async def pay_at_wechat(
     return dict(await bounded(orders, pay, 20))
 
 
+async def orders_paid_at_wechat(
+    http: httpx.AsyncClient,
+    services: Sequence[ServiceProcess],
+    simulator: SimulatorHandle,
+    *,
+    users: int,
+    orders: int,
+    paid: int,
+    price_fen: int = 990,
+) -> tuple[list[PlacedOrder], dict[str, str]]:
+    """The usual start of a scenario: ``users`` new users place ``orders`` orders of one new
+    product through ``services``; the first ``paid`` are paid at WeChat (``out_trade_no ->
+    transaction_id``), whose notifies then start arriving."""
+    logged_in = await login_users(http, services, simulator, users)
+    product = await add_product(http, services[0], price_fen=price_fen)
+    placed = await place_orders(http, services, logged_in, product, orders)
+    return placed, await pay_at_wechat(http, simulator, placed[:paid])
+
+
 def notify_body(settings: Settings, order: PlacedOrder, **fields: Any) -> bytes:
     """A notify for ``order`` signed as WeChat signs it (PROTOCOL.md §5), fresh nonce."""
     fields.setdefault("transaction_id", "4200000000000000000000000000")

@@ -25,11 +25,8 @@ from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
     Delivery,
     Notify,
-    add_product,
-    login_users,
     notify_body,
-    pay_at_wechat,
-    place_orders,
+    orders_paid_at_wechat,
     post_notifies,
     record_figures,
     retry_until_acknowledged,
@@ -81,10 +78,9 @@ async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
     engine: AsyncEngine,
 ) -> None:
     services = start_services(count=2)
-    users = await login_users(http, services, fresh_simulator, 5)
-    product = await add_product(http, services[0], price_fen=990)
-    orders = await place_orders(http, services, users, product, ORDERS)
-    paid = await pay_at_wechat(http, fresh_simulator, orders[:PAID])
+    orders, paid = await orders_paid_at_wechat(
+        http, services, fresh_simulator, users=5, orders=ORDERS, paid=PAID
+    )
     notifies = shuffled(
         [
             Notify(

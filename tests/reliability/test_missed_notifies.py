@@ -16,10 +16,7 @@ from tests.plugins.simulator import SimulatorHandle
 from tests.reliability.conftest import StartServices
 from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
-    add_product,
-    login_users,
-    pay_at_wechat,
-    place_orders,
+    orders_paid_at_wechat,
     record_figures,
 )
 
@@ -43,10 +40,9 @@ async def test_sweep_settles_every_paid_order_whose_notifies_were_lost(
         WXPAY_RECONCILE_AFTER_MINUTES=1,
         WXPAY_SWEEP_BATCH_SIZE=15,
     )
-    users = await login_users(http, services, fresh_simulator, 5)
-    product = await add_product(http, services[0], price_fen=990)
-    orders = await place_orders(http, services, users, product, ORDERS)
-    await pay_at_wechat(http, fresh_simulator, orders[:PAID])
+    orders, _ = await orders_paid_at_wechat(
+        http, services, fresh_simulator, users=5, orders=ORDERS, paid=PAID
+    )
     expired = [o.out_trade_no for o in orders[PAID : PAID + EXPIRED]]
     async with engine.begin() as conn:
         await conn.execute(

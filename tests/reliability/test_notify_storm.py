@@ -17,12 +17,9 @@ from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
     Notify,
     PlacedOrder,
-    add_product,
     forged,
-    login_users,
     notify_body,
-    pay_at_wechat,
-    place_orders,
+    orders_paid_at_wechat,
     post_notifies,
     record_figures,
     shuffled,
@@ -73,10 +70,9 @@ async def test_notify_storm_across_processes_pays_every_order_once(
     engine: AsyncEngine,
 ) -> None:
     services = start_services(count=2)
-    users = await login_users(http, services, fresh_simulator, 10)
-    product = await add_product(http, services[0], price_fen=990)
-    orders = await place_orders(http, services, users, product, ORDERS)
-    paid = await pay_at_wechat(http, fresh_simulator, orders[:PAID])
+    orders, paid = await orders_paid_at_wechat(
+        http, services, fresh_simulator, users=10, orders=ORDERS, paid=PAID
+    )
     notifies = storm(fresh_simulator.settings, orders, paid, seed=7)
 
     started = time.monotonic()

@@ -24,10 +24,7 @@ from tests.reliability.conftest import StartServices
 from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
     PlacedOrder,
-    add_product,
-    login_users,
-    pay_at_wechat,
-    place_orders,
+    orders_paid_at_wechat,
     record_figures,
 )
 
@@ -59,11 +56,9 @@ async def test_racing_refunds_under_upstream_faults_settle_to_wechats_books(
         WXPAY_RECONCILE_AFTER_MINUTES=1,
     )
     urls = [s.base_url for s in services]
-    users = await login_users(http, services, fresh_simulator, 5)
-    orders = await place_orders(
-        http, services, users, await add_product(http, services[0], 1000), ORDERS
+    orders, _ = await orders_paid_at_wechat(
+        http, services, fresh_simulator, users=5, orders=ORDERS, paid=ORDERS, price_fen=1000
     )
-    await pay_at_wechat(http, fresh_simulator, orders)
     await fresh_simulator.wait_for_notifies(ORDERS, verdict="acknowledged", within=30)
 
     replies: list[tuple[PlacedOrder, str, httpx.Response]] = []

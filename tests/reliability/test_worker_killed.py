@@ -18,11 +18,8 @@ from tests.reliability.scenario import (
     Delivery,
     Notify,
     PlacedOrder,
-    add_product,
-    login_users,
     notify_body,
-    pay_at_wechat,
-    place_orders,
+    orders_paid_at_wechat,
     post_notifies,
     record_figures,
     retry_until_acknowledged,
@@ -58,10 +55,9 @@ async def test_killed_worker_loses_nothing_acknowledged_and_half_writes_nothing(
     engine: AsyncEngine,
 ) -> None:
     [service] = start_services(count=1, workers=2)
-    users = await login_users(http, [service], fresh_simulator, 5)
-    product = await add_product(http, service, price_fen=990)
-    orders = await place_orders(http, [service], users, product, ORDERS)
-    paid = await pay_at_wechat(http, fresh_simulator, orders[:PAID])
+    orders, paid = await orders_paid_at_wechat(
+        http, [service], fresh_simulator, users=5, orders=ORDERS, paid=PAID
+    )
     notifies = notifies_for(fresh_simulator.settings, orders, paid)
     killed: list[int] = []
 
