@@ -8,14 +8,13 @@ code is single-use and may already be consumed, so the client must call ``wx.log
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import httpx
 from pydantic import SecretStr
 
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
-from app.wechat.transport import send, success_body
+from app.wechat.transport import json_object, send, success_body
 
 _WHAT = "code2session"
 _MAX_BYTES = 16 * 1024  # the answer is a few hundred bytes of JSON
@@ -58,17 +57,7 @@ class MiniProgramClient:
         reply = await send(
             self._http, "GET", self._url, params=params, max_bytes=_MAX_BYTES, what=_WHAT
         )
-        return _result(_json_object(success_body(reply, _WHAT)))
-
-
-def _json_object(raw: bytes) -> dict[str, object]:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        raise WeChatUnavailable(f"{_WHAT} answered a body that is not JSON") from None
-    if not isinstance(payload, dict):
-        raise WeChatUnavailable(f"{_WHAT} answered JSON that is not an object")
-    return payload
+        return _result(json_object(success_body(reply, _WHAT), _WHAT))
 
 
 def _result(payload: dict[str, object]) -> Code2SessionResult:

@@ -7,8 +7,10 @@ make us buffer without bound.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
@@ -74,3 +76,14 @@ async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> b
             raise WeChatUnavailable(f"{what} answered with more than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """A reply body that must be a JSON object; anything else leaves the outcome unknown."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise WeChatUnavailable(f"{what} answered a body that is not JSON") from None
+    if not isinstance(value, dict):
+        raise WeChatUnavailable(f"{what} answered JSON that is not an object")
+    return value

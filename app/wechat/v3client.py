@@ -27,7 +27,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 
 from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
 from app.wechat.retry import RetryPolicy, with_retries
-from app.wechat.transport import Reply, send
+from app.wechat.transport import Reply, json_object, send
 from app.wechat.v3 import (
     MerchantSigner,
     ResourceUnreadable,
@@ -254,7 +254,7 @@ class WeChatPayV3Client:
             except SignatureRejected as exc:
                 raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
         _raise_for_error(reply, what)
-        return _json_object(reply.body, what) if reply.body else {}
+        return json_object(reply.body, what) if reply.body else {}
 
     def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
         headers = httpx.Headers(headers)  # header names are case-insensitive, whatever the caller
@@ -283,16 +283,6 @@ def _raise_for_error(reply: Reply, what: str) -> None:
             f"{what} answered HTTP {reply.status} {code}".strip(), err_code=code
         )
     raise WeChatRejected(err_code=code or None, err_code_des=message or None)
-
-
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise WeChatUnavailable(f"{what} answered unreadable JSON") from None
-    if not isinstance(value, dict):
-        raise WeChatUnavailable(f"{what} answered JSON that is not an object")
-    return value
 
 
 M = TypeVar("M", bound=BaseModel)
