@@ -26,12 +26,18 @@ run: migrate
 	WXPAY_SELF_BASE_URL="$${WXPAY_SELF_BASE_URL:-http://$(HOST):$(PORT)}" \
 		$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-proxy-headers
 
-# The whole fast suite on SQLite, then again on PostgreSQL when WXPAY_TEST_DATABASE_URL is set.
+LOCAL_PG := postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+# The whole fast suite on SQLite, then again on PostgreSQL: WXPAY_TEST_DATABASE_URL, or else the
+# local server (127.0.0.1:5432, user postgres, database test) when one answers there.
 test: install
 	env -u WXPAY_TEST_DATABASE_URL $(BIN)/pytest -m "$(FAST)"
-	@if [ -n "$${WXPAY_TEST_DATABASE_URL:-}" ]; then \
-		echo "== PostgreSQL pass =="; $(BIN)/pytest -m "$(FAST)"; \
-	else echo "WXPAY_TEST_DATABASE_URL is not set: PostgreSQL pass skipped"; fi
+	@url="$${WXPAY_TEST_DATABASE_URL:-}"; \
+	if [ -z "$$url" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2)" 2>/dev/null; then \
+		url="$(LOCAL_PG)"; fi; \
+	if [ -n "$$url" ]; then \
+		echo "== PostgreSQL pass ($${url%%@*}@…) =="; WXPAY_TEST_DATABASE_URL="$$url" $(BIN)/pytest -m "$(FAST)"; \
+	else echo "no PostgreSQL (WXPAY_TEST_DATABASE_URL unset, nothing on 127.0.0.1:5432): PostgreSQL pass skipped"; fi
 
 test-browser: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,browser]'
@@ -39,7 +45,7 @@ test-browser: install
 
 # Several server processes on PostgreSQL, the simulator injecting faults (a few minutes).
 test-reliability: install
-	WXPAY_TEST_DATABASE_URL="$${WXPAY_TEST_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}" \
+	WXPAY_TEST_DATABASE_URL="$${WXPAY_TEST_DATABASE_URL:-$(LOCAL_PG)}" \
 		$(BIN)/pytest -m reliability tests/reliability
 
 lint: install
