@@ -6,15 +6,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 from app.config import Settings, get_settings
-from app.db import create_engine, create_sessionmaker
 from app.errors import AppError
-from app.httpclient import build_http_client
-from app.orders.sweeper import sweep_once
-from app.payments.service import PaymentService, sqlalchemy_transaction
-from app.products.service import ProductService
-from app.wechat.client import WeChatPayClient
+from app.runtime import Runtime, build_runtime
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,62 +30,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _products(args: argparse.Namespace, settings: Settings) -> str:
-    engine = create_engine(settings.database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            service = ProductService(session)
-            if args.action == "add":
-                product = await service.add_product(args.name, args.description, args.price_fen)
-                return f"added product {product.id}"
-            if args.action == "disable":
-                product = await service.set_active(args.product_id, False)
-                return f"disabled product {product.id}"
-            rows = await service.list_products(include_inactive=True)
-            return "\n".join(
-                f"{p.id}\t{p.price_fen}\t{'on' if p.active else 'off'}\t{p.name}\t{p.description}"
-                for p in rows
-            )
-    finally:
-        await engine.dispose()
+async def _products(args: argparse.Namespace, runtime: Runtime) -> str:
+    service = runtime.products
+    if args.action == "add":
+        product = await service.add_product(args.name, args.description, args.price_fen)
+        return f"added product {product.id}"
+    if args.action == "disable":
+        product = await service.set_active(args.product_id, False)
+        return f"disabled product {product.id}"
+    rows = await service.list_products(include_inactive=True)
+    return "\n".join(
+        f"{p.id}\t{p.price_fen}\t{'on' if p.active else 'off'}\t{p.name}\t{p.description}"
+        for p in rows
+    )
 
 
-async def _seed_demo(settings: Settings) -> str:
-    if settings.is_production:
+async def _seed_demo(runtime: Runtime) -> str:
+    if runtime.settings.is_production:
         return "seed-demo does nothing in production"
-    engine = create_engine(settings.database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            added = await ProductService(session).seed_demo()
-    finally:
-        await engine.dispose()
+    added = await runtime.products.seed_demo()
     return f"added {added} demo products" if added else "catalogue not empty; nothing added"
 
 
-async def _sweep(settings: Settings) -> str:
-    engine = create_engine(settings.database_url)
-    http = build_http_client(settings)
-    try:
-        pay = WeChatPayClient.from_settings(settings, http)
-        payments = PaymentService(sqlalchemy_transaction(engine))
-        report = await sweep_once(engine, settings, pay, payments)
-    finally:
-        await http.aclose()
-        await engine.dispose()
+async def _sweep(runtime: Runtime) -> str:
+    report = await runtime.sweeper.sweep_once()
     return (
         f"claimed {report.claimed}, paid {report.paid}, "
         f"closed {report.closed}, failed {report.failed}"
     )
 
 
-async def run(argv: Sequence[str]) -> str:
+async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
+    """Run one command on the service as the server builds it (the same composition root)."""
     args = _parser().parse_args(argv)
-    settings = get_settings()
-    if args.command == "products":
-        return await _products(args, settings)
-    if args.command == "seed-demo":
-        return await _seed_demo(settings)
-    return await _sweep(settings)
+    async with AsyncExitStack() as stack:
+        runtime = await build_runtime(settings or get_settings(), stack)
+        if args.command == "products":
+            return await _products(args, runtime)
+        if args.command == "seed-demo":
+            return await _seed_demo(runtime)
+        return await _sweep(runtime)
 
 
 def main() -> None:

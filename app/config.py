@@ -48,6 +48,8 @@ class Settings(BaseSettings):
 
     env: Environment = Environment.DEV
     database_url: str = "sqlite+aiosqlite:///var/wxpay.db"
+    # Connections per process on PostgreSQL (the one pool; SQLite has no server to connect to).
+    database_pool_size: int = Field(default=10, ge=1, le=200)
     log_level: str = "INFO"
     # FastAPI's built-in OpenTelemetry hooks; with no SDK configured they still cost ~17 us per
     # request (docs/benchmarks.md), so they are off unless asked for.

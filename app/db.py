@@ -1,30 +1,21 @@
-"""Database engine, declarative base and the types every table shares.
+"""Declarative base, the types every table shares, and the SQLAlchemy engine.
 
-The engine is built in the lifespan (never at import time) and reaches code through
-dependencies. SQLite is the embedded default; PostgreSQL through asyncpg for production.
+The engine runs SQLite (the embedded default), migrations and tests; the service reaches any
+database only through ``app.uow``, which runs PostgreSQL on asyncpg.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import weakref
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, event
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -37,10 +28,8 @@ NAMING_CONVENTION = {
 
 MAX_BIGINT = 2**63 - 1
 
-# Strings: asyncpg's classes are generic only to type checkers.
+# A string: asyncpg's classes are generic only to type checkers.
 PgPool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
-PgConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
-Repo = TypeVar("Repo")
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, so big ids are BIGINT elsewhere only.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -70,6 +59,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # asyncpg returns timestamptz as aware UTC already: no call per value on the reads.
+        if dialect.driver == "asyncpg":
+            return None
+        return super().result_processor(dialect, coltype)
 
 
 # What a lost or refused database connection looks like, through SQLAlchemy or asyncpg
@@ -128,52 +123,3 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
         found = engine.execution_options(isolation_level="AUTOCOMMIT")
         _autocommit_engines[engine.sync_engine] = found
     return found
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def open_pg_pool(engine: AsyncEngine, url: str) -> PgPool | None:
-    """An asyncpg pool beside the engine on PostgreSQL, for the hot paths; None elsewhere.
-
-    Measured here, a statement through SQLAlchemy's async layer costs about twice the client CPU
-    of the same SQL on asyncpg (docs/benchmarks.md), so notify and create-order use this.
-    """
-    if engine.dialect.name != "postgresql":
-        return None
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    # min_size=0: start-up does not need the database; connections open on first use.
-    return await asyncpg.create_pool(dsn, min_size=0, max_size=10)
-
-
-def single_statements(
-    engine: AsyncEngine,
-    pool: PgPool | None,
-    *,
-    core: Callable[[AsyncConnection], Repo],
-    pg: Callable[[PgConnection], Repo],
-) -> Callable[[], AbstractAsyncContextManager[Repo]]:
-    """A repository on a connection outside any transaction, so each statement commits alone
-    (no BEGIN/COMMIT round trips): asyncpg directly when ``pool`` is given, else the engine."""
-    if pool is not None:
-        return _pooled(pool, pg)
-    auto = autocommit(engine)
-
-    @asynccontextmanager
-    async def on_engine() -> AsyncIterator[Repo]:
-        async with auto.connect() as conn:
-            yield core(conn)
-
-    return on_engine
-
-
-def _pooled(
-    pool: PgPool, pg: Callable[[PgConnection], Repo]
-) -> Callable[[], AbstractAsyncContextManager[Repo]]:
-    @asynccontextmanager
-    async def on_pool() -> AsyncIterator[Repo]:
-        async with pool.acquire() as conn:
-            yield pg(conn)
-
-    return on_pool

@@ -7,16 +7,17 @@ a thread hop per request for no gain.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
+from app.orders.service import OrderService
+from app.products.service import ProductService
+from app.refunds.service import RefundService
 from app.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="The token from /api/v1/auth/login.")
@@ -37,19 +38,26 @@ async def get_settings_dep(runtime: RuntimeDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    async with runtime.sessionmaker() as session:
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
 async def get_auth_service(runtime: RuntimeDep) -> AuthService:
     return runtime.auth
 
 
+async def get_product_service(runtime: RuntimeDep) -> ProductService:
+    return runtime.products
+
+
+async def get_order_service(runtime: RuntimeDep) -> OrderService:
+    return runtime.orders
+
+
+async def get_refund_service(runtime: RuntimeDep) -> RefundService:
+    return runtime.refunds
+
+
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
+RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
 
 
 async def get_current_user(

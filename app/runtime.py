@@ -1,39 +1,97 @@
-"""What the lifespan builds once and every request shares."""
+"""The composition root: settings in, the whole service out.
+
+The lifespan, the CLI and the tests all build the service here, so none of them can wire a part
+differently (a sweep from the CLI sends refunds with the merchant certificate exactly as the
+server's own sweep does).
+"""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from app.auth.service import AuthKeys, AuthService
 from app.config import Settings
-from app.db import PgPool
+from app.httpclient import build_http_client
 from app.orders.service import OrderService
+from app.orders.sweeper import Sweeper
 from app.payments.service import PaymentService
+from app.products.service import ProductService
 from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
+from app.uow import Database, open_database
 from app.wechat.client import WeChatPayClient
 from app.wechat.miniprogram import MiniProgramClient
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Runtime:
+    """What the lifespan builds once and every request shares."""
+
     settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    http: httpx.AsyncClient
-    miniprogram: MiniProgramClient
+    db: Database
     pay: WeChatPayClient
-    payments: PaymentService
     auth: AuthService
+    products: ProductService
+    payments: PaymentService
     orders: OrderService
     refunds: RefundService
     refund_notifies: RefundNotifies
-    pool: PgPool | None
+    sweeper: Sweeper
     schema_head: str | None
+
+
+async def build_runtime(
+    settings: Settings,
+    stack: AsyncExitStack,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Runtime:
+    """Open the pool and the HTTP clients and build every service; ``stack`` closes them.
+
+    ``transport`` replaces the network under the WeChat clients (tests)."""
+    db = await open_database(settings.database_url, pool_size=settings.database_pool_size)
+    stack.push_async_callback(db.close)
+    http = build_http_client(settings, transport=transport)
+    stack.push_async_callback(http.aclose)
+    refund_http = _merchant_tls_client(settings, transport)
+    if refund_http is not None:
+        stack.push_async_callback(refund_http.aclose)
+    pay = WeChatPayClient.from_settings(settings, http, refund_http=refund_http)
+    miniprogram = MiniProgramClient(
+        http, api_base=settings.miniprogram_api, appid=settings.appid, secret=settings.app_secret
+    )
+    payments = PaymentService(db)
+    orders = OrderService(db, settings, pay, payments)
+    refunds = RefundService(db, settings, pay)
+    return Runtime(
+        settings=settings,
+        db=db,
+        pay=pay,
+        auth=AuthService(db, build_auth_keys(settings), miniprogram),
+        products=ProductService(db),
+        payments=payments,
+        orders=orders,
+        refunds=refunds,
+        refund_notifies=RefundNotifies(db, pay),
+        sweeper=Sweeper(db, settings, orders, refunds),
+        schema_head=schema_head(),
+    )
+
+
+def _merchant_tls_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient | None:
+    # Refunds need the merchant certificate (mutual TLS); only when it is configured.
+    if not (settings.mch_cert_path and settings.mch_key_path):
+        return None
+    cert = (settings.mch_cert_path, settings.mch_key_path)
+    return build_http_client(settings, transport=transport, cert=cert)
 
 
 def build_auth_keys(settings: Settings) -> AuthKeys:
@@ -43,3 +101,13 @@ def build_auth_keys(settings: Settings) -> AuthKeys:
         box=SecretBox(derive_key(secret, "wxpay session_key at rest v1")),
         ttl_seconds=settings.session_ttl_seconds,
     )
+
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def schema_head() -> str | None:
+    """The newest alembic revision shipped with this code."""
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic"))
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -15,8 +15,8 @@ from app.db import create_engine
 from app.httpclient import build_http_client
 from app.main import create_app
 from app.models import load_all_models
-from app.orders.sweeper import SweepReport, sweep_once
-from app.payments.service import PaymentService, sqlalchemy_transaction
+from app.orders.sweeper import SweepReport
+from app.runtime import Runtime, build_runtime
 from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
 
@@ -26,6 +26,7 @@ load_all_models()
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 Sweep = Callable[[], Awaitable[SweepReport]]
+RuntimeFactory = Callable[..., Awaitable[Runtime]]
 
 
 def pytest_report_header() -> str:
@@ -104,7 +105,18 @@ async def pay_client(settings: Settings) -> AsyncIterator[WeChatPayClient]:
 
 
 @pytest.fixture
-def sweep(engine: AsyncEngine, settings: Settings, pay_client: WeChatPayClient) -> Sweep:
+async def make_runtime(settings: Settings) -> AsyncIterator[RuntimeFactory]:
+    """The service as the composition root builds it, without HTTP routes (sweeps, CLI-like
+    use), with optional settings overrides; closed at teardown."""
+    async with AsyncExitStack() as stack:
+
+        async def factory(**overrides: Any) -> Runtime:
+            return await build_runtime(with_overrides(settings, overrides), stack)
+
+        yield factory
+
+
+@pytest.fixture
+async def sweep(make_runtime: RuntimeFactory) -> Sweep:
     """One sweep pass over the test database, talking to the simulator."""
-    payments = PaymentService(sqlalchemy_transaction(engine))
-    return lambda: sweep_once(engine, settings, pay_client, payments)
+    return (await make_runtime()).sweeper.sweep_once

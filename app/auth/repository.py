@@ -1,27 +1,59 @@
-"""Every query of the auth package."""
+"""Every statement on ``users`` and ``auth_sessions``."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.auth.models import AuthSession, User
-from app.db import utcnow
-from app.dbutil import upsert
+from app.db import UTCDateTime, utcnow
+from app.sql import Executor
 
 _users = cast(Table, User.__table__)
 _sessions = cast(Table, AuthSession.__table__)
 
-
+# Every authenticated request runs this.
 _FIND_SESSION = (
     select(_sessions.c.user_id, _users.c.openid, _sessions.c.expires_at)
     .join(_users, _users.c.id == _sessions.c.user_id)
     .where(_sessions.c.token_hash == bindparam("hash"))
 )
+_ADD_SESSION = _sessions.insert().values(
+    user_id=bindparam("user_id"),
+    token_hash=bindparam("hash"),
+    expires_at=bindparam("expires_at"),
+    created_at=bindparam("now"),
+)
+_DELETE_EXPIRED = delete(_sessions).where(
+    _sessions.c.expires_at < bindparam("now", type_=UTCDateTime())
+)
+
+
+def _upsert_user(dialect: str) -> Any:
+    """Insert or update the user by ``openid``: racing logins of one user both succeed."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(_users).values(
+        openid=bindparam("openid"),
+        unionid=bindparam("unionid"),
+        session_key_sealed=bindparam("sealed"),
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_users.c.openid],
+        set_={
+            "unionid": stmt.excluded.unionid,
+            "session_key_sealed": stmt.excluded.session_key_sealed,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(_users.c.id)
+
+
+_UPSERT_USER = {dialect: _upsert_user(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,46 +63,28 @@ class SessionRow:
     expires_at: dt.datetime
 
 
-class SessionLookup(Protocol):
-    async def find_session(self, token_hash: str) -> SessionRow | None:
-        """The session a token hash belongs to, with its user's openid; None if unknown."""
-
-
 class AuthRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+    def __init__(self, sql: Executor) -> None:
+        self._sql = sql
 
     async def upsert_user(self, openid: str, unionid: str | None, session_key_sealed: str) -> int:
-        """Insert or update the user by ``openid``; racing logins of one user both succeed."""
-        now = utcnow()
-        stmt = upsert(self._conn.dialect.name, _users).values(
-            openid=openid,
-            unionid=unionid,
-            session_key_sealed=session_key_sealed,
-            created_at=now,
-            updated_at=now,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_users.c.openid],
-            set_={
-                "unionid": stmt.excluded.unionid,
-                "session_key_sealed": stmt.excluded.session_key_sealed,
-                "updated_at": now,
-            },
-        ).returning(_users.c.id)
-        return int((await self._conn.execute(stmt)).scalar_one())
+        """The user's id, inserted or updated by ``openid``."""
+        params = {
+            "openid": openid,
+            "unionid": unionid,
+            "sealed": session_key_sealed,
+            "now": utcnow(),
+        }
+        return int(await self._sql.scalar(_UPSERT_USER[self._sql.dialect], params))
 
     async def add_session(self, user_id: int, token_hash: str, expires_at: dt.datetime) -> None:
-        stmt = _sessions.insert().values(
-            user_id=user_id, token_hash=token_hash, expires_at=expires_at, created_at=utcnow()
-        )
-        await self._conn.execute(stmt)
+        params = {"user_id": user_id, "hash": token_hash, "expires_at": expires_at, "now": utcnow()}
+        await self._sql.execute(_ADD_SESSION, params)
 
     async def find_session(self, token_hash: str) -> SessionRow | None:
-        """Every authenticated request runs this: the statement is built once."""
-        row = (await self._conn.execute(_FIND_SESSION, {"hash": token_hash})).one_or_none()
-        return None if row is None else SessionRow(row.user_id, row.openid, row.expires_at)
+        """The session a token hash belongs to, with its user's openid; None if unknown."""
+        row = await self._sql.fetchrow(_FIND_SESSION, {"hash": token_hash})
+        return None if row is None else SessionRow(*row)
 
     async def delete_expired_sessions(self, now: dt.datetime) -> int:
-        result = await self._conn.execute(delete(_sessions).where(_sessions.c.expires_at < now))
-        return int(result.rowcount or 0)
+        return await self._sql.execute(_DELETE_EXPIRED, {"now": now})

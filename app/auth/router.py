@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from app.auth.schemas import LoginRequest, LoginResponse, SessionResponse
 from app.db import utcnow
-from app.deps import AuthServiceDep, CurrentUserDep, RuntimeDep
+from app.deps import AuthServiceDep, CurrentUserDep
 from app.errors import error_responses
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
     responses=error_responses(401, 403, 422, 429, 502, 503),
     summary="Exchange a wx.login code for a session token",
 )
-async def login(body: LoginRequest, auth: AuthServiceDep, runtime: RuntimeDep) -> LoginResponse:
-    issued = await auth.login(body.code, runtime.miniprogram)
+async def login(body: LoginRequest, auth: AuthServiceDep) -> LoginResponse:
+    issued = await auth.login(body.code)
     return LoginResponse(token=issued.token, expires_in=issued.expires_in)
 
 

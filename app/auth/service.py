@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.auth.pgrepository import AsyncpgAuthRepository
-from app.auth.repository import AuthRepository, SessionLookup
-from app.db import PgPool, single_statements, utcnow
+from app.db import utcnow
 from app.errors import (
     InvalidLoginCode,
     LoginBlocked,
@@ -28,6 +23,9 @@ from app.errors import (
 from app.security import SecretBox, hash_token, new_token
 from app.wechat.errors import WeChatRejected
 from app.wechat.miniprogram import MiniProgramClient
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
@@ -60,38 +58,33 @@ class AuthKeys:
 
 
 class AuthService:
-    """Built once at start-up; ``pool`` (PostgreSQL) serves the per-request session lookup."""
-
-    def __init__(self, engine: AsyncEngine, keys: AuthKeys, pool: PgPool | None = None) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, keys: AuthKeys, wechat: MiniProgramClient) -> None:
+        self._db = db
         self._keys = keys
-        self._lookup: Callable[[], AbstractAsyncContextManager[SessionLookup]] = single_statements(
-            engine, pool, core=AuthRepository, pg=AsyncpgAuthRepository
-        )
+        self._wechat = wechat
 
-    async def login(self, code: str, wechat: MiniProgramClient) -> IssuedToken:
+    async def login(self, code: str) -> IssuedToken:
         """Exchange a ``wx.login`` code for our own bearer token.
 
         WeChat is called before any transaction opens; nothing is stored when it fails.
         """
         try:
-            result = await wechat.code2session(code)
+            result = await self._wechat.code2session(code)
         except WeChatRejected as exc:
             raise _login_error(exc) from exc
         sealed = self._keys.box.seal(result.session_key.get_secret_value(), context=result.openid)
         token = new_token()
         expires_at = utcnow() + dt.timedelta(seconds=self._keys.ttl_seconds)
-        async with self._engine.begin() as conn:
-            repo = AuthRepository(conn)
-            user_id = await repo.upsert_user(result.openid, result.unionid, sealed)
-            await repo.add_session(user_id, hash_token(token, self._keys.token_key), expires_at)
+        async with self._db.transaction() as tx:
+            user_id = await tx.auth.upsert_user(result.openid, result.unionid, sealed)
+            await tx.auth.add_session(user_id, hash_token(token, self._keys.token_key), expires_at)
         logger.info("login ok user_id=%s", user_id)
         return IssuedToken(token=token, expires_in=self._keys.ttl_seconds)
 
     async def current_user(self, token: str) -> CurrentUser:
         """The user a bearer token belongs to; ``SessionInvalid`` or ``SessionExpired`` if none."""
-        async with self._lookup() as sessions:
-            row = await sessions.find_session(hash_token(token, self._keys.token_key))
+        async with self._db.statement() as tx:
+            row = await tx.auth.find_session(hash_token(token, self._keys.token_key))
         if row is None:
             raise SessionInvalid()
         if row.expires_at <= utcnow():

@@ -1,7 +1,7 @@
-"""Every query of the orders package, as lean Core statements on a connection.
+"""Every statement on ``orders`` and ``order_events``: this package owns both tables.
 
-The create-order path's statements are built once, with bind parameters, and each is a whole
-transaction on its own (they run on an autocommit connection: no BEGIN/COMMIT round trips).
+Payments and refunds change orders only through these methods. Each statement is built once,
+here, with bind parameters, and runs on whichever driver the unit of work holds (``app.sql``).
 """
 
 from __future__ import annotations
@@ -9,79 +9,39 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Protocol, cast
+from functools import cache
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    ClauseElement,
     Integer,
-    Row,
     String,
     Table,
-    and_,
     bindparam,
+    literal,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import UTCDateTime, utcnow
-from app.orders.models import Order
-from app.orders.states import PAYABLE, OrderStatus, sources_of
+from app.orders.models import Order, OrderEvent
+from app.orders.states import PAYABLE, REFUNDABLE, OrderStatus, ReviewReason, sources_of
 from app.products.models import Product
+from app.sql import Executor, Row, UniqueViolation
 
 orders = cast(Table, Order.__table__)
+events = cast(Table, OrderEvent.__table__)
 products = cast(Table, Product.__table__)
 
-# Columns the caller gives; the amount and the body come from the product, in the same
-# statement, so the price read and the order written cannot disagree.
-_GIVEN: dict[str, TypeEngine[Any]] = {
-    "out_trade_no": String(),
-    "user_id": BigInteger(),
-    "openid": String(),
-    "product_id": BigInteger(),
-    "quantity": Integer(),
-    "status": String(),
-    "sign_type": String(),
-    "client_ip": String(),
-    "idempotency_key": String(),
-    "time_expire": UTCDateTime(),
-    "created_at": UTCDateTime(),
-    "updated_at": UTCDateTime(),
-}
-_INSERT_PRICED = (
-    orders.insert()
-    .from_select(
-        [*_GIVEN, "total_fee", "description"],
-        select(
-            *(bindparam(name, type_=kind) for name, kind in _GIVEN.items()),
-            products.c.price_fen * bindparam("quantity", type_=Integer()),
-            products.c.description,
-        ).where(
-            products.c.id == bindparam("product_id", type_=BigInteger()),
-            products.c.active.is_(True),
-            products.c.price_fen * bindparam("quantity", type_=Integer()) <= bindparam("max_fee"),
-        ),
-    )
-    .returning(orders)
-)
-_SET_PREPAY = (
-    update(orders)
-    .where(orders.c.out_trade_no == bindparam("no"), orders.c.status.in_(sorted(PAYABLE)))
-    .values(
-        prepay_id=bindparam("prepay_id"),
-        prepay_expires_at=bindparam("expires_at"),
-        prepay_error=bindparam("error"),
-        updated_at=bindparam("now"),
-    )
-)
+PAID_EVENT = "PAID"
 
 
 @dataclass(frozen=True, slots=True)
 class OrderRecord:
-    """One stored order, as every repository returns it (whatever the driver)."""
+    """One stored order: the only shape in which orders leave this repository."""
 
     id: int
     out_trade_no: str
@@ -115,78 +75,258 @@ class OrderRecord:
 
 
 ORDER_COLUMNS = tuple(f.name for f in fields(OrderRecord))
+# Selected in the record's field order, so a row becomes a record positionally.
+_ALL = [orders.c[name] for name in ORDER_COLUMNS]
 
 
-def _record(row: Row[Any] | None) -> OrderRecord | None:
-    return None if row is None else OrderRecord(**row._asdict())
+def _record(row: Row | None) -> OrderRecord | None:
+    return None if row is None else OrderRecord(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    """What settling a payment needs to know of an order (a narrow read on the notify path)."""
+
+    id: int
+    status: str
+    total_fee: int
+    transaction_id: str | None
 
 
 class DuplicateOrder(Exception):
     """The order's idempotency key (or, by a one-in-2**60 chance, its ``out_trade_no``) is taken."""
 
 
-def unique_violation(exc: IntegrityError) -> bool:
-    # PostgreSQL's SQLSTATE through asyncpg, SQLite's extended code through sqlite3.
+class DuplicateTransaction(Exception):
+    """The WeChat ``transaction_id`` already belongs to another order (a unique column)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFacts:
+    """What WeChat reports about a successful payment, as stored on the order."""
+
+    transaction_id: str
+    paid_at: dt.datetime | None
+    cash_fee: int | None
+    bank_type: str | None
+
+
+# Columns the caller gives; the amount and the body come from the product, in the same
+# statement, so the price read and the order written cannot disagree.
+_GIVEN: dict[str, Any] = {
+    "out_trade_no": String(),
+    "user_id": BigInteger(),
+    "openid": String(),
+    "product_id": BigInteger(),
+    "quantity": Integer(),
+    "status": String(),
+    "sign_type": String(),
+    "client_ip": String(),
+    "idempotency_key": String(),
+    "time_expire": UTCDateTime(),
+    "created_at": UTCDateTime(),
+    "updated_at": UTCDateTime(),
+}
+_INSERT_PRICED = (
+    orders.insert()
+    .from_select(
+        [*_GIVEN, "total_fee", "description"],
+        select(
+            *(bindparam(name, type_=kind) for name, kind in _GIVEN.items()),
+            products.c.price_fen * bindparam("quantity", type_=Integer()),
+            products.c.description,
+        ).where(
+            products.c.id == bindparam("product_id", type_=BigInteger()),
+            products.c.active.is_(True),
+            products.c.price_fen * bindparam("quantity", type_=Integer()) <= bindparam("max_fee"),
+        ),
+    )
+    .returning(*_ALL)
+)
+_SET_PREPAY = (
+    update(orders)
+    .where(orders.c.out_trade_no == bindparam("no"), orders.c.status.in_(sorted(PAYABLE)))
+    .values(
+        prepay_id=bindparam("prepay_id"),
+        prepay_expires_at=bindparam("expires_at"),
+        prepay_error=bindparam("error"),
+        updated_at=bindparam("now"),
+    )
+)
+_BY_NO = select(*_ALL).where(orders.c.out_trade_no == bindparam("no"))
+_BY_ID = select(*_ALL).where(orders.c.id == bindparam("oid"))
+_BY_KEY = select(*_ALL).where(
+    orders.c.user_id == bindparam("user_id"), orders.c.idempotency_key == bindparam("key")
+)
+_OF_USER = (
+    select(*_ALL)
+    .where(orders.c.user_id == bindparam("user_id"))
+    .order_by(orders.c.created_at.desc(), orders.c.id.desc())
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+_NEEDING_REVIEW = (
+    select(*_ALL)
+    .where(orders.c.review_reason.is_not(None))
+    .order_by(orders.c.updated_at.desc())
+    .limit(bindparam("limit"))
+)
+_PAYMENT_VIEW = select(
+    orders.c.id, orders.c.status, orders.c.total_fee, orders.c.transaction_id
+).where(orders.c.out_trade_no == bindparam("no"))
+_FLAG_REVIEW = (
+    update(orders)
+    .where(orders.c.id == bindparam("oid"))
+    .values(review_reason=bindparam("reason"), updated_at=bindparam("now"))
+)
+# A refund sets its amount aside on a paid order, only while refunds stay within what was paid.
+_RESERVE_REFUND = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("oid"),
+        orders.c.status.in_(sorted(REFUNDABLE)),
+        orders.c.refunded_fee + bindparam("amount", type_=BigInteger()) <= orders.c.total_fee,
+    )
+    .values(
+        refunded_fee=orders.c.refunded_fee + bindparam("amount", type_=BigInteger()),
+        updated_at=bindparam("now"),
+    )
+)
+_RELEASE_REFUND = (
+    update(orders)
+    .where(orders.c.id == bindparam("oid"))
+    .values(
+        refunded_fee=orders.c.refunded_fee - bindparam("amount", type_=BigInteger()),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+@cache
+def _move(target: OrderStatus) -> ClauseElement:
+    """One allowed move as a guarded UPDATE: of two racing writers only one sees the row."""
     return (
-        getattr(exc.orig, "sqlstate", None) == "23505"
-        or getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_UNIQUE"
+        update(orders)
+        .where(
+            orders.c.out_trade_no == bindparam("no"),
+            orders.c.status.in_(sorted(sources_of(target))),
+        )
+        .values(status=target.value, closed_at=bindparam("closed_at"), updated_at=bindparam("now"))
     )
 
 
-class CreatePathRepo(Protocol):
-    """The two writes of create-order, each a whole transaction on its own."""
+_MARK_REFUNDED = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("oid"), orders.c.status.in_(sorted(sources_of(OrderStatus.REFUND)))
+    )
+    .values(status=OrderStatus.REFUND.value, updated_at=bindparam("now"))
+)
+
+
+@cache
+def _mark_paid_update(after_close: bool) -> Any:
+    """Only an order in a source status whose amount matches is paid, so of two racing
+    notifies only one sees a row. ``after_close``: the user paid just before our close reached
+    WeChat; the money moved, so it is recorded and flagged for a refund review."""
+    sources = {OrderStatus.CLOSED} if after_close else PAYABLE
+    extra = {"review_reason": ReviewReason.PAID_AFTER_CLOSE.value} if after_close else {}
+    return (
+        update(orders)
+        .where(
+            orders.c.out_trade_no == bindparam("no"),
+            orders.c.status.in_(sorted(sources & sources_of(OrderStatus.SUCCESS))),
+            orders.c.total_fee == bindparam("fee"),
+        )
+        .values(
+            status=OrderStatus.SUCCESS.value,
+            transaction_id=bindparam("transaction_id"),
+            paid_at=bindparam("paid_at"),
+            cash_fee=bindparam("cash_fee"),
+            bank_type=bindparam("bank_type"),
+            updated_at=bindparam("now"),
+            **extra,
+        )
+        .returning(orders.c.id)
+    )
+
+
+def _insert_event(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(events).on_conflict_do_nothing(index_elements=[events.c.order_id, events.c.kind])
+
+
+_ADD_EVENT = {
+    dialect: _insert_event(dialect).values(
+        order_id=bindparam("oid"),
+        kind=bindparam("kind"),
+        detail=bindparam("detail"),
+        created_at=bindparam("now"),
+    )
+    for dialect in ("postgresql", "sqlite")
+}
+
+
+@cache
+def _mark_paid_with_event(after_close: bool) -> Any:
+    """PostgreSQL only: the PAID event rides in the payment's own statement (a data-modifying
+    CTE), one round trip instead of two; it exists exactly when the guarded UPDATE moved."""
+    paid = _mark_paid_update(after_close).cte("paid")
+    event = (
+        _insert_event("postgresql")
+        .from_select(
+            ["order_id", "kind", "detail", "created_at"],
+            select(
+                paid.c.id, literal(PAID_EVENT), literal(""), bindparam("now", type_=UTCDateTime())
+            ),
+        )
+        .cte("event")
+    )
+    return select(paid.c.id).add_cte(event)
+
+
+def _claim(dialect: str) -> Any:
+    """Lease payable orders created before a moment, oldest first. The lease (not a lock)
+    keeps other replicas off these rows while this one talks to WeChat; on PostgreSQL
+    ``SKIP LOCKED`` keeps two claims from waiting on each other."""
+    now = bindparam("now", type_=UTCDateTime())
+    free = or_(orders.c.sweep_lease_until.is_(None), orders.c.sweep_lease_until < now)
+    candidates = (
+        select(orders.c.id)
+        .where(
+            orders.c.status.in_(sorted(PAYABLE)),
+            orders.c.created_at < bindparam("created_before", type_=UTCDateTime()),
+            free,
+        )
+        .order_by(orders.c.created_at)
+        .limit(bindparam("limit"))
+    )
+    if dialect == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        update(orders)
+        .where(orders.c.id.in_(candidates.scalar_subquery()), free)
+        .values(sweep_lease_until=bindparam("until", type_=UTCDateTime()))
+        .returning(orders.c.out_trade_no)
+    )
+
+
+_CLAIM = {dialect: _claim(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+class OrderRepository:
+    def __init__(self, sql: Executor) -> None:
+        self._sql = sql
 
     async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> OrderRecord | None:
         """Insert an order priced from its product; None if the product is not on sale or the
         total would exceed ``max_fee``; ``DuplicateOrder`` if its idempotency key is taken."""
-
-    async def set_prepay(
-        self,
-        out_trade_no: str,
-        prepay_id: str | None,
-        expires_at: dt.datetime | None,
-        error: str | None,
-    ) -> bool:
-        """Record the outcome of a unified order, only while the order is still payable."""
-
-
-class OrderRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-
-    async def product_for_sale(self, product_id: int) -> Row[Any, Any] | None:
-        stmt = select(products.c.price_fen, products.c.description).where(
-            products.c.id == product_id, products.c.active.is_(True)
-        )
-        return (await self._conn.execute(stmt)).first()
-
-    async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> OrderRecord | None:
         now = utcnow()
         params = {**values, "created_at": now, "updated_at": now, "max_fee": max_fee}
         try:
-            return _record((await self._conn.execute(_INSERT_PRICED, params)).first())
-        except IntegrityError as exc:
-            if unique_violation(exc):
-                raise DuplicateOrder() from exc
-            raise
-
-    async def by_out_trade_no(self, out_trade_no: str) -> OrderRecord | None:
-        stmt = select(orders).where(orders.c.out_trade_no == out_trade_no)
-        return _record((await self._conn.execute(stmt)).first())
-
-    async def by_idempotency_key(self, user_id: int, key: str) -> OrderRecord | None:
-        stmt = select(orders).where(orders.c.user_id == user_id, orders.c.idempotency_key == key)
-        return _record((await self._conn.execute(stmt)).first())
-
-    async def list_for_user(self, user_id: int, limit: int, offset: int) -> list[OrderRecord]:
-        stmt = (
-            select(orders)
-            .where(orders.c.user_id == user_id)
-            .order_by(orders.c.created_at.desc(), orders.c.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return [OrderRecord(**row._asdict()) for row in await self._conn.execute(stmt)]
+            return _record(await self._sql.fetchrow(_INSERT_PRICED, params))
+        except UniqueViolation as exc:
+            raise DuplicateOrder() from exc
 
     async def set_prepay(
         self,
@@ -195,6 +335,7 @@ class OrderRepository:
         expires_at: dt.datetime | None,
         error: str | None,
     ) -> bool:
+        """Record the outcome of a prepay, only while the order is still payable."""
         params = {
             "no": out_trade_no,
             "prepay_id": prepay_id,
@@ -202,58 +343,106 @@ class OrderRepository:
             "error": error,
             "now": utcnow(),
         }
-        return bool((await self._conn.execute(_SET_PREPAY, params)).rowcount)
+        return bool(await self._sql.execute(_SET_PREPAY, params))
 
-    async def move(self, out_trade_no: str, target: OrderStatus, **values: Any) -> bool:
-        """Apply one allowed move with a guarded UPDATE; False if the order was not in a source
-        status (another writer got there first, or the move is not allowed)."""
-        sources = [s.value for s in sources_of(target)]
-        stmt = (
-            update(orders)
-            .where(and_(orders.c.out_trade_no == out_trade_no, orders.c.status.in_(sources)))
-            .values(status=target.value, updated_at=utcnow(), **values)
-        )
-        return bool((await self._conn.execute(stmt)).rowcount)
+    async def by_out_trade_no(self, out_trade_no: str) -> OrderRecord | None:
+        return _record(await self._sql.fetchrow(_BY_NO, {"no": out_trade_no}))
 
-    async def flag_review(self, out_trade_no: str, reason: str) -> None:
-        stmt = (
-            update(orders)
-            .where(orders.c.out_trade_no == out_trade_no)
-            .values(review_reason=reason, updated_at=utcnow())
-        )
-        await self._conn.execute(stmt)
+    async def by_id(self, order_id: int) -> OrderRecord | None:
+        return _record(await self._sql.fetchrow(_BY_ID, {"oid": order_id}))
+
+    async def by_idempotency_key(self, user_id: int, key: str) -> OrderRecord | None:
+        return _record(await self._sql.fetchrow(_BY_KEY, {"user_id": user_id, "key": key}))
+
+    async def list_for_user(self, user_id: int, limit: int, offset: int) -> list[OrderRecord]:
+        params = {"user_id": user_id, "limit": limit, "offset": offset}
+        return [OrderRecord(*row) for row in await self._sql.fetch(_OF_USER, params)]
 
     async def needing_review(self, limit: int) -> list[OrderRecord]:
-        stmt = (
-            select(orders)
-            .where(orders.c.review_reason.is_not(None))
-            .order_by(orders.c.updated_at.desc())
-            .limit(limit)
+        """Orders flagged because money and records disagree, newest first."""
+        return [
+            OrderRecord(*row) for row in await self._sql.fetch(_NEEDING_REVIEW, {"limit": limit})
+        ]
+
+    async def mark_closed(self, out_trade_no: str) -> bool:
+        return await self._move(out_trade_no, OrderStatus.CLOSED, utcnow())
+
+    async def mark_payment_failed(self, out_trade_no: str) -> bool:
+        return await self._move(out_trade_no, OrderStatus.PAYERROR, None)
+
+    async def _move(
+        self, out_trade_no: str, target: OrderStatus, closed_at: dt.datetime | None
+    ) -> bool:
+        params = {"no": out_trade_no, "closed_at": closed_at, "now": utcnow()}
+        return bool(await self._sql.execute(_move(target), params))
+
+    async def mark_paid(
+        self, out_trade_no: str, total_fee: int, facts: PaymentFacts, *, after_close: bool
+    ) -> int | None:
+        """Pay an unpaid order (or, ``after_close``, a closed one) and record its PAID event
+        once; the order's id if it moved, None if it was in no such state or the amount
+        differs; ``DuplicateTransaction`` if another order holds the transaction id."""
+        params = {
+            "no": out_trade_no,
+            "fee": total_fee,
+            "transaction_id": facts.transaction_id,
+            "paid_at": facts.paid_at,
+            "cash_fee": facts.cash_fee,
+            "bank_type": facts.bank_type,
+            "now": utcnow(),
+        }
+        try:
+            if self._sql.dialect == "postgresql":
+                return cast(
+                    int | None, await self._sql.scalar(_mark_paid_with_event(after_close), params)
+                )
+            order_id = cast(
+                int | None, await self._sql.scalar(_mark_paid_update(after_close), params)
+            )
+        except UniqueViolation as exc:
+            raise DuplicateTransaction(facts.transaction_id) from exc
+        if order_id is not None:
+            await self.add_event(order_id, PAID_EVENT)
+        return order_id
+
+    async def payment_view(self, out_trade_no: str) -> PaymentView | None:
+        row = await self._sql.fetchrow(_PAYMENT_VIEW, {"no": out_trade_no})
+        return None if row is None else PaymentView(*row)
+
+    async def add_event(self, order_id: int, kind: str, detail: str = "") -> bool:
+        """Record a fact about an order once; False if it was already recorded."""
+        params = {"oid": order_id, "kind": kind, "detail": detail, "now": utcnow()}
+        return bool(await self._sql.execute(_ADD_EVENT[self._sql.dialect], params))
+
+    async def flag_review(self, order_id: int, reason: ReviewReason) -> None:
+        """Mark an order for a person: money and our records disagree."""
+        params = {"oid": order_id, "reason": reason.value, "now": utcnow()}
+        await self._sql.execute(_FLAG_REVIEW, params)
+
+    async def reserve_refund(self, order_id: int, amount: int) -> bool:
+        """Set ``amount`` aside on a paid order, only if refunds stay within what was paid.
+        One guarded UPDATE: racing refunds cannot both pass the check."""
+        params = {"oid": order_id, "amount": amount, "now": utcnow()}
+        return bool(await self._sql.execute(_RESERVE_REFUND, params))
+
+    async def release_refund(self, order_id: int, amount: int) -> None:
+        """Give a reserved amount back (the refund failed or closed)."""
+        await self._sql.execute(
+            _RELEASE_REFUND, {"oid": order_id, "amount": amount, "now": utcnow()}
         )
-        return [OrderRecord(**row._asdict()) for row in await self._conn.execute(stmt)]
+
+    async def mark_refunded(self, order_id: int) -> None:
+        await self._sql.execute(_MARK_REFUNDED, {"oid": order_id, "now": utcnow()})
 
     async def claim_for_sweep(
         self, created_before: dt.datetime, lease_seconds: int, limit: int
     ) -> list[str]:
-        """Lease up to ``limit`` payable orders created before a moment, oldest first.
-
-        The lease (not a lock) keeps other replicas off these rows while this one talks to
-        WeChat; ``SKIP LOCKED`` on PostgreSQL keeps two claims from waiting on each other.
-        """
+        """Lease up to ``limit`` payable orders created before a moment, oldest first."""
         now = utcnow()
-        free = or_(orders.c.sweep_lease_until.is_(None), orders.c.sweep_lease_until < now)
-        candidates = (
-            select(orders.c.id)
-            .where(orders.c.status.in_(PAYABLE), orders.c.created_at < created_before, free)
-            .order_by(orders.c.created_at)
-            .limit(limit)
-        )
-        if self._conn.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        stmt = (
-            update(orders)
-            .where(orders.c.id.in_(candidates.scalar_subquery()), free)
-            .values(sweep_lease_until=now + dt.timedelta(seconds=lease_seconds))
-            .returning(orders.c.out_trade_no)
-        )
-        return list((await self._conn.execute(stmt)).scalars())
+        params = {
+            "now": now,
+            "created_before": created_before,
+            "limit": limit,
+            "until": now + dt.timedelta(seconds=lease_seconds),
+        }
+        return [row[0] for row in await self._sql.fetch(_CLAIM[self._sql.dialect], params)]

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 
-from app.deps import AdminDep, CurrentUserDep, RuntimeDep
+from app.deps import AdminDep, CurrentUserDep, OrderServiceDep, SettingsDep
 from app.errors import error_responses
 from app.netutil import client_ip
 from app.orders.repository import OrderRecord
@@ -14,16 +14,11 @@ from app.orders.schemas import (
     OrderPage,
     OrderWithPayParams,
 )
-from app.orders.service import OrderService, OrderWithParams
+from app.orders.service import OrderWithParams
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
 
-async def get_order_service(runtime: RuntimeDep) -> OrderService:
-    return runtime.orders
-
-
-OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -55,10 +50,10 @@ async def create_order(
     request: Request,
     user: CurrentUserDep,
     service: OrderServiceDep,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderWithPayParams:
-    ip = client_ip(request, runtime.settings.trusted_proxies)
+    ip = client_ip(request, settings.trusted_proxies)
     result = await service.create_order(user, body.product_id, body.quantity, ip, idempotency_key)
     return with_params(result)
 

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from app.auth.service import CurrentUser
 from app.config import Settings
-from app.db import PgPool, autocommit, single_statements, utcnow
+from app.db import utcnow
 from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
 from app.orders.numbers import new_out_trade_no
-from app.orders.pgrepository import AsyncpgOrderRepository
-from app.orders.repository import CreatePathRepo, DuplicateOrder, OrderRecord, OrderRepository
+from app.orders.repository import DuplicateOrder, OrderRecord
 from app.orders.states import PAYABLE, OrderStatus
 from app.payments.service import PaymentResult, PaymentService
 from app.products.service import ProductNotFound
@@ -39,6 +35,9 @@ from app.wechat.models import (
     UnifiedOrderRequest,
 )
 from app.wechat.timefmt import from_wechat_time, to_wechat_time
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
@@ -80,34 +79,19 @@ class OrderWithParams:
 
 
 class OrderService:
-    """Takes a pooled connection only for each statement, never across a WeChat call.
+    """Takes a connection only for each statement, never across a WeChat call.
 
     Every write here is one guarded statement, a transaction of its own; what must change
-    together (a payment and its event and audit) goes through ``PaymentService``. Built once
-    at start-up; with ``pool`` (PostgreSQL), create-order's writes run on asyncpg directly.
+    together (a payment and its event and audit) goes through ``PaymentService``.
     """
 
     def __init__(
-        self,
-        engine: AsyncEngine,
-        settings: Settings,
-        pay: WeChatPayClient,
-        payments: PaymentService,
-        pool: PgPool | None = None,
+        self, db: Database, settings: Settings, pay: WeChatPayClient, payments: PaymentService
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._settings = settings
         self._pay = pay
         self._payments = payments
-        self._create_path: Callable[[], AbstractAsyncContextManager[CreatePathRepo]] = (
-            single_statements(engine, pool, core=OrderRepository, pg=AsyncpgOrderRepository)
-        )
-
-    @asynccontextmanager
-    async def _statement(self) -> AsyncIterator[OrderRepository]:
-        """For a single statement: it is its own transaction, so no BEGIN/COMMIT round trips."""
-        async with autocommit(self._engine).connect() as conn:
-            yield OrderRepository(conn)
 
     async def create_order(
         self,
@@ -148,13 +132,13 @@ class OrderService:
         return order
 
     async def list_orders(self, user: CurrentUser, limit: int, offset: int) -> list[OrderRecord]:
-        async with self._statement() as repo:
-            return await repo.list_for_user(user.id, limit, offset)
+        async with self._db.statement() as tx:
+            return await tx.orders.list_for_user(user.id, limit, offset)
 
     async def needing_review(self, limit: int) -> list[OrderRecord]:
         """Orders flagged because money and records disagree, newest first."""
-        async with self._statement() as repo:
-            return await repo.needing_review(limit)
+        async with self._db.statement() as tx:
+            return await tx.orders.needing_review(limit)
 
     async def pay_params(self, user: CurrentUser, out_trade_no: str) -> OrderWithParams:
         """Fresh ``wx.requestPayment`` parameters for an unpaid order of the caller's."""
@@ -206,9 +190,12 @@ class OrderService:
         state = _our_status(str(result.trade_state))
         if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
             await self._payments.apply_paid(_paid_result(out_trade_no, result))
-        elif state in (OrderStatus.CLOSED, OrderStatus.PAYERROR):
-            async with self._statement() as repo:
-                await repo.move(out_trade_no, state, closed_at=_closed_at(state))
+        elif state is OrderStatus.CLOSED:
+            async with self._db.statement() as tx:
+                await tx.orders.mark_closed(out_trade_no)
+        elif state is OrderStatus.PAYERROR:
+            async with self._db.statement() as tx:
+                await tx.orders.mark_payment_failed(out_trade_no)
         return state
 
     async def _close(self, out_trade_no: str) -> None:
@@ -220,8 +207,8 @@ class OrderService:
                 return
             if exc.err_code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
                 raise
-        async with self._statement() as repo:
-            await repo.move(out_trade_no, OrderStatus.CLOSED, closed_at=utcnow())
+        async with self._db.statement() as tx:
+            await tx.orders.mark_closed(out_trade_no)
 
     async def _insert(
         self,
@@ -244,13 +231,13 @@ class OrderService:
             "idempotency_key": idempotency_key,
             "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
         }
-        async with self._create_path() as writes:
-            order = await writes.insert_priced(values, MAX_FEN)
+        async with self._db.statement() as tx:
+            order = await tx.orders.insert_priced(values, MAX_FEN)
         if order is not None:
             return order
-        async with self._statement() as repo:
-            product = await repo.product_for_sale(product_id)
-        raise ProductNotFound() if product is None else AmountTooLarge()
+        async with self._db.statement() as tx:
+            product = await tx.products.get(product_id)
+        raise ProductNotFound() if product is None or not product.active else AmountTooLarge()
 
     async def _prepay(self, order: OrderRecord) -> dict[str, str]:
         """Unified order for a stored order, with no transaction open; then record the outcome."""
@@ -262,8 +249,8 @@ class OrderService:
         except WeChatUnavailable as exc:
             await self._record_prepay_failure(order.out_trade_no, exc.message)
             raise upstream_unavailable(exc) from exc
-        async with self._create_path() as writes:
-            await writes.set_prepay(
+        async with self._db.statement() as tx:
+            await tx.orders.set_prepay(
                 order.out_trade_no,
                 response.prepay_id,
                 utcnow() + PREPAY_LIFETIME - PREPAY_MARGIN,
@@ -287,20 +274,20 @@ class OrderService:
 
     async def _record_prepay_failure(self, out_trade_no: str, reason: str) -> None:
         logger.warning("unified order failed for %s: %s", out_trade_no, reason)
-        async with self._create_path() as writes:
-            await writes.set_prepay(out_trade_no, None, None, reason[:500])
+        async with self._db.statement() as tx:
+            await tx.orders.set_prepay(out_trade_no, None, None, reason[:500])
 
     async def _owned(self, user: CurrentUser, out_trade_no: str) -> OrderRecord:
         # Someone else's order is "not found", so order numbers reveal nothing.
-        async with self._statement() as repo:
-            order = await repo.by_out_trade_no(out_trade_no)
+        async with self._db.statement() as tx:
+            order = await tx.orders.by_out_trade_no(out_trade_no)
         if order is None or order.user_id != user.id:
             raise OrderNotFound()
         return order
 
     async def _by_idempotency_key(self, user: CurrentUser, key: str) -> OrderRecord | None:
-        async with self._statement() as repo:
-            return await repo.by_idempotency_key(user.id, key)
+        async with self._db.statement() as tx:
+            return await tx.orders.by_idempotency_key(user.id, key)
 
 
 def _paid_result(out_trade_no: str, result: OrderQueryResponse) -> PaymentResult:
@@ -325,7 +312,3 @@ def _our_status(trade_state: str) -> OrderStatus | None:
         return OrderStatus(trade_state)
     except ValueError:
         return None
-
-
-def _closed_at(state: OrderStatus) -> dt.datetime | None:
-    return utcnow() if state is OrderStatus.CLOSED else None

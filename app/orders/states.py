@@ -29,6 +29,8 @@ ALLOWED_MOVES: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 PAYABLE = frozenset({OrderStatus.NOTPAY, OrderStatus.PAYERROR})
+# An order can be refunded once paid, and again while refunds leave some of it unrefunded.
+REFUNDABLE = frozenset({OrderStatus.SUCCESS, OrderStatus.REFUND})
 
 
 def sources_of(target: OrderStatus) -> frozenset[OrderStatus]:

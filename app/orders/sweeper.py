@@ -15,19 +15,19 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.auth.repository import AuthRepository
 from app.config import Settings
 from app.db import utcnow
-from app.orders.repository import OrderRecord, OrderRepository
+from app.orders.repository import OrderRecord
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
-from app.payments.service import PaymentService
+from app.refunds.service import RefundService
 from app.refunds.sweep import settle_overdue_refunds
-from app.wechat.client import WeChatPayClient
 from app.wechat.errors import WeChatError
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
@@ -46,66 +46,68 @@ class SweepReport:
     refunds: dict[str, str] = field(default_factory=dict)
 
 
-async def sweep_once(
-    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient, payments: PaymentService
-) -> SweepReport:
-    """One pass over the unpaid orders that are due; safe to run in several processes."""
-    report = SweepReport()
-    due = utcnow() - dt.timedelta(minutes=settings.reconcile_after_minutes)
-    async with engine.begin() as conn:
-        claimed = await OrderRepository(conn).claim_for_sweep(
-            due, LEASE_SECONDS, settings.sweep_batch_size
-        )
-        # Expired bearer tokens are useless; keep the sessions table from growing forever.
-        report.sessions_pruned = await AuthRepository(conn).delete_expired_sessions(utcnow())
-    report.claimed = len(claimed)
-    for out_trade_no in claimed:
-        outcome = await _reconcile(
-            OrderService(engine, settings, pay, payments), engine, out_trade_no
-        )
-        report.outcomes[out_trade_no] = outcome
-        report.paid += outcome == OrderStatus.SUCCESS
-        report.closed += outcome == OrderStatus.CLOSED
-        report.failed += outcome == "ERROR"
-    report.refunds = await settle_overdue_refunds(engine, settings, pay)
-    return report
+class Sweeper:
+    """Built once, by the composition root, from the same services the routes use."""
 
+    def __init__(
+        self, db: Database, settings: Settings, orders: OrderService, refunds: RefundService
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._orders = orders
+        self._refunds = refunds
 
-async def _reconcile(service: OrderService, engine: AsyncEngine, out_trade_no: str) -> str:
-    try:
-        await service.sync_with_wechat(out_trade_no)
-        order = await _reload(engine, out_trade_no)
-        if order.status in PAYABLE and order.time_expire <= utcnow():
-            await service.expire(out_trade_no)
-            order = await _reload(engine, out_trade_no)
-    except WeChatError as exc:
-        logger.warning("sweep could not settle %s: %r", out_trade_no, exc)
-        return "ERROR"
-    return str(order.status)
+    async def sweep_once(self) -> SweepReport:
+        """One pass over the unpaid orders that are due; safe to run in several processes."""
+        report = SweepReport()
+        due = utcnow() - dt.timedelta(minutes=self._settings.reconcile_after_minutes)
+        async with self._db.transaction() as tx:
+            claimed = await tx.orders.claim_for_sweep(
+                due, LEASE_SECONDS, self._settings.sweep_batch_size
+            )
+            # Expired bearer tokens are useless; keep the sessions table from growing forever.
+            report.sessions_pruned = await tx.auth.delete_expired_sessions(utcnow())
+        report.claimed = len(claimed)
+        for out_trade_no in claimed:
+            outcome = await self._reconcile(out_trade_no)
+            report.outcomes[out_trade_no] = outcome
+            report.paid += outcome == OrderStatus.SUCCESS
+            report.closed += outcome == OrderStatus.CLOSED
+            report.failed += outcome == "ERROR"
+        report.refunds = await settle_overdue_refunds(self._db, self._settings, self._refunds)
+        return report
 
+    async def run_forever(self) -> None:
+        """Sweep every ``sweep_interval_seconds`` until cancelled; a failed pass is only logged."""
+        while True:
+            try:
+                report = await self.sweep_once()
+                if report.claimed:
+                    logger.info(
+                        "sweep: %d claimed, %d paid, %d closed, %d failed",
+                        report.claimed,
+                        report.paid,
+                        report.closed,
+                        report.failed,
+                    )
+            except Exception:
+                logger.exception("sweep pass failed; retrying next interval")
+            await asyncio.sleep(self._settings.sweep_interval_seconds)
 
-async def _reload(engine: AsyncEngine, out_trade_no: str) -> OrderRecord:
-    async with engine.begin() as conn:
-        order = await OrderRepository(conn).by_out_trade_no(out_trade_no)
-    assert order is not None  # claimed rows are never deleted
-    return order
-
-
-async def run_sweeper(
-    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient, payments: PaymentService
-) -> None:
-    """Sweep every ``sweep_interval_seconds`` until cancelled; a failed pass is only logged."""
-    while True:
+    async def _reconcile(self, out_trade_no: str) -> str:
         try:
-            report = await sweep_once(engine, settings, pay, payments)
-            if report.claimed:
-                logger.info(
-                    "sweep: %d claimed, %d paid, %d closed, %d failed",
-                    report.claimed,
-                    report.paid,
-                    report.closed,
-                    report.failed,
-                )
-        except Exception:
-            logger.exception("sweep pass failed; retrying next interval")
-        await asyncio.sleep(settings.sweep_interval_seconds)
+            await self._orders.sync_with_wechat(out_trade_no)
+            order = await self._reload(out_trade_no)
+            if order.status in PAYABLE and order.time_expire <= utcnow():
+                await self._orders.expire(out_trade_no)
+                order = await self._reload(out_trade_no)
+        except WeChatError as exc:
+            logger.warning("sweep could not settle %s: %r", out_trade_no, exc)
+            return "ERROR"
+        return str(order.status)
+
+    async def _reload(self, out_trade_no: str) -> OrderRecord:
+        async with self._db.statement() as tx:
+            order = await tx.orders.by_out_trade_no(out_trade_no)
+        assert order is not None  # claimed rows are never deleted
+        return order

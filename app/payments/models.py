@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UTCDateTime, utcnow
@@ -24,16 +24,3 @@ class PaymentNotify(Base):
     # The received fields as JSON (nothing in a v2 notify is secret), or a body excerpt when
     # the body could not be parsed.
     raw: Mapped[str] = mapped_column(Text)
-
-
-class OrderEvent(Base):
-    """Facts about an order for the rest of the business (fulfilment, review), once each."""
-
-    __tablename__ = "order_events"
-    __table_args__ = (UniqueConstraint("order_id", "kind", name="uq_order_events_order_kind"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
-
+from app.orders.repository import DuplicateTransaction, OrderRepository, PaymentFacts
 from app.orders.states import ReviewReason
-from app.payments.pgrepository import AsyncpgPaymentRepository
-from app.payments.repository import (
-    AuditRow,
-    DuplicateTransaction,
-    PaymentRepo,
-    PaymentRepository,
-)
+from app.payments.repository import AuditRow
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
@@ -86,51 +80,26 @@ class AuditRecord:
     received_at: dt.datetime
 
 
-Transaction = Callable[[], AbstractAsyncContextManager[PaymentRepo]]
-
-
-def sqlalchemy_transaction(engine: AsyncEngine) -> Transaction:
-    """Payment transactions on any SQLAlchemy engine (SQLite here)."""
-
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[PaymentRepo]:
-        async with engine.begin() as conn:
-            yield PaymentRepository(conn)
-
-    return transaction
-
-
-def asyncpg_transaction(pool: asyncpg.Pool[asyncpg.Record]) -> Transaction:
-    """Payment transactions on an asyncpg pool (PostgreSQL: the notify's hot path)."""
-
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[PaymentRepo]:
-        async with pool.acquire() as conn, conn.transaction():
-            yield AsyncpgPaymentRepository(conn)
-
-    return transaction
-
-
 class PaymentService:
-    def __init__(self, transaction: Transaction) -> None:
-        self._transaction = transaction
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def apply_paid(self, result: PaymentResult, audit: AuditRecord | None = None) -> Verdict:
         """Apply a successful payment once; the audit row commits with its effect."""
         try:
-            async with self._transaction() as repo:
-                verdict = await _settle(repo, result)
+            async with self._db.transaction() as tx:
+                verdict = await _settle(tx.orders, result)
                 if audit is not None:
-                    await repo.audit(_audit_row(verdict, result, audit))
+                    await tx.audit.record(_audit_row(verdict, result, audit))
         except DuplicateTransaction:
             # Another order already holds this WeChat transaction. Money and records
             # disagree; a human must look.
             logger.error("transaction %s already belongs to another order", result.transaction_id)
             verdict = Verdict.TRANSACTION_CONFLICT
-            async with self._transaction() as repo:
-                await _flag(repo, result.out_trade_no, ReviewReason.TRANSACTION_CONFLICT)
+            async with self._db.transaction() as tx:
+                await _flag(tx.orders, result.out_trade_no, ReviewReason.TRANSACTION_CONFLICT)
                 if audit is not None:
-                    await repo.audit(_audit_row(verdict, result, audit))
+                    await tx.audit.record(_audit_row(verdict, result, audit))
         return verdict
 
     async def record(
@@ -138,33 +107,28 @@ class PaymentService:
     ) -> None:
         """Audit a notify that changes no order (refused, or a failed payment)."""
         row = AuditRow(audit.received_at, verdict.value, audit.raw, detail, out_trade_no)
-        async with self._transaction() as repo:
-            await repo.audit(row)
+        async with self._db.statement() as tx:
+            await tx.audit.record(row)
 
 
-async def _settle(repo: PaymentRepo, result: PaymentResult) -> Verdict:
-    values = {
-        "transaction_id": result.transaction_id,
-        "paid_at": result.paid_at,
-        "cash_fee": result.cash_fee,
-        "bank_type": result.bank_type,
-    }
+async def _settle(orders: OrderRepository, result: PaymentResult) -> Verdict:
+    facts = PaymentFacts(result.transaction_id, result.paid_at, result.cash_fee, result.bank_type)
     no, fee = result.out_trade_no, result.total_fee
-    if await repo.mark_paid(no, fee, values, after_close=False) is not None:
+    if await orders.mark_paid(no, fee, facts, after_close=False) is not None:
         return Verdict.PAID
-    if await repo.mark_paid(no, fee, values, after_close=True) is not None:
+    if await orders.mark_paid(no, fee, facts, after_close=True) is not None:
         logger.warning("order %s was paid after we closed it; flagged for review", no)
         return Verdict.PAID_AFTER_CLOSE
-    return await _explain_unpaid(repo, result)
+    return await _explain_unpaid(orders, result)
 
 
-async def _explain_unpaid(repo: PaymentRepo, result: PaymentResult) -> Verdict:
-    state = await repo.order_state(result.out_trade_no)
+async def _explain_unpaid(orders: OrderRepository, result: PaymentResult) -> Verdict:
+    state = await orders.payment_view(result.out_trade_no)
     if state is None:
         logger.error("payment for unknown order %s", result.out_trade_no)
         return Verdict.UNKNOWN_ORDER
     if state.total_fee != result.total_fee:
-        await repo.flag_review(state.id, ReviewReason.AMOUNT_MISMATCH.value)
+        await orders.flag_review(state.id, ReviewReason.AMOUNT_MISMATCH)
         logger.error(
             "AMOUNT MISMATCH on order %s: WeChat reports %s fen, we expect %s fen",
             result.out_trade_no,
@@ -174,15 +138,15 @@ async def _explain_unpaid(repo: PaymentRepo, result: PaymentResult) -> Verdict:
         return Verdict.AMOUNT_MISMATCH
     if state.transaction_id == result.transaction_id:
         return Verdict.DUPLICATE
-    await repo.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT.value)
+    await orders.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT)
     logger.error("order %s already paid by another transaction", result.out_trade_no)
     return Verdict.TRANSACTION_CONFLICT
 
 
-async def _flag(repo: PaymentRepo, out_trade_no: str, reason: ReviewReason) -> None:
-    state = await repo.order_state(out_trade_no)
+async def _flag(orders: OrderRepository, out_trade_no: str, reason: ReviewReason) -> None:
+    state = await orders.payment_view(out_trade_no)
     if state is not None:
-        await repo.flag_review(state.id, reason.value)
+        await orders.flag_review(state.id, reason)
 
 
 def _audit_row(verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> AuditRow:

@@ -2,23 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
 from app.db import MAX_BIGINT
-from app.deps import AdminDep, SessionDep
+from app.deps import AdminDep, ProductServiceDep
 from app.errors import error_responses
 from app.products.schemas import ProductIn, ProductOut
-from app.products.service import ProductService
 
 router = APIRouter(tags=["products"])
 admin_router = APIRouter(prefix="/api/v1/admin/products", tags=["admin"], dependencies=[AdminDep])
 
 
-async def get_product_service(session: SessionDep) -> ProductService:
-    return ProductService(session)
-
-
-ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
 ProductId = Annotated[int, Path(gt=0, le=MAX_BIGINT)]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import TYPE_CHECKING
 
 from app.errors import NotFound
-from app.products.models import Product
-from app.products.repository import ProductRepository
+from app.products.repository import ProductRecord
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 DEMO_PRODUCTS = (
     ("短信套餐 100 条", "短信平台-短信套餐购买", 990),
@@ -23,32 +23,31 @@ class ProductNotFound(NotFound):
 
 
 class ProductService:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self._repo = ProductRepository(session)
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    async def list_products(self, *, include_inactive: bool = False) -> Sequence[Product]:
-        async with self._session.begin():
-            return await self._repo.list(include_inactive=include_inactive)
+    async def list_products(self, *, include_inactive: bool = False) -> list[ProductRecord]:
+        async with self._db.statement() as tx:
+            return await tx.products.list(include_inactive=include_inactive)
 
-    async def add_product(self, name: str, description: str, price_fen: int) -> Product:
-        async with self._session.begin():
-            return await self._repo.add(name, description, price_fen)
+    async def add_product(self, name: str, description: str, price_fen: int) -> ProductRecord:
+        async with self._db.statement() as tx:
+            return await tx.products.add(name, description, price_fen)
 
-    async def set_active(self, product_id: int, active: bool) -> Product:
+    async def set_active(self, product_id: int, active: bool) -> ProductRecord:
         """Enable or disable a product; disabled products cannot be ordered."""
-        async with self._session.begin():
-            if not await self._repo.set_active(product_id, active):
+        async with self._db.transaction() as tx:
+            if not await tx.products.set_active(product_id, active):
                 raise ProductNotFound()
-            product = await self._repo.get(product_id)
+            product = await tx.products.get(product_id)
         assert product is not None
         return product
 
     async def seed_demo(self) -> int:
         """Add the demo catalogue to an empty database; returns how many were added."""
-        async with self._session.begin():
-            if await self._repo.count():
+        async with self._db.transaction() as tx:
+            if await tx.products.count():
                 return 0
             for name, description, price in DEMO_PRODUCTS:
-                await self._repo.add(name, description, price)
+                await tx.products.add(name, description, price)
         return len(DEMO_PRODUCTS)

@@ -14,18 +14,21 @@ import datetime as dt
 import json
 import logging
 from enum import StrEnum
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from app.db import utcnow
+from app.orders.repository import OrderRecord
 from app.orders.states import ReviewReason
 from app.payments.notify import body_excerpt
-from app.payments.repository import AuditRow, PaymentRepository
+from app.payments.repository import AuditRow
 from app.refunds.outcomes import apply_outcome, outcome_of
-from app.refunds.repository import RefundableOrder, RefundRecord, RefundRepository
+from app.refunds.repository import RefundRecord
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import InvalidNotification
 from app.wechat.models import RefundNotifyInfo
+
+if TYPE_CHECKING:
+    from app.uow import Database, UnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +58,8 @@ ACKNOWLEDGED = frozenset(
 
 
 class RefundNotifies:
-    def __init__(self, engine: AsyncEngine, pay: WeChatPayClient) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, pay: WeChatPayClient) -> None:
+        self._db = db
         self._pay = pay
 
     async def handle(self, body: bytes) -> RefundVerdict:
@@ -68,46 +71,47 @@ class RefundNotifies:
             logger.warning("refund notify refused: %s", refused.reason)
             excerpt = body_excerpt(body)
             row = AuditRow(received_at, RefundVerdict.REFUSED.value, excerpt, refused.reason)
-            async with self._engine.begin() as conn:
-                await PaymentRepository(conn).audit(row)
+            async with self._db.statement() as tx:
+                await tx.audit.record(row)
             return RefundVerdict.REFUSED
-        async with self._engine.begin() as conn:
-            verdict = await _judge(RefundRepository(conn), info)
-            await PaymentRepository(conn).audit(_audit_row(info, verdict, received_at))
+        async with self._db.transaction() as tx:
+            verdict = await _judge(tx, info)
+            await tx.audit.record(_audit_row(info, verdict, received_at))
         return verdict
 
 
-async def _judge(repo: RefundRepository, info: RefundNotifyInfo) -> RefundVerdict:
-    refund = await repo.by_out_refund_no(info.out_refund_no)
+async def _judge(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
+    refund = await tx.refunds.by_out_refund_no(info.out_refund_no)
     if refund is None:
-        return await _not_ours(repo, info)
-    order = await repo.order_by_id(refund.order_id)
+        return await _not_ours(tx, info)
+    order = await tx.orders.by_id(refund.order_id)
+    assert order is not None  # a refund's order is never deleted
     if not _agrees(refund, order, info):
         logger.error(
             "REFUND MISMATCH on %s: WeChat reports order %s, %s of %s fen, refund id %s",
             info.out_refund_no, info.out_trade_no, info.refund_fee, info.total_fee,
             info.refund_id,
         )  # fmt: skip
-        await repo.flag_order(order.id, ReviewReason.REFUND_CONFLICT)
+        await tx.orders.flag_review(order.id, ReviewReason.REFUND_CONFLICT)
         return RefundVerdict.MISMATCH
     outcome = outcome_of(info.refund_status.value, info.refund_id, info.success_time)
     if outcome is None:
         return RefundVerdict.UNDECIDED
-    if await apply_outcome(repo, refund, outcome):
+    if await apply_outcome(tx, refund, outcome):
         return RefundVerdict.APPLIED
     # Read again: a racing duplicate may have committed the same move since we first looked.
-    current = await repo.by_out_refund_no(info.out_refund_no)
+    current = await tx.refunds.by_out_refund_no(info.out_refund_no)
     if current is not None and current.status == outcome.status:
         return RefundVerdict.DUPLICATE
     logger.error(
         "refund %s: WeChat reports %s, we hold %s",
         info.out_refund_no, outcome.status.value, current and current.status,
     )  # fmt: skip
-    await repo.flag_order(order.id, ReviewReason.REFUND_CONFLICT)
+    await tx.orders.flag_review(order.id, ReviewReason.REFUND_CONFLICT)
     return RefundVerdict.CONFLICT
 
 
-def _agrees(refund: RefundRecord, order: RefundableOrder, info: RefundNotifyInfo) -> bool:
+def _agrees(refund: RefundRecord, order: OrderRecord, info: RefundNotifyInfo) -> bool:
     ours = (order.out_trade_no, order.total_fee, refund.refund_fee)
     if ours != (info.out_trade_no, info.total_fee, info.refund_fee):
         return False
@@ -116,8 +120,8 @@ def _agrees(refund: RefundRecord, order: RefundableOrder, info: RefundNotifyInfo
     return not refund.refund_id or refund.refund_id == info.refund_id
 
 
-async def _not_ours(repo: RefundRepository, info: RefundNotifyInfo) -> RefundVerdict:
-    order = await repo.order(info.out_trade_no)
+async def _not_ours(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
+    order = await tx.orders.by_out_trade_no(info.out_trade_no)
     if order is None or order.transaction_id != info.transaction_id:
         logger.error("refund notify for unknown refund %s", info.out_refund_no)
         return RefundVerdict.UNKNOWN
@@ -125,7 +129,7 @@ async def _not_ours(repo: RefundRepository, info: RefundNotifyInfo) -> RefundVer
         "order %s refunded outside this service (%s); flagged for review",
         info.out_trade_no, info.out_refund_no,
     )  # fmt: skip
-    await repo.flag_order(order.id, ReviewReason.REFUND_OUTSIDE)
+    await tx.orders.flag_review(order.id, ReviewReason.REFUND_OUTSIDE)
     return RefundVerdict.OUTSIDE
 
 

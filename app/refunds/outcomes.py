@@ -6,11 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.orders.states import ReviewReason
-from app.refunds.repository import RefundRecord, RefundRepository
+from app.refunds.repository import RefundRecord
 from app.refunds.states import RELEASES_AMOUNT, RefundStatus
 from app.wechat.timefmt import from_refund_time
+
+if TYPE_CHECKING:
+    from app.uow import UnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +46,7 @@ def outcome_of(
     return RefundOutcome(target, refund_id, moment)
 
 
-async def apply_outcome(
-    repo: RefundRepository, refund: RefundRecord, outcome: RefundOutcome
-) -> bool:
+async def apply_outcome(tx: UnitOfWork, refund: RefundRecord, outcome: RefundOutcome) -> bool:
     """The guarded move and what comes with it, in the caller's transaction; False if the
     refund was not in a status the move starts from (already applied, or contradicted).
 
@@ -53,22 +55,19 @@ async def apply_outcome(
       WeChat's order query reports it from then on (§6.1), even if the refund later closes.
     - ``CHANGE`` (the money could not reach the user) is flagged for a person.
     """
-    values = {"refund_id": outcome.refund_id, "success_time": outcome.success_time}
-    moved = await repo.move(
-        refund.out_refund_no,
-        outcome.status,
-        **{name: value for name, value in values.items() if value is not None},
+    moved = await tx.refunds.move(
+        refund.out_refund_no, outcome.status, outcome.refund_id, outcome.success_time
     )
     if moved is None:
         return False
     if outcome.status in RELEASES_AMOUNT:
-        await repo.release(moved.order_id, moved.refund_fee)
+        await tx.orders.release_refund(moved.order_id, moved.refund_fee)
     else:
-        await repo.mark_order_refunded(moved.order_id)
+        await tx.orders.mark_refunded(moved.order_id)
     if outcome.status is RefundStatus.CHANGE:
         logger.error(
             "refund %s could not reach the user; finish it on the merchant platform",
             refund.out_refund_no,
         )
-        await repo.flag_order(moved.order_id, ReviewReason.REFUND_CHANGE)
+        await tx.orders.flag_review(moved.order_id, ReviewReason.REFUND_CHANGE)
     return True

@@ -6,10 +6,10 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from starlette.requests import ClientDisconnect
 
-from app.deps import AdminDep, RuntimeDep
+from app.deps import AdminDep, RefundServiceDep, RuntimeDep
 from app.errors import error_responses
 from app.payments.router import (
     NOTIFY_DEADLINE_SECONDS,
@@ -19,7 +19,6 @@ from app.payments.router import (
 )
 from app.refunds.notify import ACKNOWLEDGED, RefundVerdict
 from app.refunds.schemas import RefundIn, RefundOut
-from app.refunds.service import RefundService
 from app.refunds.states import RefundStatus
 
 logger = logging.getLogger(__name__)
@@ -28,11 +27,6 @@ admin_router = APIRouter(prefix="/api/v1/admin/orders", tags=["admin"], dependen
 notify_router = APIRouter(tags=["wechat"])
 
 
-async def get_refund_service(runtime: RuntimeDep) -> RefundService:
-    return runtime.refunds
-
-
-RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
 IdempotencyKey = Annotated[
     str | None,
     Header(max_length=64, description="Repeat a refund safely: the same key, the same refund."),

@@ -25,27 +25,24 @@ import datetime as dt
 import logging
 import secrets
 from enum import Enum
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, UpstreamRejected
 from app.orders.numbers import new_out_trade_no
+from app.orders.repository import OrderRecord
 from app.orders.service import IdempotencyKeyReused, OrderNotFound
-from app.orders.states import OrderStatus
+from app.orders.states import REFUNDABLE, OrderStatus
 from app.refunds.outcomes import RefundOutcome, apply_outcome, outcome_of
-from app.refunds.repository import (
-    REFUNDABLE,
-    DuplicateRefund,
-    RefundableOrder,
-    RefundRecord,
-    RefundRepository,
-)
+from app.refunds.repository import DuplicateRefund, RefundRecord
 from app.refunds.states import OPEN, RefundStatus
 from app.wechat.client import WeChatPayClient
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
 from app.wechat.models import RefundQueryRequest, RefundRequest
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +86,8 @@ def lease_for(settings: Settings) -> dt.timedelta:
 
 
 class RefundService:
-    def __init__(self, engine: AsyncEngine, settings: Settings, pay: WeChatPayClient) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, settings: Settings, pay: WeChatPayClient) -> None:
+        self._db = db
         self._settings = settings
         self._pay = pay
         self._lease = lease_for(settings)
@@ -120,18 +117,17 @@ class RefundService:
         return _answer(await self._drive(refund, order, token, sent_before=False))
 
     async def refunds_of(self, out_trade_no: str) -> list[RefundRecord]:
-        async with self._engine.connect() as conn:
-            repo = RefundRepository(conn)
-            order = await repo.order(out_trade_no)
+        async with self._db.transaction() as tx:
+            order = await tx.orders.by_out_trade_no(out_trade_no)
             if order is None:
                 raise OrderNotFound()
-            return await repo.of_order(order.id)
+            return await tx.refunds.of_order(order.id)
 
     async def settle(self, out_refund_no: str) -> RefundRecord | None:
         """Take an open refund as far as WeChat allows now; None if someone else is at it."""
         token = secrets.token_hex(16)
-        async with self._engine.begin() as conn:
-            if not await RefundRepository(conn).take_lease(out_refund_no, token, self._lease):
+        async with self._db.statement() as tx:
+            if not await tx.refunds.take_lease(out_refund_no, token, self._lease):
                 return None
         refund, order = await self._load(out_refund_no)
         return await self._drive(refund, order, token, sent_before=True)
@@ -145,7 +141,7 @@ class RefundService:
         return _answer(settled or (await self._load(first.out_refund_no))[0])
 
     async def _drive(
-        self, refund: RefundRecord, order: RefundableOrder, token: str, *, sent_before: bool
+        self, refund: RefundRecord, order: OrderRecord, token: str, *, sent_before: bool
     ) -> RefundRecord:
         """Ask WeChat (if it may have the refund already), send it unless WeChat has settled
         it, record what comes back. Holds the lease throughout and ends it."""
@@ -159,8 +155,8 @@ class RefundService:
         except _LeaseLost:
             logger.warning("refund %s: lease lost; another worker carries on", refund.out_refund_no)
         finally:
-            async with self._engine.begin() as conn:
-                await RefundRepository(conn).release_lease(refund.out_refund_no, token)
+            async with self._db.statement() as tx:
+                await tx.refunds.release_lease(refund.out_refund_no, token)
         return (await self._load(refund.out_refund_no))[0]
 
     async def _ask(self, refund: RefundRecord, token: str) -> _Known:
@@ -179,12 +175,11 @@ class RefundService:
         return _Known.APPLIED
 
     async def _hold(self, refund: RefundRecord, token: str) -> None:
-        async with self._engine.begin() as conn:
-            repo = RefundRepository(conn)
-            if not await repo.renew_lease(refund.out_refund_no, token, self._lease):
+        async with self._db.statement() as tx:
+            if not await tx.refunds.renew_lease(refund.out_refund_no, token, self._lease):
                 raise _LeaseLost()
 
-    async def _send(self, refund: RefundRecord, order: RefundableOrder, token: str) -> None:
+    async def _send(self, refund: RefundRecord, order: OrderRecord, token: str) -> None:
         await self._hold(refund, token)
         try:
             response = await self._pay.refund(self._refund_request(refund, order))
@@ -209,7 +204,7 @@ class RefundService:
         logger.warning("refund %s refused by WeChat: %s", refund.out_refund_no, reason)
         await self._record(refund, RefundOutcome(RefundStatus.FAILED), error=reason)
 
-    def _refund_request(self, refund: RefundRecord, order: RefundableOrder) -> RefundRequest:
+    def _refund_request(self, refund: RefundRecord, order: OrderRecord) -> RefundRequest:
         return RefundRequest(
             out_trade_no=order.out_trade_no,
             out_refund_no=refund.out_refund_no,
@@ -238,28 +233,26 @@ class RefundService:
     async def _record(
         self, refund: RefundRecord, outcome: RefundOutcome, error: str | None = None
     ) -> None:
-        async with self._engine.begin() as conn:
-            repo = RefundRepository(conn)
+        async with self._db.transaction() as tx:
             if error is not None:
-                await repo.note_error(refund.out_refund_no, error)
-            await apply_outcome(repo, refund, outcome)
+                await tx.refunds.note_error(refund.out_refund_no, error)
+            await apply_outcome(tx, refund, outcome)
 
     async def _note_error(self, refund: RefundRecord, error: str) -> None:
-        async with self._engine.begin() as conn:
-            await RefundRepository(conn).note_error(refund.out_refund_no, error)
+        async with self._db.statement() as tx:
+            await tx.refunds.note_error(refund.out_refund_no, error)
 
     async def _store(
         self, out_trade_no: str, refund_fee: int, reason: str | None, key: str | None, token: str
-    ) -> tuple[RefundRecord, RefundableOrder]:
-        async with self._engine.begin() as conn:
-            repo = RefundRepository(conn)
-            order = await repo.order(out_trade_no)
+    ) -> tuple[RefundRecord, OrderRecord]:
+        async with self._db.transaction() as tx:
+            order = await tx.orders.by_out_trade_no(out_trade_no)
             if order is None:
                 raise OrderNotFound()
             # The row before the reservation: a concurrent request with the same key waits on
             # this insert and then replays it, instead of holding a reservation meanwhile that
             # could turn a different, valid refund away. It is born leased to this request.
-            refund = await repo.add(
+            refund = await tx.refunds.add(
                 {
                     "out_refund_no": "R" + new_out_trade_no(),
                     "order_id": order.id,
@@ -270,23 +263,22 @@ class RefundService:
                 token,
                 self._lease,
             )
-            if not await repo.reserve(order.id, refund_fee):
-                raise _not_refundable(await repo.order_by_id(order.id), refund_fee)
+            if not await tx.orders.reserve_refund(order.id, refund_fee):
+                raise _not_refundable(await tx.orders.by_id(order.id) or order, refund_fee)
             return refund, order
 
     async def _by_key(self, out_trade_no: str, key: str) -> RefundRecord | None:
-        async with self._engine.connect() as conn:
-            repo = RefundRepository(conn)
-            order = await repo.order(out_trade_no)
-            return None if order is None else await repo.by_key(order.id, key)
+        async with self._db.transaction() as tx:
+            order = await tx.orders.by_out_trade_no(out_trade_no)
+            return None if order is None else await tx.refunds.by_key(order.id, key)
 
-    async def _load(self, out_refund_no: str) -> tuple[RefundRecord, RefundableOrder]:
-        async with self._engine.connect() as conn:
-            repo = RefundRepository(conn)
-            refund = await repo.by_out_refund_no(out_refund_no)
-            if refund is None:
-                raise LookupError(f"refund {out_refund_no} vanished")  # never deleted
-            return refund, await repo.order_by_id(refund.order_id)
+    async def _load(self, out_refund_no: str) -> tuple[RefundRecord, OrderRecord]:
+        async with self._db.transaction() as tx:
+            refund = await tx.refunds.by_out_refund_no(out_refund_no)
+            order = None if refund is None else await tx.orders.by_id(refund.order_id)
+        if refund is None or order is None:
+            raise LookupError(f"refund {out_refund_no} vanished")  # never deleted
+        return refund, order
 
 
 _SETTLED_OR_UNKNOWN = frozenset({_Known.APPLIED, _Known.UNREACHABLE})
@@ -299,7 +291,7 @@ def _answer(refund: RefundRecord) -> RefundRecord:
     return refund
 
 
-def _not_refundable(order: RefundableOrder, refund_fee: int) -> Exception:
+def _not_refundable(order: OrderRecord, refund_fee: int) -> Exception:
     if order.status not in REFUNDABLE:
         return OrderNotRefundable(
             f"The order is {order.status}; only a paid order ({OrderStatus.SUCCESS.value}) can "

@@ -9,32 +9,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db import utcnow
-from app.refunds.repository import RefundRepository
 from app.refunds.service import RESEND_AFTER, RefundService
-from app.refunds.states import RefundStatus
-from app.wechat.client import WeChatPayClient
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
 
 async def settle_overdue_refunds(
-    engine: AsyncEngine, settings: Settings, pay: WeChatPayClient
+    db: Database, settings: Settings, service: RefundService
 ) -> dict[str, str]:
     """``out_refund_no -> status`` after this pass, or ``"ERROR"``; one refund that cannot be
     settled never keeps the others from being settled."""
     now = utcnow()
-    due = {
-        RefundStatus.PENDING: now - RESEND_AFTER,
-        RefundStatus.PROCESSING: now - dt.timedelta(minutes=settings.reconcile_after_minutes),
-    }
-    async with engine.connect() as conn:
-        due_now = await RefundRepository(conn).overdue(due, settings.sweep_batch_size)
-    service = RefundService(engine, settings, pay)
+    processing_due = now - dt.timedelta(minutes=settings.reconcile_after_minutes)
+    async with db.statement() as tx:
+        due_now = await tx.refunds.overdue(
+            now - RESEND_AFTER, processing_due, settings.sweep_batch_size
+        )
     outcomes: dict[str, str] = {}
     for out_refund_no in due_now:
         try:

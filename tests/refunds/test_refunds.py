@@ -9,11 +9,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.httpclient import build_http_client
-from app.orders.sweeper import sweep_once
-from app.payments.service import PaymentService, sqlalchemy_transaction
 from app.wechat.client import WeChatPayClient
-from tests.conftest import ClientFactory, Sweep, with_overrides
+from tests.conftest import ClientFactory, RuntimeFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, scalar, set_time
 from tests.plugins.service import LiveFactory
 from tests.plugins.simulator import TEST_TIME_FACTOR, SimulatorHandle, start_simulator
@@ -346,7 +343,10 @@ async def test_the_sweep_skips_a_refund_another_worker_is_handling(
 
 
 async def test_long_processing_refunds_do_not_starve_the_sweep(
-    make_client: ClientFactory, engine: AsyncEngine, settings: Settings
+    make_client: ClientFactory,
+    make_runtime: RuntimeFactory,
+    engine: AsyncEngine,
+    settings: Settings,
 ) -> None:
     # A WeChat whose refunds stay PROCESSING for hours (to a bank card, say).
     slow, server = start_simulator(settings, refund_settle_seconds=3600 / TEST_TIME_FACTOR)
@@ -360,14 +360,11 @@ async def test_long_processing_refunds_do_not_starve_the_sweep(
         pending = (await refund(client, pending_no, 990)).json()
         await slow.clear_faults()
         await age_refunds(engine, minutes=settings.reconcile_after_minutes + 1)
-        one_at_a_time = with_overrides(settings, {**at_slow, "sweep_batch_size": 1})
-        payments = PaymentService(sqlalchemy_transaction(engine))
+        one_at_a_time = await make_runtime(**at_slow, sweep_batch_size=1)
 
         handled: dict[str, str] = {}
-        async with build_http_client(one_at_a_time) as http:
-            pay = WeChatPayClient.from_settings(one_at_a_time, http)
-            for _ in range(2):
-                handled |= (await sweep_once(engine, one_at_a_time, pay, payments)).refunds
+        for _ in range(2):
+            handled |= (await one_at_a_time.sweeper.sweep_once()).refunds
     finally:
         server.stop()
 

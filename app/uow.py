@@ -1,0 +1,135 @@
+"""The one way to the database: a unit of work hands services their repositories.
+
+```python
+async with db.transaction() as tx:      # several statements that commit together
+    paid = await tx.orders.mark_paid(...)
+    await tx.audit.record(row)
+async with db.statement() as tx:        # one statement on its own: no BEGIN/COMMIT round trips
+    order = await tx.orders.by_out_trade_no(no)
+```
+
+Services never see an engine, a pool or a driver; this module is the only code that knows which
+one runs underneath (asyncpg on PostgreSQL, SQLAlchemy on SQLite) and holds the one pool of the
+process.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import cached_property
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.repository import AuthRepository
+from app.db import PgPool, autocommit, create_engine
+from app.orders.repository import OrderRepository
+from app.payments.repository import NotifyAuditRepository
+from app.products.repository import ProductRepository
+from app.refunds.repository import RefundRepository
+from app.sql import AsyncpgExecutor, Executor, SqlAlchemyExecutor, StatementCache
+
+_SCHEMA_VERSION = text("SELECT version_num FROM alembic_version")
+
+
+class UnitOfWork:
+    """The repositories, all on one connection (and one transaction, if one is open)."""
+
+    def __init__(self, sql: Executor) -> None:
+        self.sql = sql
+
+    @cached_property
+    def orders(self) -> OrderRepository:
+        return OrderRepository(self.sql)
+
+    @cached_property
+    def refunds(self) -> RefundRepository:
+        return RefundRepository(self.sql)
+
+    @cached_property
+    def audit(self) -> NotifyAuditRepository:
+        return NotifyAuditRepository(self.sql)
+
+    @cached_property
+    def auth(self) -> AuthRepository:
+        return AuthRepository(self.sql)
+
+    @cached_property
+    def products(self) -> ProductRepository:
+        return ProductRepository(self.sql)
+
+    async def schema_version(self) -> str | None:
+        """The alembic revision the database is at."""
+        version: str | None = await self.sql.scalar(_SCHEMA_VERSION)
+        return version
+
+
+class Database(ABC):
+    """Units of work on this process's one pool."""
+
+    @abstractmethod
+    def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """For one statement: it commits on its own (autocommit), saving BEGIN and COMMIT."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """For statements that must commit together; rolled back if the block raises."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class PgDatabase(Database):
+    """PostgreSQL through asyncpg, with every statement compiled once."""
+
+    def __init__(self, pool: PgPool) -> None:
+        self._pool = pool
+        self._cache = StatementCache()
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[UnitOfWork]:
+        async with self._pool.acquire() as conn:
+            yield UnitOfWork(AsyncpgExecutor(conn, self._cache))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield UnitOfWork(AsyncpgExecutor(conn, self._cache))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class SqlAlchemyDatabase(Database):
+    """Any SQLAlchemy engine: SQLite, the embedded default."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._autocommit = autocommit(engine)
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[UnitOfWork]:
+        async with self._autocommit.connect() as conn:
+            yield UnitOfWork(SqlAlchemyExecutor(conn))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        async with self._engine.begin() as conn:
+            yield UnitOfWork(SqlAlchemyExecutor(conn))
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+async def open_database(url: str, *, pool_size: int = 10) -> Database:
+    """The database at ``url``: asyncpg's pool on PostgreSQL, a SQLAlchemy engine elsewhere."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return SqlAlchemyDatabase(create_engine(url))
+    dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    # min_size=0: start-up does not need the database; connections open on first use.
+    return PgDatabase(await asyncpg.create_pool(dsn, min_size=0, max_size=pool_size))
