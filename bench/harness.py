@@ -30,6 +30,9 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 PG = "postgres@127.0.0.1:5432"
+# The checkout whose ``app`` the service runs: another one (a git worktree of an older commit,
+# say) measures before and after with the same scripts and the same reference.
+APP_ROOT = Path(os.environ.get("BENCH_APP_ROOT", str(ROOT))).resolve()
 UVICORN_FLAGS = ("--no-proxy-headers", "--log-level", "warning", "--no-access-log")
 
 
@@ -89,10 +92,10 @@ class Server:
 
 @contextmanager
 def server_process(
-    command: Sequence[str], env: dict[str, str], ready_path: str, port: int
+    command: Sequence[str], env: dict[str, str], ready_path: str, port: int, cwd: Path = ROOT
 ) -> Iterator[Server]:
     """Start ``command`` (listening on ``port``), wait for ``ready_path`` to answer 200."""
-    process = subprocess.Popen(list(command), cwd=ROOT, env={**_clean_env(), **env})
+    process = subprocess.Popen(list(command), cwd=cwd, env={**_clean_env(), **env})
     server = Server(f"http://127.0.0.1:{port}", process)
     try:
         _wait_ready(server, ready_path)
@@ -142,7 +145,8 @@ def service(
         "WXPAY_SWEEP_INTERVAL_SECONDS": "0",
         "WXPAY_LOG_LEVEL": "WARNING",
     }
-    with server_process(uvicorn_command("app.main:app", port, workers), env, "/readyz", port) as s:
+    command = uvicorn_command("app.main:app", port, workers)
+    with server_process(command, env, "/readyz", port, cwd=APP_ROOT) as s:
         yield s
 
 
