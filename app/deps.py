@@ -15,8 +15,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
+from app.gateway import Gateways
 from app.orders.service import OrderService
+from app.payments.notify import PaymentNotifies
 from app.products.service import ProductService
+from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.runtime import Runtime
 
@@ -54,7 +57,22 @@ async def get_refund_service(runtime: RuntimeDep) -> RefundService:
     return runtime.refunds
 
 
+async def get_gateways(runtime: RuntimeDep) -> Gateways:
+    return runtime.gateways
+
+
+async def get_payment_notifies(runtime: RuntimeDep) -> PaymentNotifies:
+    return runtime.payment_notifies
+
+
+async def get_refund_notifies(runtime: RuntimeDep) -> RefundNotifies:
+    return runtime.refund_notifies
+
+
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+GatewaysDep = Annotated[Gateways, Depends(get_gateways)]
+PaymentNotifiesDep = Annotated[PaymentNotifies, Depends(get_payment_notifies)]
+RefundNotifiesDep = Annotated[RefundNotifies, Depends(get_refund_notifies)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
 RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]

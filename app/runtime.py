@@ -17,9 +17,11 @@ from alembic.script import ScriptDirectory
 
 from app.auth.service import AuthKeys, AuthService
 from app.config import Settings
+from app.gateway import Gateways
 from app.httpclient import build_http_client
 from app.orders.service import OrderService
 from app.orders.sweeper import Sweeper
+from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
 from app.products.service import ProductService
 from app.refunds.notify import RefundNotifies
@@ -27,6 +29,7 @@ from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
 from app.uow import Database, open_database
 from app.wechat.client import WeChatPayClient
+from app.wechat.gateway_v2 import WeChatPayV2Gateway
 from app.wechat.miniprogram import MiniProgramClient
 
 
@@ -36,10 +39,11 @@ class Runtime:
 
     settings: Settings
     db: Database
-    pay: WeChatPayClient
+    gateways: Gateways
     auth: AuthService
     products: ProductService
     payments: PaymentService
+    payment_notifies: PaymentNotifies
     orders: OrderService
     refunds: RefundService
     refund_notifies: RefundNotifies
@@ -66,19 +70,27 @@ async def build_runtime(
     miniprogram = MiniProgramClient(
         http, api_base=settings.miniprogram_api, appid=settings.appid, secret=settings.app_secret
     )
+    gateways = Gateways(
+        WeChatPayV2Gateway(
+            pay,
+            notify_url=settings.pay_notify_url,
+            refund_notify_url=settings.refund_notify_address,
+        )
+    )
     payments = PaymentService(db)
-    orders = OrderService(db, settings, pay, payments)
-    refunds = RefundService(db, settings, pay)
+    orders = OrderService(db, settings, gateways, payments)
+    refunds = RefundService(db, settings, gateways)
     return Runtime(
         settings=settings,
         db=db,
-        pay=pay,
+        gateways=gateways,
         auth=AuthService(db, build_auth_keys(settings), miniprogram),
         products=ProductService(db),
         payments=payments,
+        payment_notifies=PaymentNotifies(payments),
         orders=orders,
         refunds=refunds,
-        refund_notifies=RefundNotifies(db, pay),
+        refund_notifies=RefundNotifies(db),
         sweeper=Sweeper(db, settings, orders, refunds),
         schema_head=schema_head(),
     )

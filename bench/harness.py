@@ -65,7 +65,7 @@ def fresh_database(label: str) -> Iterator[str]:
         env = {**_clean_env(), "WXPAY_DATABASE_URL": pg_url(name, driver="asyncpg")}
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=ROOT,
+            cwd=APP_ROOT,  # the schema the measured code expects
             env=env,
             check=True,
             capture_output=True,

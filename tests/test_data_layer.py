@@ -125,6 +125,7 @@ def _order(no: str, key: str | None, product_id: int = 1, quantity: int = 2) -> 
         "quantity": quantity,
         "status": OrderStatus.NOTPAY.value,
         "sign_type": "MD5",
+        "api_version": "v2",
         "client_ip": "127.0.0.1",
         "idempotency_key": key,
         "time_expire": T0 + dt.timedelta(hours=2),

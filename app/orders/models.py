@@ -46,6 +46,9 @@ class Order(Base):
     description: Mapped[str] = mapped_column(String(127))
     status: Mapped[str] = mapped_column(String(16), default=OrderStatus.NOTPAY.value)
     sign_type: Mapped[str] = mapped_column(String(16))
+    # The WeChat Pay API version the order was created with: every later call about it (query,
+    # close, refund) goes to that version's gateway.
+    api_version: Mapped[str] = mapped_column(String(8), server_default="v2")
     client_ip: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
     time_expire: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -53,6 +53,7 @@ class OrderRecord:
     description: str
     status: str
     sign_type: str
+    api_version: str
     client_ip: str
     idempotency_key: str | None
     time_expire: dt.datetime
@@ -121,6 +122,7 @@ _GIVEN: dict[str, Any] = {
     "quantity": Integer(),
     "status": String(),
     "sign_type": String(),
+    "api_version": String(),
     "client_ip": String(),
     "idempotency_key": String(),
     "time_expire": UTCDateTime(),

@@ -20,21 +20,20 @@ from app.auth.service import CurrentUser
 from app.config import Settings
 from app.db import utcnow
 from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
+from app.gateway import (
+    MAX_FEN,
+    CloseOutcome,
+    Gateways,
+    PaymentGateway,
+    PrepayOrder,
+    WeChatRejected,
+    WeChatUnavailable,
+)
 from app.orders.numbers import new_out_trade_no
 from app.orders.repository import DuplicateOrder, OrderRecord
 from app.orders.states import PAYABLE, OrderStatus
-from app.payments.service import PaymentResult, PaymentService
+from app.payments.service import PaymentService
 from app.products.service import ProductNotFound
-from app.wechat.client import WeChatPayClient
-from app.wechat.errors import WeChatRejected, WeChatUnavailable
-from app.wechat.models import (
-    MAX_FEN,
-    CloseOrderRequest,
-    OrderQueryRequest,
-    OrderQueryResponse,
-    UnifiedOrderRequest,
-)
-from app.wechat.timefmt import from_wechat_time, to_wechat_time
 
 if TYPE_CHECKING:
     from app.uow import Database
@@ -86,11 +85,11 @@ class OrderService:
     """
 
     def __init__(
-        self, db: Database, settings: Settings, pay: WeChatPayClient, payments: PaymentService
+        self, db: Database, settings: Settings, gateways: Gateways, payments: PaymentService
     ) -> None:
         self._db = db
         self._settings = settings
-        self._pay = pay
+        self._gateways = gateways
         self._payments = payments
 
     async def create_order(
@@ -127,7 +126,7 @@ class OrderService:
         """The caller's own order; with ``sync``, first learn its state from WeChat."""
         order = await self._owned(user, out_trade_no)
         if sync and order.status in PAYABLE:
-            await self.sync_with_wechat(out_trade_no)
+            await self.sync_with_wechat(order)
             order = await self._owned(user, out_trade_no)
         return order
 
@@ -148,7 +147,7 @@ class OrderService:
         if order.time_expire <= utcnow():
             raise OrderNotPayable("The order has expired; create a new one.")
         if order.prepay_id and order.prepay_expires_at and order.prepay_expires_at > utcnow():
-            return OrderWithParams(order, self._pay.pay_params(order.prepay_id))
+            return OrderWithParams(order, self._gateway(order).pay_params(order.prepay_id))
         return OrderWithParams(order, await self._prepay(order))
 
     async def close_order(self, user: CurrentUser, out_trade_no: str) -> OrderRecord:
@@ -164,51 +163,40 @@ class OrderService:
                 "WeChat does not allow closing an order within 5 minutes of creating it; "
                 f"try again after {earliest.isoformat(timespec='seconds')}."
             )
-        await self._close(out_trade_no)
+        await self._close(order)
         return await self._owned(user, out_trade_no)
 
-    async def sync_with_wechat(self, out_trade_no: str) -> OrderStatus | None:
+    async def sync_with_wechat(self, order: OrderRecord) -> OrderStatus | None:
         """Ask WeChat for the order's state and apply it, through the notify's own rules.
 
-        Returns WeChat's ``trade_state``, or None if WeChat never saw the order.
+        Returns the state WeChat reports, or None if WeChat never saw the order.
         """
-        try:
-            result = await self._pay.order_query(OrderQueryRequest(out_trade_no=out_trade_no))
-        except WeChatRejected as exc:
-            if exc.err_code == "ORDERNOTEXIST":
-                return None
-            raise
-        return await self._apply_trade_state(out_trade_no, result)
+        report = await self._gateway(order).query(order.out_trade_no)
+        if report is None:
+            return None
+        if report.payment is not None:
+            await self._payments.apply_paid(report.payment)
+        elif report.status is OrderStatus.CLOSED:
+            async with self._db.statement() as tx:
+                await tx.orders.mark_closed(order.out_trade_no)
+        elif report.status is OrderStatus.PAYERROR:
+            async with self._db.statement() as tx:
+                await tx.orders.mark_payment_failed(order.out_trade_no)
+        return report.status
 
-    async def expire(self, out_trade_no: str) -> None:
+    async def expire(self, order: OrderRecord) -> None:
         """Close an order whose ``time_expire`` has passed (the sweep has queried it first)."""
-        await self._close(out_trade_no)
+        await self._close(order)
 
-    async def _apply_trade_state(
-        self, out_trade_no: str, result: OrderQueryResponse
-    ) -> OrderStatus | None:
-        state = _our_status(str(result.trade_state))
-        if state in (OrderStatus.SUCCESS, OrderStatus.REFUND):
-            await self._payments.apply_paid(_paid_result(out_trade_no, result))
-        elif state is OrderStatus.CLOSED:
-            async with self._db.statement() as tx:
-                await tx.orders.mark_closed(out_trade_no)
-        elif state is OrderStatus.PAYERROR:
-            async with self._db.statement() as tx:
-                await tx.orders.mark_payment_failed(out_trade_no)
-        return state
-
-    async def _close(self, out_trade_no: str) -> None:
-        try:
-            await self._pay.close_order(CloseOrderRequest(out_trade_no=out_trade_no))
-        except WeChatRejected as exc:
-            if exc.err_code == "ORDERPAID":
-                await self.sync_with_wechat(out_trade_no)
-                return
-            if exc.err_code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
-                raise
+    async def _close(self, order: OrderRecord) -> None:
+        if await self._gateway(order).close(order.out_trade_no) is CloseOutcome.PAID:
+            await self.sync_with_wechat(order)  # the user paid first: record the payment
+            return
         async with self._db.statement() as tx:
-            await tx.orders.mark_closed(out_trade_no)
+            await tx.orders.mark_closed(order.out_trade_no)
+
+    def _gateway(self, order: OrderRecord) -> PaymentGateway:
+        return self._gateways.of(order.api_version)
 
     async def _insert(
         self,
@@ -226,7 +214,8 @@ class OrderService:
             "product_id": product_id,
             "quantity": quantity,
             "status": OrderStatus.NOTPAY.value,
-            "sign_type": self._pay.sign_type.value,
+            "sign_type": self._gateways.current.sign_type,
+            "api_version": self._gateways.current.version.value,
             "client_ip": client_ip,
             "idempotency_key": idempotency_key,
             "time_expire": now + dt.timedelta(minutes=self._settings.order_ttl_minutes),
@@ -240,9 +229,10 @@ class OrderService:
         raise ProductNotFound() if product is None or not product.active else AmountTooLarge()
 
     async def _prepay(self, order: OrderRecord) -> dict[str, str]:
-        """Unified order for a stored order, with no transaction open; then record the outcome."""
+        """Prepay a stored order, with no transaction open; then record the outcome."""
+        gateway = self._gateway(order)
         try:
-            response = await self._pay.unified_order(self._unified_order_request(order))
+            prepay_id = await gateway.prepay(_prepay_order(order))
         except WeChatRejected as exc:
             await self._record_prepay_failure(order.out_trade_no, f"{exc.err_code}: {exc.reason}")
             raise upstream_rejected(exc) from exc
@@ -251,26 +241,9 @@ class OrderService:
             raise upstream_unavailable(exc) from exc
         async with self._db.statement() as tx:
             await tx.orders.set_prepay(
-                order.out_trade_no,
-                response.prepay_id,
-                utcnow() + PREPAY_LIFETIME - PREPAY_MARGIN,
-                None,
+                order.out_trade_no, prepay_id, utcnow() + PREPAY_LIFETIME - PREPAY_MARGIN, None
             )
-        return self._pay.pay_params(response.prepay_id)
-
-    def _unified_order_request(self, order: OrderRecord) -> UnifiedOrderRequest:
-        # Built only from stored fields, so a re-entry sends identical parameters.
-        return UnifiedOrderRequest(
-            body=order.description,
-            attach=f"p{order.product_id}x{order.quantity}",
-            out_trade_no=order.out_trade_no,
-            total_fee=order.total_fee,
-            spbill_create_ip=order.client_ip,
-            time_expire=to_wechat_time(order.time_expire),
-            notify_url=self._settings.pay_notify_url,
-            trade_type="JSAPI",
-            openid=order.openid,
-        )
+        return gateway.pay_params(prepay_id)
 
     async def _record_prepay_failure(self, out_trade_no: str, reason: str) -> None:
         logger.warning("unified order failed for %s: %s", out_trade_no, reason)
@@ -290,25 +263,14 @@ class OrderService:
             return await tx.orders.by_idempotency_key(user.id, key)
 
 
-def _paid_result(out_trade_no: str, result: OrderQueryResponse) -> PaymentResult:
-    if not result.transaction_id or result.total_fee is None:
-        # A paid order always has both; without them the answer cannot be trusted.
-        raise WeChatUnavailable(
-            "order query reported a payment without transaction_id or total_fee"
-        )
-    return PaymentResult(
-        out_trade_no=out_trade_no,
-        transaction_id=result.transaction_id,
-        total_fee=result.total_fee,
-        cash_fee=result.cash_fee,
-        bank_type=result.bank_type,
-        paid_at=from_wechat_time(result.time_end) if result.time_end else None,
+def _prepay_order(order: OrderRecord) -> PrepayOrder:
+    # Built only from stored fields, so a re-entry sends identical parameters.
+    return PrepayOrder(
+        out_trade_no=order.out_trade_no,
+        description=order.description,
+        total_fee=order.total_fee,
+        openid=order.openid,
+        client_ip=order.client_ip,
+        time_expire=order.time_expire,
+        attach=f"p{order.product_id}x{order.quantity}",
     )
-
-
-def _our_status(trade_state: str) -> OrderStatus | None:
-    # USERPAYING, REVOKED and ACCEPT do not occur for JSAPI orders; they change nothing here.
-    try:
-        return OrderStatus(trade_state)
-    except ValueError:
-        return None

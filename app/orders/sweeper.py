@@ -96,10 +96,10 @@ class Sweeper:
 
     async def _reconcile(self, out_trade_no: str) -> str:
         try:
-            await self._orders.sync_with_wechat(out_trade_no)
+            await self._orders.sync_with_wechat(await self._reload(out_trade_no))
             order = await self._reload(out_trade_no)
             if order.status in PAYABLE and order.time_expire <= utcnow():
-                await self._orders.expire(out_trade_no)
+                await self._orders.expire(order)
                 order = await self._reload(out_trade_no)
         except WeChatError as exc:
             logger.warning("sweep could not settle %s: %r", out_trade_no, exc)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from app.gateway import PaymentResult
 from app.orders.repository import DuplicateTransaction, OrderRepository, PaymentFacts
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow
@@ -58,18 +59,6 @@ REFUSED = frozenset(
         Verdict.BAD_FIELDS,
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentResult:
-    """What WeChat reports about a successful payment."""
-
-    out_trade_no: str
-    transaction_id: str
-    total_fee: int
-    cash_fee: int | None
-    bank_type: str | None
-    paid_at: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)

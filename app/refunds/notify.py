@@ -11,21 +11,19 @@ platform) is acknowledged and the order flagged for a person. Every notify is au
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from app.db import utcnow
+from app.gateway import InvalidNotification, PaymentGateway, RefundNotice
+from app.inbound import NotifyOutcome, body_excerpt
 from app.orders.repository import OrderRecord
 from app.orders.states import ReviewReason
-from app.payments.notify import body_excerpt
 from app.payments.repository import AuditRow
-from app.refunds.outcomes import apply_outcome, outcome_of
+from app.refunds.outcomes import apply_outcome
 from app.refunds.repository import RefundRecord
-from app.wechat.client import WeChatPayClient
-from app.wechat.errors import InvalidNotification
-from app.wechat.models import RefundNotifyInfo
 
 if TYPE_CHECKING:
     from app.uow import Database, UnitOfWork
@@ -58,15 +56,26 @@ ACKNOWLEDGED = frozenset(
 
 
 class RefundNotifies:
-    def __init__(self, db: Database, pay: WeChatPayClient) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._pay = pay
 
-    async def handle(self, body: bytes) -> RefundVerdict:
-        """Verify, decrypt and apply a refund notify; the verdict returned is committed."""
+    async def handle(
+        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str]
+    ) -> NotifyOutcome:
+        """Verify, decrypt and apply a refund notify; the outcome returned is committed."""
+        verdict = await self._judge(gateway, body, headers)
+        return NotifyOutcome(
+            acknowledged=verdict in ACKNOWLEDGED,
+            refused=verdict is RefundVerdict.REFUSED,
+            detail=verdict.value,
+        )
+
+    async def _judge(
+        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str]
+    ) -> RefundVerdict:
         received_at = utcnow()
         try:
-            info = self._pay.decrypt_refund_notify(body)
+            info = gateway.parse_refund_notify(body, headers)
         except InvalidNotification as refused:
             logger.warning("refund notify refused: %s", refused.reason)
             excerpt = body_excerpt(body)
@@ -80,7 +89,7 @@ class RefundNotifies:
         return verdict
 
 
-async def _judge(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
+async def _judge(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
     refund = await tx.refunds.by_out_refund_no(info.out_refund_no)
     if refund is None:
         return await _not_ours(tx, info)
@@ -94,7 +103,7 @@ async def _judge(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
         )  # fmt: skip
         await tx.orders.flag_review(order.id, ReviewReason.REFUND_CONFLICT)
         return RefundVerdict.MISMATCH
-    outcome = outcome_of(info.refund_status.value, info.refund_id, info.success_time)
+    outcome = info.outcome
     if outcome is None:
         return RefundVerdict.UNDECIDED
     if await apply_outcome(tx, refund, outcome):
@@ -111,7 +120,7 @@ async def _judge(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
     return RefundVerdict.CONFLICT
 
 
-def _agrees(refund: RefundRecord, order: OrderRecord, info: RefundNotifyInfo) -> bool:
+def _agrees(refund: RefundRecord, order: OrderRecord, info: RefundNotice) -> bool:
     ours = (order.out_trade_no, order.total_fee, refund.refund_fee)
     if ours != (info.out_trade_no, info.total_fee, info.refund_fee):
         return False
@@ -120,7 +129,7 @@ def _agrees(refund: RefundRecord, order: OrderRecord, info: RefundNotifyInfo) ->
     return not refund.refund_id or refund.refund_id == info.refund_id
 
 
-async def _not_ours(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
+async def _not_ours(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
     order = await tx.orders.by_out_trade_no(info.out_trade_no)
     if order is None or order.transaction_id != info.transaction_id:
         logger.error("refund notify for unknown refund %s", info.out_refund_no)
@@ -133,17 +142,12 @@ async def _not_ours(tx: UnitOfWork, info: RefundNotifyInfo) -> RefundVerdict:
     return RefundVerdict.OUTSIDE
 
 
-def _audit_row(
-    info: RefundNotifyInfo, verdict: RefundVerdict, received_at: dt.datetime
-) -> AuditRow:
-    # The decrypted result, minus where the money went (a bank and card tail): ids, amounts
-    # and the status are what an audit needs.
-    kept = {k: v for k, v in info.raw.items() if k != "refund_recv_accout"}
+def _audit_row(info: RefundNotice, verdict: RefundVerdict, received_at: dt.datetime) -> AuditRow:
     return AuditRow(
         received_at=received_at,
         verdict=verdict.value,
-        raw=json.dumps(kept, ensure_ascii=False),
-        detail=f"{info.out_refund_no} {info.refund_status.value}",
+        raw=info.audit,
+        detail=f"{info.out_refund_no} {info.reported_status}",
         out_trade_no=info.out_trade_no,
         transaction_id=info.transaction_id,
         total_fee=info.total_fee,

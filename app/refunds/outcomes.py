@@ -3,47 +3,18 @@ the refund notify. One function, so the rules live in one place (PROTOCOL.md §6
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app.gateway import RefundOutcome
 from app.orders.states import ReviewReason
 from app.refunds.repository import RefundRecord
 from app.refunds.states import RELEASES_AMOUNT, RefundStatus
-from app.wechat.timefmt import from_refund_time
 
 if TYPE_CHECKING:
     from app.uow import UnitOfWork
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RefundOutcome:
-    """What WeChat says about one refund."""
-
-    status: RefundStatus
-    refund_id: str | None = None
-    success_time: dt.datetime | None = None
-
-
-def outcome_of(
-    status: str, refund_id: str | None, success_time: str | None
-) -> RefundOutcome | None:
-    """WeChat's ``refund_status`` as an outcome; None for the legacy values that decide
-    nothing (``FAIL``, ``NOTSURE``: left open for the next query)."""
-    try:
-        target = RefundStatus(status)
-    except ValueError:
-        return None
-    moment = None
-    if success_time:
-        try:
-            moment = from_refund_time(success_time)
-        except ValueError:
-            moment = None  # a malformed time is not a reason to lose a verified outcome
-    return RefundOutcome(target, refund_id, moment)
 
 
 async def apply_outcome(tx: UnitOfWork, refund: RefundRecord, outcome: RefundOutcome) -> bool:

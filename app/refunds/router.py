@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
-from starlette.requests import ClientDisconnect
 
-from app.deps import AdminDep, RefundServiceDep, RuntimeDep
+from app.deps import AdminDep, GatewaysDep, RefundNotifiesDep, RefundServiceDep
 from app.errors import error_responses
-from app.payments.router import (
-    NOTIFY_DEADLINE_SECONDS,
-    NOTIFY_NOT_PROCESSED,
-    read_limited,
-    wechat_reply,
-)
-from app.refunds.notify import ACKNOWLEDGED, RefundVerdict
+from app.gateway import ApiVersion
+from app.inbound import receive_notify
 from app.refunds.schemas import RefundIn, RefundOut
 from app.refunds.states import RefundStatus
-
-logger = logging.getLogger(__name__)
 
 admin_router = APIRouter(prefix="/api/v1/admin/orders", tags=["admin"], dependencies=[AdminDep])
 notify_router = APIRouter(tags=["wechat"])
@@ -80,20 +70,9 @@ async def list_refunds(out_trade_no: str, service: RefundServiceDep) -> list[Ref
     response_class=Response,
     responses={200: {"content": {"application/xml": {}}}},
 )
-async def refund_notify(request: Request, runtime: RuntimeDep) -> Response:
+async def refund_notify(
+    request: Request, gateways: GatewaysDep, notifies: RefundNotifiesDep
+) -> Response:
     """Acknowledged only after the effect is committed, like the payment notify."""
-    try:
-        body = await read_limited(request)
-    except ClientDisconnect:
-        return Response(status_code=400)
-    if body is None:
-        return wechat_reply(False, "body too large", 413)
-    try:
-        async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
-            verdict = await runtime.refund_notifies.handle(body)
-    except NOTIFY_NOT_PROCESSED as exc:
-        logger.error("refund notify not processed, WeChat will retry: %s", type(exc).__name__)
-        return wechat_reply(False, "temporarily unavailable", 503)
-    if verdict in ACKNOWLEDGED:
-        return wechat_reply(True, "OK")
-    return wechat_reply(False, verdict.value, 400 if verdict is RefundVerdict.REFUSED else 200)
+    gateway = gateways.of(ApiVersion.V2)
+    return await receive_notify(request, gateway, notifies.handle, "refund notify")

@@ -4,7 +4,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.wechat.models import MAX_FEN
+from app.gateway import MAX_FEN
 from app.wechat.xmlcodec import xml_can_carry
 
 

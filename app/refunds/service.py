@@ -10,8 +10,8 @@
   whose fate is unknown is looked up at WeChat and sent again only if WeChat has never seen it,
   and it becomes ``FAILED`` only when WeChat refuses it *and* does not have it: the client
   resends after a timeout, so a refusal can follow an attempt WeChat took.
-- Refusals that mean "later" (§6.3: ``NOTENOUGH``, ``FREQUENCY_LIMITED``,
-  ``INVALID_REQ_TOO_MUCH``) leave the refund ``PENDING``, to be sent again by the sweep.
+- What to do next about a refund is decided by ``app.refunds.decisions.next_action`` (a pure
+  function with a table test); this service only performs each step.
 - Whoever talks to WeChat about a refund holds its lease (``lease_until``, ``lease_token``):
   the request, a replay with the same ``Idempotency-Key``, the sweep. It is renewed before every
   call to WeChat, and whoever finds it gone stops: never two at once.
@@ -24,22 +24,29 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from enum import Enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db import utcnow
 from app.errors import Conflict, UpstreamRejected
+from app.gateway import (
+    Gateways,
+    PaymentGateway,
+    RefundOrder,
+    RefundOutcome,
+    WeChatRejected,
+    WeChatUnavailable,
+)
 from app.orders.numbers import new_out_trade_no
 from app.orders.repository import OrderRecord
 from app.orders.service import IdempotencyKeyReused, OrderNotFound
 from app.orders.states import REFUNDABLE, OrderStatus
-from app.refunds.outcomes import RefundOutcome, apply_outcome, outcome_of
+from app.refunds.decisions import Action, Do, Heard, Pass, Said, next_action
+from app.refunds.outcomes import apply_outcome
 from app.refunds.repository import DuplicateRefund, RefundRecord
 from app.refunds.states import OPEN, RefundStatus
-from app.wechat.client import WeChatPayClient
-from app.wechat.errors import WeChatRejected, WeChatUnavailable
-from app.wechat.models import RefundQueryRequest, RefundRequest
 
 if TYPE_CHECKING:
     from app.uow import Database
@@ -47,7 +54,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RESEND_AFTER = dt.timedelta(minutes=1)
-RETRY_LATER = frozenset({"NOTENOUGH", "FREQUENCY_LIMITED", "INVALID_REQ_TOO_MUCH"})
+# A pass makes at most three calls (query, send, query) and then concludes
+# (tests/refunds/test_decisions.py).
+_MAX_STEPS = 4
 
 
 class OrderNotRefundable(Conflict):
@@ -66,15 +75,6 @@ class _LeaseLost(Exception):
     """Our lease on a refund ran out and someone else took it: stop talking to WeChat."""
 
 
-class _Known(Enum):
-    """What a refund query told us."""
-
-    ABSENT = "WeChat has never seen the refund"
-    APPLIED = "WeChat's status was applied"
-    UNDECIDED = "WeChat has it, with a legacy status that decides nothing (FAIL, NOTSURE)"
-    UNREACHABLE = "the query failed; nothing may be concluded"
-
-
 def lease_for(settings: Settings) -> dt.timedelta:
     """Longer than one call to WeChat (all its attempts, timeouts and backoff), with a margin:
     the holder renews the lease before each call (a refund may need a query, a send and
@@ -85,11 +85,28 @@ def lease_for(settings: Settings) -> dt.timedelta:
     return dt.timedelta(seconds=max(60.0, per_call + 30))
 
 
+class _Lease:
+    """Our hold on one refund while we talk to WeChat about it."""
+
+    def __init__(self, db: Database, out_refund_no: str, token: str, length: dt.timedelta):
+        self._db, self._no, self._token, self._length = db, out_refund_no, token, length
+
+    async def renew(self) -> None:
+        """Before each call to WeChat; ``_LeaseLost`` if it ran out and someone took it."""
+        async with self._db.statement() as tx:
+            if not await tx.refunds.renew_lease(self._no, self._token, self._length):
+                raise _LeaseLost()
+
+    async def release(self) -> None:
+        async with self._db.statement() as tx:
+            await tx.refunds.release_lease(self._no, self._token)
+
+
 class RefundService:
-    def __init__(self, db: Database, settings: Settings, pay: WeChatPayClient) -> None:
+    def __init__(self, db: Database, settings: Settings, gateways: Gateways) -> None:
         self._db = db
         self._settings = settings
-        self._pay = pay
+        self._gateways = gateways
         self._lease = lease_for(settings)
 
     async def request_refund(
@@ -103,8 +120,8 @@ class RefundService:
             first = await self._by_key(out_trade_no, idempotency_key)
             if first is not None:
                 return await self._replay(first, refund_fee)
+        token = secrets.token_hex(16)
         try:
-            token = secrets.token_hex(16)
             refund, order = await self._store(
                 out_trade_no, refund_fee, reason, idempotency_key, token
             )
@@ -114,7 +131,10 @@ class RefundService:
             if first is None:
                 raise
             return await self._replay(first, refund_fee)
-        return _answer(await self._drive(refund, order, token, sent_before=False))
+        # The refund was born leased to this request.
+        async with self._held(refund.out_refund_no, token) as lease:
+            await self._drive(refund, order, lease, sent_before=False)
+        return _answer(await self._reload(refund.out_refund_no))
 
     async def refunds_of(self, out_trade_no: str) -> list[RefundRecord]:
         async with self._db.transaction() as tx:
@@ -129,8 +149,21 @@ class RefundService:
         async with self._db.statement() as tx:
             if not await tx.refunds.take_lease(out_refund_no, token, self._lease):
                 return None
-        refund, order = await self._load(out_refund_no)
-        return await self._drive(refund, order, token, sent_before=True)
+        async with self._held(out_refund_no, token) as lease:
+            refund, order = await self._load(out_refund_no)
+            await self._drive(refund, order, lease, sent_before=True)
+        return await self._reload(out_refund_no)
+
+    @asynccontextmanager
+    async def _held(self, out_refund_no: str, token: str) -> AsyncIterator[_Lease]:
+        """A lease we hold, ended when the block ends (the sweep's clock restarts then)."""
+        lease = _Lease(self._db, out_refund_no, token, self._lease)
+        try:
+            yield lease
+        except _LeaseLost:
+            logger.warning("refund %s: lease lost; another worker carries on", out_refund_no)
+        finally:
+            await lease.release()
 
     async def _replay(self, first: RefundRecord, refund_fee: int) -> RefundRecord:
         if first.refund_fee != refund_fee:
@@ -138,109 +171,64 @@ class RefundService:
         if first.status not in OPEN or utcnow() - first.updated_at < RESEND_AFTER:
             return _answer(first)
         settled = await self.settle(first.out_refund_no)
-        return _answer(settled or (await self._load(first.out_refund_no))[0])
+        return _answer(settled or await self._reload(first.out_refund_no))
 
     async def _drive(
-        self, refund: RefundRecord, order: OrderRecord, token: str, *, sent_before: bool
-    ) -> RefundRecord:
-        """Ask WeChat (if it may have the refund already), send it unless WeChat has settled
-        it, record what comes back. Holds the lease throughout and ends it."""
-        try:
-            if sent_before or refund.status != RefundStatus.PENDING:
-                known = await self._ask(refund, token)
-                if refund.status != RefundStatus.PENDING or known in _SETTLED_OR_UNKNOWN:
-                    return (await self._load(refund.out_refund_no))[0]
-            # Never seen, or a legacy "not sure": sending the same out_refund_no again is safe.
-            await self._send(refund, order, token)
-        except _LeaseLost:
-            logger.warning("refund %s: lease lost; another worker carries on", refund.out_refund_no)
-        finally:
-            async with self._db.statement() as tx:
-                await tx.refunds.release_lease(refund.out_refund_no, token)
-        return (await self._load(refund.out_refund_no))[0]
+        self, refund: RefundRecord, order: OrderRecord, lease: _Lease, *, sent_before: bool
+    ) -> None:
+        """Perform the steps ``next_action`` decides, until one ends the pass."""
+        gateway = self._gateways.of(order.api_version)
+        state = Pass(RefundStatus(refund.status), sent_before)
+        said = Said(Heard.NOTHING)
+        for _ in range(_MAX_STEPS):
+            action = next_action(state, said)
+            if action.do is Do.ASK:
+                await lease.renew()
+                said = await self._ask(gateway, refund)
+            elif action.do is Do.SEND:
+                await lease.renew()
+                said = await self._send(gateway, refund, order)
+                if said.heard is Heard.REFUSED:
+                    state = Pass(state.status, state.sent_before, said.text)
+            else:
+                await self._conclude(refund, action)
+                return
 
-    async def _ask(self, refund: RefundRecord, token: str) -> _Known:
-        """Apply what WeChat knows of the refund."""
-        await self._hold(refund, token)
+    async def _ask(self, gateway: PaymentGateway, refund: RefundRecord) -> Said:
         try:
-            outcome = await self._query(refund)
+            report = await gateway.refund_query(refund.out_refund_no)
         except (WeChatUnavailable, WeChatRejected) as exc:
-            await self._note_error(refund, str(exc))
-            return _Known.UNREACHABLE
-        if outcome is None:
-            return _Known.ABSENT
-        if isinstance(outcome, _Known):
-            return outcome
-        await self._record(refund, outcome)
-        return _Known.APPLIED
+            return Said(Heard.UNREACHABLE, text=str(exc))
+        if report is None:
+            return Said(Heard.ABSENT)
+        if report.outcome is None:
+            return Said(Heard.UNDECIDED)
+        return Said(Heard.SETTLED, report.outcome)
 
-    async def _hold(self, refund: RefundRecord, token: str) -> None:
-        async with self._db.statement() as tx:
-            if not await tx.refunds.renew_lease(refund.out_refund_no, token, self._lease):
-                raise _LeaseLost()
-
-    async def _send(self, refund: RefundRecord, order: OrderRecord, token: str) -> None:
-        await self._hold(refund, token)
+    async def _send(
+        self, gateway: PaymentGateway, refund: RefundRecord, order: OrderRecord
+    ) -> Said:
         try:
-            response = await self._pay.refund(self._refund_request(refund, order))
+            refund_id = await gateway.refund(_refund_order(refund, order))
         except WeChatUnavailable as exc:
             # WeChat may or may not have it: it stays PENDING; the sweep asks, then sends.
             logger.warning("refund %s not confirmed: %s", refund.out_refund_no, exc.message)
-            await self._note_error(refund, exc.message)
-            return
+            return Said(Heard.NOT_CONFIRMED, text=exc.message)
         except WeChatRejected as exc:
-            await self._refused(refund, exc, token)
+            return Said(Heard.REFUSED, text=f"{exc.err_code}: {exc.reason}")
+        return Said(Heard.ACCEPTED, RefundOutcome(RefundStatus.PROCESSING, refund_id))
+
+    async def _conclude(self, refund: RefundRecord, action: Action) -> None:
+        if action.do is Do.STOP:
             return
-        await self._record(refund, RefundOutcome(RefundStatus.PROCESSING, response.refund_id))
-
-    async def _refused(self, refund: RefundRecord, exc: WeChatRejected, token: str) -> None:
-        reason = f"{exc.err_code}: {exc.reason}"
-        if exc.err_code in RETRY_LATER:
-            await self._note_error(refund, reason)
-            return
-        if await self._ask(refund, token) is not _Known.ABSENT:
-            await self._note_error(refund, reason)
-            return  # WeChat has it after all (an earlier attempt), or cannot say now
-        logger.warning("refund %s refused by WeChat: %s", refund.out_refund_no, reason)
-        await self._record(refund, RefundOutcome(RefundStatus.FAILED), error=reason)
-
-    def _refund_request(self, refund: RefundRecord, order: OrderRecord) -> RefundRequest:
-        return RefundRequest(
-            out_trade_no=order.out_trade_no,
-            out_refund_no=refund.out_refund_no,
-            total_fee=order.total_fee,
-            refund_fee=refund.refund_fee,
-            refund_desc=refund.reason,
-            notify_url=self._settings.refund_notify_address,
-        )
-
-    async def _query(self, refund: RefundRecord) -> RefundOutcome | _Known | None:
-        """WeChat's outcome for the refund; None if WeChat has never seen it."""
-        try:
-            result = await self._pay.refund_query(
-                RefundQueryRequest(out_refund_no=refund.out_refund_no)
-            )
-        except WeChatRejected as exc:
-            if exc.err_code == "REFUNDNOTEXIST":
-                return None
-            raise
-        for item in result.refunds:
-            if item.out_refund_no == refund.out_refund_no:
-                status, success_time = item.refund_status.value, item.refund_success_time
-                return outcome_of(status, item.refund_id, success_time) or _Known.UNDECIDED
-        return None
-
-    async def _record(
-        self, refund: RefundRecord, outcome: RefundOutcome, error: str | None = None
-    ) -> None:
+        if action.do is Do.FAIL:
+            logger.warning("refund %s refused by WeChat: %s", refund.out_refund_no, action.error)
+        outcome = RefundOutcome(RefundStatus.FAILED) if action.do is Do.FAIL else action.outcome
         async with self._db.transaction() as tx:
-            if error is not None:
-                await tx.refunds.note_error(refund.out_refund_no, error)
-            await apply_outcome(tx, refund, outcome)
-
-    async def _note_error(self, refund: RefundRecord, error: str) -> None:
-        async with self._db.statement() as tx:
-            await tx.refunds.note_error(refund.out_refund_no, error)
+            if action.error is not None:
+                await tx.refunds.note_error(refund.out_refund_no, action.error)
+            if outcome is not None:
+                await apply_outcome(tx, refund, outcome)
 
     async def _store(
         self, out_trade_no: str, refund_fee: int, reason: str | None, key: str | None, token: str
@@ -280,8 +268,18 @@ class RefundService:
             raise LookupError(f"refund {out_refund_no} vanished")  # never deleted
         return refund, order
 
+    async def _reload(self, out_refund_no: str) -> RefundRecord:
+        return (await self._load(out_refund_no))[0]
 
-_SETTLED_OR_UNKNOWN = frozenset({_Known.APPLIED, _Known.UNREACHABLE})
+
+def _refund_order(refund: RefundRecord, order: OrderRecord) -> RefundOrder:
+    return RefundOrder(
+        out_trade_no=order.out_trade_no,
+        out_refund_no=refund.out_refund_no,
+        total_fee=order.total_fee,
+        refund_fee=refund.refund_fee,
+        reason=refund.reason,
+    )
 
 
 def _answer(refund: RefundRecord) -> RefundRecord:

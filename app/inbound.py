@@ -1,0 +1,82 @@
+"""The one pipeline every WeChat notify goes through: bounded read, deadline, reply.
+
+A notify is acknowledged only after its effect (and its audit row) is committed: the handler
+returns an outcome only after its transaction commits. Anything else (the database down, the
+deadline passed) is answered so that WeChat sends the notify again, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
+
+from app.db import DATABASE_UNAVAILABLE
+from app.gateway import PaymentGateway
+from app.wechat.xmlcodec import DEFAULT_MAX_BYTES
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_NOT_PROCESSED: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, TimeoutError)
+# WeChat waits 5 s for the answer; leave room for the network.
+NOTIFY_DEADLINE_SECONDS = 4.0
+_EXCERPT = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOutcome:
+    """What a committed notify comes to."""
+
+    acknowledged: bool  # WeChat may stop sending it
+    refused: bool  # not WeChat's message about something of ours (malformed, forged, foreign)
+    detail: str  # safe to send back to whoever posted it
+
+
+NotifyHandler = Callable[[PaymentGateway, bytes, Mapping[str, str]], Awaitable[NotifyOutcome]]
+
+
+async def receive_notify(
+    request: Request, gateway: PaymentGateway, handle: NotifyHandler, what: str
+) -> Response:
+    """Read at most the notify size limit, apply it within the deadline, and reply in the
+    format WeChat expects of ``gateway``'s API version."""
+    try:
+        body = await read_limited(request)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to answer; WeChat will retry
+    if body is None:
+        return gateway.notify_reply(False, "body too large", 413)
+    try:
+        async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
+            outcome = await handle(gateway, body, request.headers)
+    except NOTIFY_NOT_PROCESSED as exc:
+        logger.error("%s not processed, WeChat will retry: %s", what, type(exc).__name__)
+        return gateway.notify_reply(False, "temporarily unavailable", 503)
+    if outcome.acknowledged:
+        return gateway.notify_reply(True, "OK", 200)
+    return gateway.notify_reply(False, outcome.detail, 400 if outcome.refused else 200)
+
+
+async def read_limited(request: Request) -> bytes | None:
+    """The body, or None past ``DEFAULT_MAX_BYTES`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > DEFAULT_MAX_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > DEFAULT_MAX_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def body_excerpt(body: bytes) -> str:
+    """What is kept of a refused body: the start, as text."""
+    # PostgreSQL text cannot hold NUL; keep it visible without storing the byte.
+    return body[:_EXCERPT].decode("utf-8", errors="replace").replace("\x00", "\\x00")
