@@ -41,7 +41,7 @@ class BusinessFail(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class PayRequest:
+class SignedRequest:
     fields: dict[str, str]
     sign_type: SignType
 
@@ -49,7 +49,7 @@ class PayRequest:
         return self.fields.get(name) or None
 
 
-def open_request(body: bytes, config: SimulatorConfig) -> PayRequest:
+def open_request(body: bytes, config: SimulatorConfig) -> SignedRequest:
     """The authenticated fields of a request; ``ProtocolFail`` when WeChat would refuse it.
 
     Rules: well-formed flat UTF-8 XML; ``appid``/``mch_id``/``nonce_str``/``sign`` present;
@@ -70,16 +70,16 @@ def open_request(body: bytes, config: SimulatorConfig) -> PayRequest:
         raise ProtocolFail("sign_type参数错误") from unknown
     if not verify(fields, config.api_key, sign_type):
         raise ProtocolFail("签名错误")
-    return PayRequest(fields, sign_type)
+    return SignedRequest(fields, sign_type)
 
 
-def check_appid(request: PayRequest, config: SimulatorConfig) -> None:
+def check_appid(request: SignedRequest, config: SimulatorConfig) -> None:
     if request.fields["appid"] != config.appid:
         raise BusinessFail("APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
 
 
 def signed_reply(
-    request: PayRequest, config: SimulatorConfig, fields: Mapping[str, object]
+    request: SignedRequest, config: SimulatorConfig, fields: Mapping[str, object]
 ) -> bytes:
     """A ``return_code=SUCCESS`` answer, signed with the request's sign type."""
     reply: dict[str, object] = {
@@ -95,12 +95,14 @@ def signed_reply(
 
 
 def success_reply(
-    request: PayRequest, config: SimulatorConfig, fields: Mapping[str, object]
+    request: SignedRequest, config: SimulatorConfig, fields: Mapping[str, object]
 ) -> bytes:
     return signed_reply(request, config, {"result_code": "SUCCESS", **fields})
 
 
-def business_fail_reply(request: PayRequest, config: SimulatorConfig, fail: BusinessFail) -> bytes:
+def business_fail_reply(
+    request: SignedRequest, config: SimulatorConfig, fail: BusinessFail
+) -> bytes:
     fields = {"result_code": "FAIL", "err_code": fail.err_code, "err_code_des": fail.err_code_des}
     return signed_reply(request, config, fields)
 

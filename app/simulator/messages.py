@@ -17,6 +17,90 @@ from app.wechat.xmlcodec import to_xml
 EXAMPLE_OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 
 
+def paid_notify_fields(
+    *,
+    appid: str,
+    mch_id: str,
+    openid: str,
+    total_fee: int,
+    transaction_id: str,
+    out_trade_no: str,
+    time_end: str,
+    **extra: object,
+) -> dict[str, object]:
+    """The fields of a paid notify (§5), before signing; ``extra`` adds or replaces fields."""
+    return {
+        "return_code": "SUCCESS",
+        "result_code": "SUCCESS",
+        "appid": appid,
+        "mch_id": mch_id,
+        "nonce_str": new_nonce(),
+        "openid": openid,
+        "is_subscribe": "N",
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "fee_type": "CNY",
+        "total_fee": total_fee,
+        "cash_fee": total_fee,
+        "transaction_id": transaction_id,
+        "out_trade_no": out_trade_no,
+        "time_end": time_end,
+        **extra,
+    }
+
+
+def signed(fields: dict[str, object], api_key: str, sign_type: SignType) -> dict[str, object]:
+    """``fields`` with ``sign`` (and ``sign_type`` where it is not the default MD5), §3."""
+    if sign_type is SignType.HMAC_SHA256:
+        fields = {**fields, "sign_type": sign_type.value}
+    return {**fields, "sign": sign(fields, api_key, sign_type)}
+
+
+def refund_result_fields(
+    *,
+    transaction_id: str,
+    out_trade_no: str,
+    refund_id: str,
+    out_refund_no: str,
+    total_fee: int,
+    refund_fee: int,
+    refund_status: str,
+    success_time: str,
+    refund_account: str,
+    **extra: object,
+) -> dict[str, object]:
+    """The refund result a refund notify carries encrypted (§6.5)."""
+    return {
+        "transaction_id": transaction_id,
+        "out_trade_no": out_trade_no,
+        "refund_id": refund_id,
+        "out_refund_no": out_refund_no,
+        "total_fee": total_fee,
+        "settlement_total_fee": total_fee,
+        "refund_fee": refund_fee,
+        "settlement_refund_fee": refund_fee,
+        "refund_status": refund_status,
+        "success_time": success_time,
+        "refund_recv_accout": "支付用户零钱",
+        "refund_account": refund_account,
+        "refund_request_source": "API",
+        **extra,
+    }
+
+
+def refund_notify_fields(
+    result: dict[str, object], *, api_key: str, **envelope: object
+) -> dict[str, object]:
+    """The refund notify (§6.5): no ``sign``; the result travels encrypted in ``req_info``.
+    ``envelope`` gives ``appid`` and ``mch_id``, and may replace any other field."""
+    return {
+        "return_code": "SUCCESS",
+        "nonce_str": new_nonce(),
+        "req_info": encrypt_req_info(to_xml(result, root="root"), api_key),
+        **envelope,
+    }
+
+
 def payment_notify_body(
     settings: Settings,
     *,
@@ -28,28 +112,17 @@ def payment_notify_body(
 ) -> bytes:
     """A paid notify for ``settings``' merchant; ``overrides`` replace or add fields before
     signing (``appid`` of another merchant, ``result_code=FAIL``, ...)."""
-    fields: dict[str, Any] = {
-        "return_code": "SUCCESS",
-        "result_code": "SUCCESS",
+    named: dict[str, Any] = {
         "appid": settings.appid,
         "mch_id": settings.mch_id,
-        "nonce_str": new_nonce(),
         "openid": EXAMPLE_OPENID,
-        "is_subscribe": "N",
-        "trade_type": "JSAPI",
-        "bank_type": "OTHERS",
-        "fee_type": "CNY",
         "total_fee": total_fee,
-        "cash_fee": total_fee,
         "transaction_id": transaction_id,
         "out_trade_no": out_trade_no,
         "time_end": "20261127101500",
-        **overrides,
     }
-    if sign_type is SignType.HMAC_SHA256:
-        fields["sign_type"] = sign_type.value
-    fields["sign"] = sign(fields, settings.api_key.get_secret_value(), sign_type)
-    return to_xml(fields)
+    fields = paid_notify_fields(**{**named, **overrides})
+    return to_xml(signed(fields, settings.api_key.get_secret_value(), sign_type))
 
 
 def refund_notify_body(
@@ -66,29 +139,18 @@ def refund_notify_body(
 ) -> bytes:
     """A refund notify for ``settings``' merchant; ``overrides`` replace or add fields of the
     encrypted result, ``outer`` those of the envelope, ``api_key`` encrypts with another key."""
-    details: dict[str, Any] = {
+    named: dict[str, Any] = {
         "transaction_id": "4200000000" + out_trade_no[-18:].rjust(18, "0"),
         "out_trade_no": out_trade_no,
         "refund_id": "50000" + out_refund_no[-24:],
         "out_refund_no": out_refund_no,
         "total_fee": total_fee,
-        "settlement_total_fee": total_fee,
         "refund_fee": refund_fee,
-        "settlement_refund_fee": refund_fee,
         "refund_status": refund_status,
         "success_time": "2026-11-27 10:20:00",
-        "refund_recv_accout": "支付用户零钱",
         "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS",
-        "refund_request_source": "API",
-        **overrides,
     }
+    result = refund_result_fields(**{**named, **overrides})
     key = api_key or settings.api_key.get_secret_value()
-    fields: dict[str, Any] = {
-        "return_code": "SUCCESS",
-        "appid": settings.appid,
-        "mch_id": settings.mch_id,
-        "nonce_str": new_nonce(),
-        "req_info": encrypt_req_info(to_xml(details, root="root"), key),
-        **(outer or {}),
-    }
-    return to_xml(fields)
+    envelope = {"appid": settings.appid, "mch_id": settings.mch_id, **(outer or {})}
+    return to_xml(refund_notify_fields(result, api_key=key, **envelope))

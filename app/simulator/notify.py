@@ -19,9 +19,13 @@ import httpx
 from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
 from app.simulator.faults import Fault, FaultBook, FaultName
+from app.simulator.messages import (
+    paid_notify_fields,
+    refund_notify_fields,
+    refund_result_fields,
+    signed,
+)
 from app.simulator.state import DeliveryAttempt, Order, Refund, SimState
-from app.wechat.crypto import encrypt_req_info
-from app.wechat.signing import SignType, new_nonce, sign
 from app.wechat.timefmt import to_refund_time as refund_time
 from app.wechat.timefmt import to_wechat_time as beijing_stamp
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
@@ -91,7 +95,7 @@ class Notifier:
         self.spawn(self._deliver(notification))
 
     def deliver_refund(self, order: Order, refund: Refund) -> None:
-        body = to_xml(refund_notify_fields(order, refund, self._config))
+        body = to_xml(refund_notify_envelope(order, refund, self._config))
         assert refund.notify_url is not None
         notification = Notification(
             "refund", order.out_trade_no, refund.out_refund_no, refund.notify_url, body
@@ -200,34 +204,24 @@ def payment_notify_fields(
 ) -> dict[str, object]:
     """The signed payment notify, shaped by any ``tamper_amount``/``bad_signature``/
     ``result_fail`` fault (a tampered amount is still correctly signed)."""
-    assert order.time_end is not None
+    assert order.time_end is not None and order.transaction_id is not None
     amount = order.total_fee
     if tampered := faults.get(FaultName.TAMPER_AMOUNT):
         amount += tampered.delta
-    fields: dict[str, object] = {
-        "return_code": "SUCCESS",
-        "appid": order.appid,
-        "mch_id": config.mch_id,
-        "device_info": order.params.get("device_info"),
-        "nonce_str": new_nonce(),
-        "result_code": "SUCCESS",
-        "openid": order.openid,
-        "is_subscribe": "N",
-        "trade_type": "JSAPI",
-        "bank_type": "OTHERS",
-        "total_fee": amount,
-        "fee_type": "CNY",
-        "cash_fee": amount,
-        "transaction_id": order.transaction_id,
-        "out_trade_no": order.out_trade_no,
-        "attach": order.attach,
-        "time_end": beijing_stamp(order.time_end),
-    }
+    fields = paid_notify_fields(
+        appid=order.appid,
+        mch_id=config.mch_id,
+        openid=order.openid,
+        total_fee=amount,
+        transaction_id=order.transaction_id,
+        out_trade_no=order.out_trade_no,
+        time_end=beijing_stamp(order.time_end),
+        device_info=order.params.get("device_info"),
+        attach=order.attach,
+    )
     if FaultName.RESULT_FAIL in faults:
         fields |= {"result_code": "FAIL", "err_code": "NOTENOUGH", "err_code_des": "余额不足"}
-    if order.sign_type is SignType.HMAC_SHA256:
-        fields["sign_type"] = order.sign_type.value
-    fields["sign"] = sign(fields, config.api_key, order.sign_type)
+    fields = signed(fields, config.api_key, order.sign_type)
     if FaultName.BAD_SIGNATURE in faults:
         fields["sign"] = _corrupt(str(fields["sign"]))
     return fields
@@ -238,30 +232,22 @@ def _corrupt(signature: str) -> str:
     return first + signature[1:]
 
 
-def refund_notify_fields(
+def refund_notify_envelope(
     order: Order, refund: Refund, config: SimulatorConfig
 ) -> dict[str, object]:
-    """The refund notify: no ``sign``; the details travel encrypted in ``req_info``."""
-    assert refund.success_time is not None
-    details = {
-        "transaction_id": order.transaction_id,
-        "out_trade_no": order.out_trade_no,
-        "refund_id": refund.refund_id,
-        "out_refund_no": refund.out_refund_no,
-        "total_fee": order.total_fee,
-        "settlement_total_fee": order.total_fee,
-        "refund_fee": refund.refund_fee,
-        "settlement_refund_fee": refund.refund_fee,
-        "refund_status": refund.status.value,
-        "success_time": refund_time(refund.success_time),
-        "refund_recv_accout": "支付用户零钱",
-        "refund_account": refund.refund_account,
-        "refund_request_source": "API",
-    }
-    return {
-        "return_code": "SUCCESS",
-        "appid": order.appid,
-        "mch_id": config.mch_id,
-        "nonce_str": new_nonce(),
-        "req_info": encrypt_req_info(to_xml(details, root="root"), config.api_key),
-    }
+    """The refund notify for one of our refunds."""
+    assert refund.success_time is not None and order.transaction_id is not None
+    result = refund_result_fields(
+        transaction_id=order.transaction_id,
+        out_trade_no=order.out_trade_no,
+        refund_id=refund.refund_id,
+        out_refund_no=refund.out_refund_no,
+        total_fee=order.total_fee,
+        refund_fee=refund.refund_fee,
+        refund_status=refund.status.value,
+        success_time=refund_time(refund.success_time),
+        refund_account=refund.refund_account,
+    )
+    return refund_notify_fields(
+        result, appid=order.appid, mch_id=config.mch_id, api_key=config.api_key
+    )

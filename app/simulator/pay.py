@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 from app.simulator.clock import SimClock, parse_beijing_stamp
 from app.simulator.config import SimulatorConfig
-from app.simulator.envelope import BusinessFail, PayRequest, ProtocolFail
+from app.simulator.envelope import BusinessFail, ProtocolFail, SignedRequest
 from app.simulator.ids import new_prepay_id, new_transaction_id
 from app.simulator.notify import Notifier
-from app.simulator.state import Order, SimState, TradeState
+from app.simulator.state import Order, SimState, SimTradeState
 from app.simulator.validation import (
     UNIFIED_ORDER_RULES,
     check_formats,
@@ -22,13 +22,13 @@ PREPAY_LIFETIME = timedelta(hours=2)
 MIN_TIME_EXPIRE = timedelta(minutes=5)
 # Request fields that are not business parameters: they may differ on an identical re-entry.
 _ENVELOPE_FIELDS = frozenset({"nonce_str", "sign"})
-_PAYABLE = (TradeState.NOTPAY, TradeState.PAYERROR)
+_PAYABLE = (SimTradeState.NOTPAY, SimTradeState.PAYERROR)
 TRADE_STATE_DESC = {
-    TradeState.NOTPAY: "订单未支付",
-    TradeState.SUCCESS: "支付成功",
-    TradeState.CLOSED: "订单已关闭",
-    TradeState.PAYERROR: "支付失败，请重新下单支付",
-    TradeState.REFUND: "订单发生过退款",
+    SimTradeState.NOTPAY: "订单未支付",
+    SimTradeState.SUCCESS: "支付成功",
+    SimTradeState.CLOSED: "订单已关闭",
+    SimTradeState.PAYERROR: "支付失败，请重新下单支付",
+    SimTradeState.REFUND: "订单发生过退款",
 }
 
 
@@ -50,7 +50,7 @@ class PayDesk:
         self._clock = clock
         self._notifier = notifier
 
-    def unified_order(self, request: PayRequest) -> dict[str, object]:
+    def unified_order(self, request: SignedRequest) -> dict[str, object]:
         """Place a JSAPI order, or re-enter one.
 
         Rules: re-entry with identical business parameters returns the same ``prepay_id``
@@ -67,7 +67,7 @@ class PayDesk:
         order = self._reenter(existing, request) if existing else self._place(request)
         return {"trade_type": fields["trade_type"], "prepay_id": order.prepay_id}
 
-    def _check_order_rules(self, request: PayRequest) -> None:
+    def _check_order_rules(self, request: SignedRequest) -> None:
         fields = request.fields
         if fields["trade_type"] != "JSAPI":
             raise BusinessFail("NOAUTH", "商户无此接口权限")  # a mini-program-only merchant
@@ -80,7 +80,7 @@ class PayDesk:
         if expire is not None and expire - self._clock.now() < MIN_TIME_EXPIRE:
             raise BusinessFail("INVALID_REQUEST", "time_expire时间过短，刷卡至少1分钟，其他5分钟")
 
-    def _place(self, request: PayRequest) -> Order:
+    def _place(self, request: SignedRequest) -> Order:
         now = self._clock.now()
         fields = request.fields
         order = Order(
@@ -99,10 +99,10 @@ class PayDesk:
         self._issue_prepay(order, now)
         return order
 
-    def _reenter(self, order: Order, request: PayRequest) -> Order:
+    def _reenter(self, order: Order, request: SignedRequest) -> Order:
         if order.is_paid:
             raise BusinessFail("ORDERPAID", "该订单已支付")
-        if order.state is TradeState.CLOSED:
+        if order.state is SimTradeState.CLOSED:
             raise BusinessFail("ORDERCLOSED", "该订单已关")
         params = _business_params(request)
         if params != order.params:
@@ -121,7 +121,7 @@ class PayDesk:
         order.prepays[order.prepay_id] = now
         self._state.prepay_index[order.prepay_id] = order.out_trade_no
 
-    def find_order(self, request: PayRequest) -> Order:
+    def find_order(self, request: SignedRequest) -> Order:
         """The order named by ``transaction_id`` (preferred) or ``out_trade_no``."""
         transaction_id = request.get("transaction_id")
         if transaction_id:
@@ -132,14 +132,14 @@ class PayDesk:
             raise BusinessFail("ORDERNOTEXIST", "订单不存在")
         return order
 
-    def order_query(self, request: PayRequest) -> dict[str, object]:
+    def order_query(self, request: SignedRequest) -> dict[str, object]:
         """The order's ``trade_state``; an unpaid order past ``time_expire`` stays NOTPAY."""
         require_one_of(request.fields, ("transaction_id", "out_trade_no"))
         check_formats(request.fields, {})
         order = self.find_order(request)
         return order_fields(order)
 
-    def close_order(self, request: PayRequest) -> dict[str, object]:
+    def close_order(self, request: SignedRequest) -> dict[str, object]:
         """Close an unpaid order; a paid one is ``ORDERPAID``, a closed one ``ORDERCLOSED``.
 
         WeChat asks merchants to wait 5 minutes after ordering before closing; it cannot be
@@ -152,9 +152,9 @@ class PayDesk:
             raise BusinessFail("ORDERNOTEXIST", "订单不存在")
         if order.is_paid:
             raise BusinessFail("ORDERPAID", "订单已支付，不能发起关单")
-        if order.state is TradeState.CLOSED:
+        if order.state is SimTradeState.CLOSED:
             raise BusinessFail("ORDERCLOSED", "订单已关闭，无法重复关闭")
-        order.state = TradeState.CLOSED
+        order.state = SimTradeState.CLOSED
         return {"result_msg": "OK"}
 
     def pay(self, prepay_id: str, result: str) -> Order:
@@ -164,13 +164,13 @@ class PayDesk:
         order = self._payable_order(prepay_id)
         if result == "SUCCESS":
             now = self._clock.now()
-            order.state = TradeState.SUCCESS
+            order.state = SimTradeState.SUCCESS
             order.transaction_id = new_transaction_id(now)
             order.time_end = now
             self._state.transaction_index[order.transaction_id] = order.out_trade_no
             self._notifier.deliver_payment(order)
         elif result == "FAIL":
-            order.state = TradeState.PAYERROR
+            order.state = SimTradeState.PAYERROR
         return order
 
     def _payable_order(self, prepay_id: str) -> Order:
@@ -187,7 +187,7 @@ class PayDesk:
         return order
 
 
-def _business_params(request: PayRequest) -> dict[str, str]:
+def _business_params(request: SignedRequest) -> dict[str, str]:
     params = {k: v for k, v in request.fields.items() if k not in _ENVELOPE_FIELDS and v}
     params["sign_type"] = request.sign_type.value  # MD5 whether declared or implied
     return params

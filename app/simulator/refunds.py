@@ -10,11 +10,11 @@ import asyncio
 
 from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
-from app.simulator.envelope import BusinessFail, PayRequest
+from app.simulator.envelope import BusinessFail, SignedRequest
 from app.simulator.ids import new_refund_id
 from app.simulator.notify import Notifier
 from app.simulator.pay import PayDesk
-from app.simulator.state import Order, Refund, RefundStatus, SimState, TradeState
+from app.simulator.state import Order, Refund, SimRefundStatus, SimState, SimTradeState
 from app.simulator.validation import REFUND_RULES, check_formats, require, require_one_of
 from app.wechat.timefmt import to_refund_time as refund_time
 
@@ -38,7 +38,7 @@ class RefundDesk:
         self._notifier = notifier
         self._pay = pay
 
-    def refund(self, request: PayRequest) -> dict[str, object]:
+    def refund(self, request: SignedRequest) -> dict[str, object]:
         """Accept a refund (``refund_status`` PROCESSING, SUCCESS after settlement).
 
         Rules: only a paid order; ``total_fee`` must be the order's; refunds together never
@@ -57,7 +57,7 @@ class RefundDesk:
             refund = self._create(order, request)
         return refund_fields(order, refund)
 
-    def _paid_order(self, request: PayRequest) -> Order:
+    def _paid_order(self, request: SignedRequest) -> Order:
         order = self._pay.find_order(request)
         if not order.is_paid:
             raise BusinessFail("ORDERNOTEXIST", "订单未支付")
@@ -65,12 +65,12 @@ class RefundDesk:
             raise BusinessFail("PARAM_ERROR", _AMOUNTS_CHANGED)
         return order
 
-    def _check_same_refund(self, refund: Refund, order: Order, request: PayRequest) -> None:
+    def _check_same_refund(self, refund: Refund, order: Order, request: SignedRequest) -> None:
         same_order = refund.out_trade_no == order.out_trade_no
         if not same_order or refund.refund_fee != int(request.fields["refund_fee"]):
             raise BusinessFail("PARAM_ERROR", _AMOUNTS_CHANGED)
 
-    def _create(self, order: Order, request: PayRequest) -> Refund:
+    def _create(self, order: Order, request: SignedRequest) -> Refund:
         refund_fee = int(request.fields["refund_fee"])
         if order.refunded_fee + refund_fee > order.total_fee:
             raise BusinessFail("ERROR", "累计退款金额大于支付金额")
@@ -96,16 +96,16 @@ class RefundDesk:
         self._state.refund_index[refund.refund_id] = refund.out_refund_no
         order.refund_nos.append(refund.out_refund_no)
         order.refunded_fee += refund.refund_fee
-        order.state = TradeState.REFUND
+        order.state = SimTradeState.REFUND
 
     async def _settle(self, order: Order, refund: Refund) -> None:
         await asyncio.sleep(self._config.scaled(self._config.refund_settle_seconds))
-        refund.status = RefundStatus.SUCCESS
+        refund.status = SimRefundStatus.SUCCESS
         refund.success_time = self._clock.now()
         if refund.notify_url:
             self._notifier.deliver_refund(order, refund)
 
-    def refund_query(self, request: PayRequest) -> dict[str, object]:
+    def refund_query(self, request: SignedRequest) -> dict[str, object]:
         """Refunds by ``refund_id``, ``out_refund_no``, ``transaction_id`` or ``out_trade_no``
         (that priority), 10 at a time from ``offset``; none is ``REFUNDNOTEXIST``."""
         keys = ("refund_id", "out_refund_no", "transaction_id", "out_trade_no")
@@ -118,7 +118,7 @@ class RefundDesk:
             raise BusinessFail("REFUNDNOTEXIST", "not exist")
         return refund_query_fields(order, page, total=len(refunds))
 
-    def _find_refunds(self, request: PayRequest) -> tuple[Order, list[Refund]]:
+    def _find_refunds(self, request: SignedRequest) -> tuple[Order, list[Refund]]:
         out_refund_no = request.get("out_refund_no")
         refund_id = request.get("refund_id")
         if refund_id:

@@ -12,8 +12,8 @@ from app.simulator.core import Simulator
 from app.simulator.deps import SimulatorDep
 from app.simulator.envelope import (
     BusinessFail,
-    PayRequest,
     ProtocolFail,
+    SignedRequest,
     business_fail_reply,
     check_appid,
     open_request,
@@ -25,7 +25,7 @@ from app.simulator.miniprogram import MiniProgramError
 from app.wechat.xmlcodec import XmlRejected, from_xml
 
 router = APIRouter(include_in_schema=False)
-Handler = Callable[[PayRequest], dict[str, object]]
+Handler = Callable[[SignedRequest], dict[str, object]]
 MALFORMED_BODY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg>"
 XML_MEDIA_TYPE = "text/xml"
 

@@ -9,7 +9,7 @@ from enum import StrEnum
 from app.wechat.signing import SignType
 
 
-class TradeState(StrEnum):
+class SimTradeState(StrEnum):
     NOTPAY = "NOTPAY"
     SUCCESS = "SUCCESS"
     CLOSED = "CLOSED"
@@ -17,7 +17,7 @@ class TradeState(StrEnum):
     REFUND = "REFUND"
 
 
-class RefundStatus(StrEnum):
+class SimRefundStatus(StrEnum):
     PROCESSING = "PROCESSING"
     SUCCESS = "SUCCESS"
 
@@ -44,7 +44,7 @@ class Order:
     created_at: datetime
     prepays: dict[str, datetime] = field(default_factory=dict)  # prepay_id -> issued at
     time_expire: datetime | None = None
-    state: TradeState = TradeState.NOTPAY
+    state: SimTradeState = SimTradeState.NOTPAY
     transaction_id: str | None = None
     time_end: datetime | None = None
     refunded_fee: int = 0
@@ -56,7 +56,7 @@ class Order:
 
     @property
     def is_paid(self) -> bool:
-        return self.state in (TradeState.SUCCESS, TradeState.REFUND)
+        return self.state in (SimTradeState.SUCCESS, SimTradeState.REFUND)
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ class Refund:
     sign_type: SignType
     refund_account: str
     created_at: datetime
-    status: RefundStatus = RefundStatus.PROCESSING
+    status: SimRefundStatus = SimRefundStatus.PROCESSING
     success_time: datetime | None = None
 
 

@@ -30,7 +30,7 @@ OutRefundNo = Annotated[str, Field(pattern=r"^[0-9A-Za-z_\-|*@]{1,64}$")]
 BeijingTime = Annotated[str, Field(pattern=r"^\d{14}$")]  # yyyyMMddHHmmss, UTC+8
 
 
-class TradeState(StrEnum):
+class WireTradeState(StrEnum):
     """``trade_state`` of an order query (§6.1)."""
 
     SUCCESS = "SUCCESS"
@@ -43,7 +43,7 @@ class TradeState(StrEnum):
     ACCEPT = "ACCEPT"
 
 
-class RefundStatus(StrEnum):
+class WireRefundStatus(StrEnum):
     """``refund_status`` of a refund query or notify (§6.4, §6.5); the last two are legacy."""
 
     SUCCESS = "SUCCESS"
@@ -253,12 +253,12 @@ class _PaidOrderFields(Received):
 class OrderQueryResponse(PayResponse, _PaidOrderFields):
     """``/pay/orderquery``: only ``trade_state=SUCCESS`` means paid (§6.1, §9.5)."""
 
-    trade_state: TradeState
+    trade_state: WireTradeState
     trade_state_desc: str | None = None
 
     @model_validator(mode="after")
     def _paid_orders_carry_payment(self) -> Self:
-        if self.trade_state is TradeState.SUCCESS and (
+        if self.trade_state is WireTradeState.SUCCESS and (
             self.transaction_id is None or self.total_fee is None
         ):
             raise ValueError("a SUCCESS order query must carry transaction_id and total_fee")
@@ -296,7 +296,7 @@ class QueriedRefund(BaseModel):
     out_refund_no: str
     refund_id: str
     refund_fee: ReceivedFen
-    refund_status: RefundStatus
+    refund_status: WireRefundStatus
     refund_channel: str | None = None
     settlement_refund_fee: ReceivedFen | None = None
     refund_account: str | None = None
@@ -375,7 +375,7 @@ class RefundNotifyInfo(Received):
     settlement_total_fee: ReceivedFen | None = None
     refund_fee: ReceivedFen
     settlement_refund_fee: ReceivedFen | None = None
-    refund_status: RefundStatus
+    refund_status: WireRefundStatus
     success_time: str | None = None  # yyyy-MM-dd HH:mm:ss, Beijing time
     refund_recv_accout: str | None = None  # sic
     refund_account: str | None = None

@@ -20,9 +20,9 @@ from app.wechat.models import (
     OrderQueryRequest,
     RefundQueryRequest,
     RefundRequest,
-    RefundStatus,
-    TradeState,
     UnifiedOrderRequest,
+    WireRefundStatus,
+    WireTradeState,
 )
 from app.wechat.retry import RetryPolicy
 from app.wechat.signing import SignType, sign
@@ -121,8 +121,8 @@ async def test_order_query_close_and_refund_query_use_their_paths(
     await client.close_order(CloseOrderRequest(out_trade_no="A1"))
     refunds = await client.refund_query(RefundQueryRequest(out_refund_no="R1"))
 
-    assert query.trade_state is TradeState.NOTPAY
-    assert refunds.refunds[0].refund_status is RefundStatus.SUCCESS
+    assert query.trade_state is WireTradeState.NOTPAY
+    assert refunds.refunds[0].refund_status is WireRefundStatus.SUCCESS
     paths = [r.url.path for r in wechat.requests]
     assert paths == ["/pay/orderquery", "/pay/closeorder", "/pay/refundquery"]
     assert sent_fields(wechat.requests[1])["out_trade_no"] == "A1"
@@ -435,7 +435,7 @@ async def test_vector_l4_refund_notify_decrypts(make_pay_client: PayClientFactor
     assert (info.out_refund_no, info.refund_fee, info.refund_status) == (
         "RF20231115000001",
         1,
-        RefundStatus.SUCCESS,
+        WireRefundStatus.SUCCESS,
     )
     assert info.refund_recv_accout == "支付用户零钱"
 

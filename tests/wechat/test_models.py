@@ -14,9 +14,9 @@ from app.wechat.models import (
     RefundQueryRequest,
     RefundQueryResponse,
     RefundRequest,
-    RefundStatus,
-    TradeState,
     UnifiedOrderRequest,
+    WireRefundStatus,
+    WireTradeState,
 )
 
 ORDER = {
@@ -134,7 +134,7 @@ def test_received_amounts_must_be_whole_fen(total_fee: str) -> None:
 def test_order_query_reads_trade_state_and_refuses_unknown_states() -> None:
     base = {"return_code": "SUCCESS", "result_code": "SUCCESS", "out_trade_no": "A1"}
     query = OrderQueryResponse.from_fields({**base, "trade_state": "NOTPAY"})
-    assert query.trade_state is TradeState.NOTPAY
+    assert query.trade_state is WireTradeState.NOTPAY
     with pytest.raises(ValidationError):
         OrderQueryResponse.from_fields({**base, "trade_state": "SOMETHING_NEW"})
     with pytest.raises(ValidationError, match="transaction_id"):
@@ -163,8 +163,8 @@ def test_refund_query_collects_the_n_groups() -> None:
     }
     query = RefundQueryResponse.from_fields(fields)
     assert [(r.out_refund_no, r.refund_fee, r.refund_status) for r in query.refunds] == [
-        ("R0", 30, RefundStatus.SUCCESS),
-        ("R1", 20, RefundStatus.PROCESSING),
+        ("R0", 30, WireRefundStatus.SUCCESS),
+        ("R1", 20, WireRefundStatus.PROCESSING),
     ]
     assert query.refunds[0].refund_recv_accout == "支付用户零钱"
     assert query.extra_field("coupon_refund_fee_0_0") == "1"
