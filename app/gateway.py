@@ -25,9 +25,12 @@ from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
 from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
 from app.wechat.models import MAX_FEN  # the largest amount WeChat Pay takes, in fen
+from app.wechat.xmlcodec import DEFAULT_MAX_BYTES as MAX_NOTIFY_BYTES
+from app.wechat.xmlcodec import xml_can_carry as wechat_can_carry  # text WeChat can be sent
 
 __all__ = [
     "MAX_FEN",
+    "MAX_NOTIFY_BYTES",
     "ApiVersion",
     "CloseOutcome",
     "Gateways",
@@ -44,6 +47,7 @@ __all__ = [
     "TradeReport",
     "WeChatRejected",
     "WeChatUnavailable",
+    "wechat_can_carry",
 ]
 
 

@@ -16,8 +16,7 @@ from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
 from app.db import DATABASE_UNAVAILABLE
-from app.gateway import PaymentGateway
-from app.wechat.xmlcodec import DEFAULT_MAX_BYTES
+from app.gateway import MAX_NOTIFY_BYTES, PaymentGateway
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +61,15 @@ async def receive_notify(
 
 
 async def read_limited(request: Request) -> bytes | None:
-    """The body, or None past ``DEFAULT_MAX_BYTES`` (declared or streamed)."""
+    """The body, or None past ``MAX_NOTIFY_BYTES`` (declared or streamed)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > DEFAULT_MAX_BYTES:
+    if declared and declared.isdigit() and int(declared) > MAX_NOTIFY_BYTES:
         return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > DEFAULT_MAX_BYTES:
+        if size > MAX_NOTIFY_BYTES:
             return None
         chunks.append(chunk)
     return b"".join(chunks)

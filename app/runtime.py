@@ -20,13 +20,13 @@ from app.config import Settings
 from app.gateway import Gateways
 from app.httpclient import build_http_client
 from app.orders.service import OrderService
-from app.orders.sweeper import Sweeper
 from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
 from app.products.service import ProductService
 from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
+from app.sweep import Sweeper
 from app.uow import Database, open_database
 from app.wechat.client import WeChatPayClient
 from app.wechat.gateway_v2 import WeChatPayV2Gateway

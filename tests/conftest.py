@@ -15,8 +15,8 @@ from app.db import create_engine
 from app.httpclient import build_http_client
 from app.main import create_app
 from app.models import load_all_models
-from app.orders.sweeper import SweepReport
 from app.runtime import Runtime, build_runtime
+from app.sweep import SweepReport
 from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
 

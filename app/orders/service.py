@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from app.auth.service import CurrentUser
 from app.config import Settings
@@ -25,6 +25,7 @@ from app.gateway import (
     CloseOutcome,
     Gateways,
     PaymentGateway,
+    PaymentResult,
     PrepayOrder,
     WeChatRejected,
     WeChatUnavailable,
@@ -32,7 +33,6 @@ from app.gateway import (
 from app.orders.numbers import new_out_trade_no
 from app.orders.repository import DuplicateOrder, OrderRecord
 from app.orders.states import PAYABLE, OrderStatus
-from app.payments.service import PaymentService
 from app.products.service import ProductNotFound
 
 if TYPE_CHECKING:
@@ -77,6 +77,12 @@ class OrderWithParams:
     pay_params: dict[str, str]
 
 
+class PaymentRecorder(Protocol):
+    """Applies a payment WeChat reports, exactly once (``app.payments.service``)."""
+
+    async def apply_paid(self, result: PaymentResult) -> object: ...
+
+
 class OrderService:
     """Takes a connection only for each statement, never across a WeChat call.
 
@@ -85,7 +91,7 @@ class OrderService:
     """
 
     def __init__(
-        self, db: Database, settings: Settings, gateways: Gateways, payments: PaymentService
+        self, db: Database, settings: Settings, gateways: Gateways, payments: PaymentRecorder
     ) -> None:
         self._db = db
         self._settings = settings

@@ -4,8 +4,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.gateway import MAX_FEN
-from app.wechat.xmlcodec import xml_can_carry
+from app.gateway import MAX_FEN, wechat_can_carry
 
 
 class RefundIn(BaseModel):
@@ -31,7 +30,7 @@ class RefundIn(BaseModel):
         # be able to carry it.
         if value is not None and len(value.encode()) > 80:
             raise ValueError("at most 80 bytes of UTF-8 (26 Chinese characters)")
-        if value is not None and not xml_can_carry(value):
+        if value is not None and not wechat_can_carry(value):
             raise ValueError("contains characters XML cannot carry")
         return value or None
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.orders.sweeper import SweepReport
+from app.sweep import SweepReport
 from tests.helpers import add_product, create_order, login, prepay_id_of, scalar, set_time
 from tests.plugins.simulator import SimulatorHandle
 

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db import utcnow
+from app.gateway import WeChatRejected, WeChatUnavailable
 from app.orders.repository import OrderRecord
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
 from app.refunds.service import RefundService
 from app.refunds.sweep import settle_overdue_refunds
-from app.wechat.errors import WeChatError
 
 if TYPE_CHECKING:
     from app.uow import Database
@@ -101,7 +101,7 @@ class Sweeper:
             if order.status in PAYABLE and order.time_expire <= utcnow():
                 await self._orders.expire(order)
                 order = await self._reload(out_trade_no)
-        except WeChatError as exc:
+        except (WeChatRejected, WeChatUnavailable) as exc:
             logger.warning("sweep could not settle %s: %r", out_trade_no, exc)
             return "ERROR"
         return str(order.status)

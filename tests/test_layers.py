@@ -1,0 +1,78 @@
+"""The shape of the code, checked: domain packages do not import each other in cycles, and the
+payment code reaches WeChat only through the payment-gateway port (../shared/STYLE.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent.parent / "app"
+DOMAINS = ("auth", "orders", "payments", "products", "refunds")
+# Code that talks about payments and refunds: only the port and our own types, never the
+# protocol package (its wire models, codes and clients belong to the adapters).
+BEHIND_THE_PORT = ("orders", "payments", "refunds", "sweep.py", "inbound.py", "gateway.py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ``app.…`` module a file imports, type-checking imports included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "app" or name.startswith("app.")}
+
+
+def domain_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {domain: set() for domain in DOMAINS}
+    for domain in DOMAINS:
+        for path in (APP / domain).glob("*.py"):
+            for module in imported_modules(path):
+                parts = module.split(".")
+                if len(parts) > 1 and parts[1] in DOMAINS and parts[1] != domain:
+                    graph[domain].add(parts[1])
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for follower in sorted(graph[node]):
+            if follower == path[0]:
+                found.append([*path, follower])
+            elif follower not in path and follower > path[0]:
+                visit(follower, [*path, follower])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    return found
+
+
+def test_domain_packages_import_each_other_without_cycles() -> None:
+    graph = domain_graph()
+
+    assert cycles(graph) == []
+    # The check sees real edges (a broken parser would find no cycles in an empty graph).
+    assert {"orders"} <= graph["payments"] and {"orders"} <= graph["refunds"]
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_payment_code_reaches_wechat_only_through_the_port() -> None:
+    leaks = {
+        f"{path.relative_to(APP)}: {module}"
+        for name in BEHIND_THE_PORT
+        for path in ([APP / name] if name.endswith(".py") else (APP / name).glob("*.py"))
+        for module in imported_modules(path)
+        if module.startswith("app.wechat")
+    }
+    # The port re-exports the error split and WeChat's limits as its own vocabulary.
+    assert leaks == {
+        "gateway.py: app.wechat.errors",
+        "gateway.py: app.wechat.models",
+        "gateway.py: app.wechat.xmlcodec",
+    }
