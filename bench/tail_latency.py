@@ -46,6 +46,7 @@ from create_order import add_product, log_in_users, order_requests
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from harness import (
+    APP_ROOT,
     BENCH,
     LoadResult,
     Server,
@@ -361,7 +362,7 @@ def report_telemetry(
 
 def code_under_test() -> str:
     """HEAD and whether ``app/`` differs from it (others may edit the tree between runs)."""
-    git = ["git", "-C", str(BENCH.parent)]
+    git = ["git", "-C", str(APP_ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--", "app"], capture_output=True, text=True
@@ -382,6 +383,9 @@ def main() -> None:
     parser.add_argument("--telemetry-rounds", type=int, default=10)
     parser.add_argument("--inproc-calls", type=int, default=2000)
     parser.add_argument("--inproc-rounds", type=int, default=41)
+    parser.add_argument(
+        "--only", nargs="+", default=[], help="measure only endpoints whose name has one of these"
+    )
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -397,7 +401,9 @@ def main() -> None:
     ):
         specs = prepare(settings, database, ours, sim)
         targets = {
-            name: Target(ours.url, ours.pid, spec, status) for name, (spec, status) in specs.items()
+            name: Target(ours.url, ours.pid, spec, status)
+            for name, (spec, status) in specs.items()
+            if not args.only or any(part in name for part in args.only)
         }
         echo_spec = request_file("GET", ECHO_PATH, [({}, "")])
         off = Target(echo_off.url, echo_off.pid, echo_spec, 200)
