@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     sign_type: SignType = SignType.MD5
     mch_cert_path: str | None = None
     mch_key_path: str | None = None
+    # A PEM file of CA certificates trusted for outbound HTTPS in addition to the public ones
+    # (certifi's): an egress proxy that re-signs TLS, or a stand-in for WeChat behind a private
+    # CA (staging, tests). Read by this setting only: the clients ignore SSL_CERT_FILE and the
+    # rest of the environment (trust_env=False), so what we trust is what the settings say.
+    extra_ca_certs: str | None = None
 
     # Where this service is reachable; the dev simulator mount and default notify URL use it.
     self_base_url: Annotated[

@@ -7,6 +7,8 @@ flight here, the aiohttp transport ~500/s (see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -35,5 +37,17 @@ def build_http_client(
         pool=settings.http_connect_timeout,
     )
     if transport is None:
-        transport = AiohttpTransport(limits=limits, cert=cert, trust_env=False)
+        verify = tls_context(settings, cert)
+        transport = AiohttpTransport(limits=limits, verify=verify, trust_env=False)
     return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, trust_env=False)
+
+
+def tls_context(settings: Settings, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+    """What the client trusts (the public CAs httpx uses, plus ``extra_ca_certs``) and, for
+    mutual TLS, the certificate it shows. Missing or unreadable files fail here, at start-up."""
+    context = httpx.create_ssl_context(trust_env=False)
+    if settings.extra_ca_certs:
+        context.load_verify_locations(cafile=settings.extra_ca_certs)
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    return context

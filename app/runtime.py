@@ -26,7 +26,7 @@ from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
 from app.uow import Database, open_database
-from app.wechat.client import WeChatPayClient
+from app.wechat.client import WeChatPayClient, merchant_cert
 from app.wechat.miniprogram import MiniProgramClient
 
 
@@ -88,9 +88,9 @@ def _merchant_tls_client(
     settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient | None:
     # Refunds need the merchant certificate (mutual TLS); only when it is configured.
-    if not (settings.mch_cert_path and settings.mch_key_path):
+    cert = merchant_cert(settings)
+    if cert is None:
         return None
-    cert = (settings.mch_cert_path, settings.mch_key_path)
     return build_http_client(settings, transport=transport, cert=cert)
 
 

@@ -20,7 +20,7 @@ from app.runtime import Runtime, build_runtime
 from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
 
-pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service"]
+pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service", "tests.plugins.tls"]
 
 load_all_models()
 
