@@ -135,7 +135,7 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
-def fast_config(settings: Settings, **overrides: Any) -> SimulatorConfig:
+def simulator_config(settings: Settings, **overrides: Any) -> SimulatorConfig:
     """The simulator for ``settings``' merchant, its waits scaled down for tests."""
     options = {"time_factor": TEST_TIME_FACTOR, "notify_timeout": TEST_NOTIFY_TIMEOUT, **overrides}
     return SimulatorConfig.from_settings(settings, **options)
@@ -143,7 +143,7 @@ def fast_config(settings: Settings, **overrides: Any) -> SimulatorConfig:
 
 def start_simulator(settings: Settings, **overrides: Any) -> tuple[SimulatorHandle, ServerThread]:
     """A running simulator for ``settings``' merchant; stop it with ``ServerThread.stop``."""
-    config = fast_config(settings, **overrides)
+    config = simulator_config(settings, **overrides)
     server = ServerThread(create_simulator_app(config))
     base_url = server.start()
     return SimulatorHandle(base_url=base_url, settings=settings, config=config), server

@@ -33,7 +33,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.config import DEV_MCH_ID, Settings
 from app.simulator import create_simulator_app
-from tests.plugins.simulator import ServerThread, SimulatorHandle, fast_config
+from tests.plugins.simulator import ServerThread, SimulatorHandle, simulator_config
 
 # --- certificates -----------------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class TlsSimulator:
 
 
 def start_tls_simulator(settings: Settings, pki: Pki) -> tuple[TlsSimulator, ServerThread]:
-    config = fast_config(settings)
+    config = simulator_config(settings)
     guard = RefundCertificateGuard(create_simulator_app(config))
     server = ServerThread(guard, **_https_options(pki))
     handle = SimulatorHandle(server.start(), settings, config, verify=pki.trusting_context())
