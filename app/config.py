@@ -62,8 +62,15 @@ class Settings(BaseSettings):
     sign_type: SignType = SignType.MD5
     mch_cert_path: str | None = None
     mch_key_path: str | None = None
+    # A PEM file of CA certificates trusted for outbound HTTPS in addition to the public ones
+    # (certifi's): an egress proxy that re-signs TLS, or a stand-in for WeChat behind a private
+    # CA (staging, tests). Read by this setting only: the clients ignore SSL_CERT_FILE and the
+    # rest of the environment (trust_env=False), so what we trust is what the settings say.
+    extra_ca_certs: str | None = None
 
-    # Where this service is reachable; the dev simulator mount and default notify URL use it.
+    # Where this service is reachable; the default notify URLs and, in dev, the simulator
+    # mount's address use it. In dev its port need not be right: calls to the mount and the
+    # mounted simulator's notifies stay in the process (app.httpclient.InProcessTransport).
     self_base_url: Annotated[
         str, StringConstraints(pattern=r"^https?://[^?#\s]+$", max_length=200)
     ] = "http://127.0.0.1:8000"
@@ -132,10 +139,13 @@ class Settings(BaseSettings):
             return self.refund_notify_url
         return f"{self.self_base_url.rstrip('/')}/wechat/pay/refund-notify"
 
+    @property
+    def simulator_mount_url(self) -> str:
+        """Where the dev simulator mount is, as this service's own calls address it."""
+        return f"{self.self_base_url.rstrip('/')}/sim"
+
     def _default_upstream(self, official: str) -> str:
-        if self.uses_simulator_mount:
-            return f"{self.self_base_url.rstrip('/')}/sim"
-        return official
+        return self.simulator_mount_url if self.uses_simulator_mount else official
 
     def check_production(self) -> None:
         """Raise ``ConfigError`` naming every secret that is missing or a development default."""

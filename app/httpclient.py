@@ -7,8 +7,13 @@ flight here, the aiohttp transport ~500/s (see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+from dataclasses import dataclass
+
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from starlette.types import ASGIApp
 
 from app.config import Settings
 
@@ -18,10 +23,12 @@ def build_http_client(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     cert: tuple[str, str] | None = None,
+    in_process: InProcessRoute | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` with explicit timeouts and limits; create it in a lifespan.
 
-    ``cert`` is a (certificate, key) pair for mutual TLS (WeChat Pay's refund endpoint).
+    ``cert`` is a (certificate, key) pair for mutual TLS (WeChat Pay's refund endpoint);
+    requests under ``in_process`` go to an app in this process (the dev simulator mount).
     """
     limits = httpx.Limits(
         max_connections=settings.http_max_connections,
@@ -35,5 +42,68 @@ def build_http_client(
         pool=settings.http_connect_timeout,
     )
     if transport is None:
-        transport = AiohttpTransport(limits=limits, cert=cert, trust_env=False)
+        verify = tls_context(settings, cert)
+        transport = AiohttpTransport(limits=limits, verify=verify, trust_env=False)
+    if in_process is not None:
+        transport = InProcessTransport(in_process, transport)
     return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, trust_env=False)
+
+
+def tls_context(settings: Settings, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+    """What the client trusts (the public CAs httpx uses, plus ``extra_ca_certs``) and, for
+    mutual TLS, the certificate it shows. Missing or unreadable files fail here, at start-up."""
+    context = httpx.create_ssl_context(trust_env=False)
+    if settings.extra_ca_certs:
+        context.load_verify_locations(cafile=settings.extra_ca_certs)
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class InProcessRoute:
+    """``app``, running in this process, serves every URL under ``base_url``."""
+
+    base_url: str
+    app: ASGIApp
+
+
+class InProcessTransport(httpx.AsyncBaseTransport):
+    """Requests under the route's ``base_url`` go straight to its app, with no socket; the
+    rest go to ``network``.
+
+    In dev the simulator is mounted in the service, so an address of the service names this
+    very process: answering it here means the port the server really listens on (``uvicorn
+    --port``) cannot send a call to the wrong place (nowhere, or another developer's server).
+    """
+
+    def __init__(self, route: InProcessRoute, network: httpx.AsyncBaseTransport) -> None:
+        base = httpx.URL(route.base_url)
+        self._origin = (base.scheme, base.host, base.port)
+        self._root = base.path.rstrip("/")
+        # The app sees the path it would see mounted under base_url (its root_path).
+        self._app = httpx.ASGITransport(
+            app=route.app,
+            root_path=self._root,
+            raise_app_exceptions=False,  # a failing app answers 500, as over the network
+        )
+        self._network = network
+
+    def _serves(self, url: httpx.URL) -> bool:
+        same_origin = (url.scheme, url.host, url.port) == self._origin
+        return same_origin and f"{url.path}/".startswith(f"{self._root}/")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._serves(request.url):
+            return await self._network.handle_async_request(request)
+        # No socket, so no socket timeouts: the read timeout bounds the whole exchange, and an
+        # app that hangs (the simulator's upstream_timeout fault) times out as it would remotely.
+        read_timeout = request.extensions.get("timeout", {}).get("read")
+        try:
+            async with asyncio.timeout(read_timeout):
+                return await self._app.handle_async_request(request)
+        except TimeoutError:
+            raise httpx.ReadTimeout("no answer in time (in process)", request=request) from None
+
+    async def aclose(self) -> None:
+        await self._network.aclose()

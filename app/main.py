@@ -17,6 +17,7 @@ from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.health import router as health_router
+from app.httpclient import InProcessRoute, InProcessTransport
 from app.logging_setup import configure_logging
 from app.orders.router import admin_router as orders_admin_router
 from app.orders.router import router as orders_router
@@ -53,15 +54,17 @@ def create_app(
     """The service. ``transport`` replaces the network under the WeChat clients (tests)."""
     settings = settings or get_settings()
     settings.check_production()
-    simulator = _dev_simulator(settings)
+    simulator: Simulator | None = None  # set below, once the app it notifies exists
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         async with AsyncExitStack() as stack:
+            in_process = None
             if simulator is not None:
                 await stack.enter_async_context(simulator)
-            runtime = await build_runtime(settings, stack, transport)
+                in_process = InProcessRoute(settings.simulator_mount_url, simulator.app)
+            runtime = await build_runtime(settings, stack, transport, in_process=in_process)
             app.state.runtime = runtime
             await stack.enter_async_context(
                 _background(runtime.sweeper.run_forever, settings.sweep_interval_seconds > 0)
@@ -90,6 +93,7 @@ def create_app(
         refund_notify_router,
     ):
         app.include_router(router)
+    simulator = _dev_simulator(settings, app)
     if simulator is not None:
         app.mount("/sim", simulator.app)
     return app
@@ -100,13 +104,21 @@ def _telemetry(enabled: bool) -> TelemetryConfig:
     return cast(TelemetryConfig, dict.fromkeys(switches, enabled))
 
 
-def _dev_simulator(settings: Settings) -> Simulator | None:
-    """The WeChat simulator mounted at /sim in development; never in production."""
+def _dev_simulator(settings: Settings, app: FastAPI) -> Simulator | None:
+    """The WeChat simulator mounted at /sim in development; never in production.
+
+    Its notifies to this service's address are answered by ``app`` in process, as the
+    service's calls to the mount are (see ``build_runtime``): both ends are this process, so
+    neither depends on ``WXPAY_SELF_BASE_URL`` naming the port uvicorn was really given.
+    """
     if not settings.uses_simulator_mount:
         return None
     from app.simulator import Simulator, SimulatorConfig
 
-    return Simulator(SimulatorConfig.from_settings(settings))
+    to_service = InProcessTransport(
+        InProcessRoute(settings.self_base_url, app), httpx.AsyncHTTPTransport()
+    )
+    return Simulator(SimulatorConfig.from_settings(settings), notify_transport=to_service)
 
 
 app = create_app()

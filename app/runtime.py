@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from app.auth.service import AuthKeys, AuthService
 from app.config import Settings
 from app.gateway import Gateways
-from app.httpclient import build_http_client
+from app.httpclient import InProcessRoute, build_http_client
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
@@ -28,7 +28,7 @@ from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
 from app.sweep import Sweeper
 from app.uow import Database, open_database
-from app.wechat.client import WeChatPayClient
+from app.wechat.client import WeChatPayClient, merchant_cert
 from app.wechat.gateway_v2 import WeChatPayV2Gateway
 from app.wechat.miniprogram import MiniProgramClient
 
@@ -55,15 +55,18 @@ async def build_runtime(
     settings: Settings,
     stack: AsyncExitStack,
     transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    in_process: InProcessRoute | None = None,
 ) -> Runtime:
     """Open the pool and the HTTP clients and build every service; ``stack`` closes them.
 
-    ``transport`` replaces the network under the WeChat clients (tests)."""
+    ``transport`` replaces the network under the WeChat clients (tests); calls under
+    ``in_process`` are answered by an app in this process (the dev simulator mount)."""
     db = await open_database(settings.database_url, pool_size=settings.database_pool_size)
     stack.push_async_callback(db.close)
-    http = build_http_client(settings, transport=transport)
+    http = build_http_client(settings, transport=transport, in_process=in_process)
     stack.push_async_callback(http.aclose)
-    refund_http = _merchant_tls_client(settings, transport)
+    refund_http = _merchant_tls_client(settings, transport, in_process)
     if refund_http is not None:
         stack.push_async_callback(refund_http.aclose)
     pay = WeChatPayClient.from_settings(settings, http, refund_http=refund_http)
@@ -97,13 +100,15 @@ async def build_runtime(
 
 
 def _merchant_tls_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    in_process: InProcessRoute | None,
 ) -> httpx.AsyncClient | None:
     # Refunds need the merchant certificate (mutual TLS); only when it is configured.
-    if not (settings.mch_cert_path and settings.mch_key_path):
+    cert = merchant_cert(settings)
+    if cert is None:
         return None
-    cert = (settings.mch_cert_path, settings.mch_key_path)
-    return build_http_client(settings, transport=transport, cert=cert)
+    return build_http_client(settings, transport=transport, cert=cert, in_process=in_process)
 
 
 def build_auth_keys(settings: Settings) -> AuthKeys:

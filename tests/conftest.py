@@ -20,7 +20,7 @@ from app.sweep import SweepReport
 from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
 
-pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service"]
+pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service", "tests.plugins.tls"]
 
 load_all_models()
 

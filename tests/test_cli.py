@@ -5,25 +5,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.db import ROOT
+from app.config import Settings
+from tests.conftest import ClientFactory
 from tests.helpers import scalar
+from tests.plugins.tls import Pki, TlsSimulator
+from tests.refunds.support import age_refunds, at_wechat, paid_order, refund, refund_row
 
 
 def cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m app.cli`` with only the ``WXPAY_*`` settings given here: run elsewhere than
+    the checkout, so a developer's ``.env`` is not read either."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
     environment.update(WXPAY_DATABASE_URL=database_url, **env)
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as elsewhere:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=elsewhere,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 async def test_products_can_be_added_listed_and_disabled(
@@ -75,3 +83,86 @@ async def test_sweep_runs_once_from_the_command_line(
 
     assert result.returncode == 0
     assert result.stdout.strip() == "claimed 0, paid 0, closed 0, failed 0"
+
+
+# --- refunds need the merchant certificate (mutual TLS, PROTOCOL.md §6.3) ---------------------
+
+
+async def test_sweep_sends_a_pending_refund_with_the_merchant_certificate(
+    database_url: str,
+    engine: AsyncEngine,
+    settings: Settings,
+    tls_simulator: TlsSimulator,  # before make_client: the service's connections close first
+    make_client: ClientFactory,
+    pki: Pki,
+) -> None:
+    no, out_refund_no = await _pending_refund(make_client, tls_simulator, pki, engine)
+
+    result = cli(
+        database_url,
+        "sweep",
+        **_sweep_env(settings, tls_simulator, pki),
+        WXPAY_MCH_CERT_PATH=str(pki.merchant_cert),
+        WXPAY_MCH_KEY_PATH=str(pki.merchant_key),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert tls_simulator.guard.seen == [("/secapi/pay/refund", pki.merchant_name)]
+    assert (await refund_row(engine, out_refund_no))["status"] == "PROCESSING"
+    assert (await at_wechat(tls_simulator.handle, no))["refunded_fee"] == 990
+
+
+async def test_without_the_merchant_certificate_the_sweep_cannot_refund(
+    database_url: str,
+    engine: AsyncEngine,
+    settings: Settings,
+    tls_simulator: TlsSimulator,
+    make_client: ClientFactory,
+    pki: Pki,
+) -> None:
+    no, out_refund_no = await _pending_refund(make_client, tls_simulator, pki, engine)
+
+    result = cli(database_url, "sweep", **_sweep_env(settings, tls_simulator, pki))
+
+    assert result.returncode == 0, result.stderr
+    assert tls_simulator.guard.seen == [("/secapi/pay/refund", None)]
+    row = await refund_row(engine, out_refund_no)
+    # WeChat refused it (HTTP 400) and never had it: a final refusal, as for any 4xx.
+    assert (row["status"], "HTTP 400" in row["error"]) == ("FAILED", True)
+    assert (await at_wechat(tls_simulator.handle, no))["refunded_fee"] == 0
+
+
+async def _pending_refund(
+    make_client: ClientFactory, simulator: TlsSimulator, pki: Pki, engine: AsyncEngine
+) -> tuple[str, str]:
+    """A paid order and a refund of it that WeChat never confirmed (PENDING), due for the
+    sweep; made by the service with the certificate, so only the sweep's own wiring differs."""
+    client = await make_client(
+        pay_api_base=simulator.handle.base_url,
+        miniprogram_api_base=simulator.handle.base_url,
+        extra_ca_certs=str(pki.ca_cert),
+        mch_cert_path=str(pki.merchant_cert),
+        mch_key_path=str(pki.merchant_key),
+    )
+    no = (await paid_order(client, simulator.handle))["out_trade_no"]
+    await simulator.handle.set_fault("upstream_5xx", endpoint="refund")
+    pending = await refund(client, no, 990)
+    assert pending.json()["status"] == "PENDING", pending.text
+    await simulator.handle.clear_faults()
+    simulator.guard.seen.clear()
+    await age_refunds(engine, minutes=2)
+    return no, pending.json()["out_refund_no"]
+
+
+def _sweep_env(settings: Settings, simulator: TlsSimulator, pki: Pki) -> dict[str, Any]:
+    """The test service's merchant, WeChat at the HTTPS simulator (its CA trusted); no
+    certificate."""
+    return {
+        "WXPAY_APPID": settings.appid,
+        "WXPAY_MCH_ID": settings.mch_id,
+        "WXPAY_API_KEY": settings.api_key.get_secret_value(),
+        "WXPAY_SIGN_TYPE": settings.sign_type.value,
+        "WXPAY_PAY_API_BASE": simulator.handle.base_url,
+        "WXPAY_EXTRA_CA_CERTS": str(pki.ca_cert),
+        "WXPAY_REFUND_NOTIFY_URL": settings.refund_notify_url or "",
+    }

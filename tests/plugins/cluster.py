@@ -14,13 +14,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-from tests.db import ROOT
 
 NOTIFY_PATH = "/wechat/pay/notify"
 
@@ -59,11 +57,17 @@ class ServiceProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without its ``WXPAY_*`` settings, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
+    env.update(settings)
+    return env
+
+
 def service_env(
     database_url: str, simulator_url: str, port: int, extra: dict[str, str]
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
-    env.update(
+    env = clean_env(
         WXPAY_DATABASE_URL=database_url,
         WXPAY_SIMULATOR_MOUNT="false",
         WXPAY_SWEEP_INTERVAL_SECONDS="0",
@@ -94,15 +98,24 @@ def running_services(
             for _ in range(count)
         ]
         for service in services:
-            _wait_ready(service)
+            wait_ready(service)
         yield services
 
 
-@contextmanager
 def _spawn(
     database_url: str, simulator_url: str, log_dir: Path, workers: int, extra: dict[str, str]
-) -> Iterator[ServiceProcess]:
+) -> AbstractContextManager[ServiceProcess]:
     port = free_port()
+    env = service_env(database_url, simulator_url, port, extra)
+    return spawn_service(port, env, log_dir, workers=workers)
+
+
+@contextmanager
+def spawn_service(
+    port: int, env: dict[str, str], log_dir: Path, *, workers: int = 1
+) -> Iterator[ServiceProcess]:
+    """``uvicorn app.main:app`` on ``port`` with exactly ``env``, run in ``log_dir`` so that
+    no ``.env`` file is read; stopped when the block ends. Not ready yet: see ``wait_ready``."""
     log_path = log_dir / f"service-{port}.log"
     command = [
         sys.executable,
@@ -122,8 +135,8 @@ def _spawn(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
-            env=service_env(database_url, simulator_url, port, extra),
+            cwd=log_dir,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -138,7 +151,7 @@ def _spawn(
             process.wait(timeout=10)
 
 
-def _wait_ready(service: ServiceProcess, timeout: float = 60) -> None:
+def wait_ready(service: ServiceProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:

@@ -10,6 +10,7 @@ notify retries run at ``TEST_TIME_FACTOR`` of WeChat's schedule (15 s -> 15 ms).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,12 +35,16 @@ class SimulatorHandle:
     base_url: str
     settings: Settings
     config: SimulatorConfig
+    # What the control client trusts: an SSL context when the simulator is served over TLS.
+    verify: ssl.SSLContext | bool = True
 
     def url(self, path: str) -> str:
         return self.base_url + path
 
     async def _call(self, method: str, path: str, json: object = None) -> Any:
-        async with httpx.AsyncClient(base_url=self.base_url, trust_env=False) as http:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, trust_env=False, verify=self.verify
+        ) as http:
             response = await http.request(method, path, json=json)
         response.raise_for_status()
         return response.json()
@@ -98,9 +103,10 @@ class SimulatorHandle:
 
 
 class ServerThread:
-    """A uvicorn server for ``app`` on a free loopback port, in a daemon thread."""
+    """A uvicorn server for ``app`` on a free loopback port, in a daemon thread; ``options``
+    go to ``uvicorn.Config`` (``ssl_*`` for HTTPS)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -108,6 +114,7 @@ class ServerThread:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=1,
+            **options,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="simulator", daemon=True)
@@ -120,17 +127,23 @@ class ServerThread:
                 raise RuntimeError("the simulator server did not start")
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        scheme = "https" if self.server.config.is_ssl else "http"
+        return f"{scheme}://127.0.0.1:{port}"
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
 
+def simulator_config(settings: Settings, **overrides: Any) -> SimulatorConfig:
+    """The simulator for ``settings``' merchant, its waits scaled down for tests."""
+    options = {"time_factor": TEST_TIME_FACTOR, "notify_timeout": TEST_NOTIFY_TIMEOUT, **overrides}
+    return SimulatorConfig.from_settings(settings, **options)
+
+
 def start_simulator(settings: Settings, **overrides: Any) -> tuple[SimulatorHandle, ServerThread]:
     """A running simulator for ``settings``' merchant; stop it with ``ServerThread.stop``."""
-    options = {"time_factor": TEST_TIME_FACTOR, "notify_timeout": TEST_NOTIFY_TIMEOUT, **overrides}
-    config = SimulatorConfig.from_settings(settings, **options)
+    config = simulator_config(settings, **overrides)
     server = ServerThread(create_simulator_app(config))
     base_url = server.start()
     return SimulatorHandle(base_url=base_url, settings=settings, config=config), server
