@@ -10,7 +10,7 @@ SQLite it runs through SQLAlchemy. Repositories only see ``Executor``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
@@ -235,23 +235,13 @@ class AsyncpgExecutor:
         self._cache = cache
 
     async def fetch(self, stmt: ClauseElement, params: Params | None = None) -> list[Row]:
-        compiled = self._cache[stmt]
-        args = compiled.arguments(params or _NO_PARAMS)
-        try:
-            records = await self._conn.fetch(compiled.sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(exc.constraint_name) from exc
+        compiled, records = await self._run(self._conn.fetch, stmt, params)
         if compiled.results is None:
             return list(records)
         return [compiled.row(record) for record in records]
 
     async def fetchrow(self, stmt: ClauseElement, params: Params | None = None) -> Row | None:
-        compiled = self._cache[stmt]
-        args = compiled.arguments(params or _NO_PARAMS)
-        try:
-            record = await self._conn.fetchrow(compiled.sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(exc.constraint_name) from exc
+        compiled, record = await self._run(self._conn.fetchrow, stmt, params)
         return None if record is None else compiled.row(record)
 
     async def scalar(self, stmt: ClauseElement, params: Params | None = None) -> Any:
@@ -259,13 +249,18 @@ class AsyncpgExecutor:
         return None if row is None else row[0]
 
     async def execute(self, stmt: ClauseElement, params: Params | None = None) -> int:
-        compiled = self._cache[stmt]
-        if compiled.returns_rows:
+        if self._cache[stmt].returns_rows:
             return len(await self.fetch(stmt, params))
-        args = compiled.arguments(params or _NO_PARAMS)
-        try:
-            status: str = await self._conn.execute(compiled.sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(exc.constraint_name) from exc
+        _, status = await self._run(self._conn.execute, stmt, params)
         # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
         return int(status.rsplit(" ", 1)[-1])
+
+    async def _run(
+        self, method: Callable[..., Awaitable[Any]], stmt: ClauseElement, params: Params | None
+    ) -> tuple[PgStatement, Any]:
+        compiled = self._cache[stmt]
+        args = compiled.arguments(params or _NO_PARAMS)
+        try:
+            return compiled, await method(compiled.sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(exc.constraint_name) from exc

@@ -19,13 +19,10 @@ import asyncio
 import os
 import statistics
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
-from harness import APP_ROOT, command_line, fresh_database, pg_url
-from starlette.types import ASGIApp, Message
+from harness import APP_ROOT, asgi_cpu_per_call, command_line, fresh_database, pg_url
 
 sys.path.insert(0, str(APP_ROOT))  # the measured checkout's ``app``, before any installed one
 
@@ -37,37 +34,6 @@ from app.simulator import SimulatorConfig, create_simulator_app
 
 READS = ("/api/v1/products", "/api/v1/auth/session", "/api/v1/orders")
 ADMIN = {"X-Admin-Token": "dev-admin-token"}
-
-
-def scope(path: str, headers: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-        "headers": [(b"host", b"service.test")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-    }  # fmt: skip
-
-
-async def cpu_per_call(app: ASGIApp, path: str, headers: dict[str, str], calls: int) -> float:
-    """µs of this process's CPU per call; every call must answer 200."""
-    template = scope(path, headers)
-    statuses: list[int] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    started = time.process_time()
-    for _ in range(calls):
-        await app(dict(template), receive, send)
-    used = time.process_time() - started
-    if statuses != [200] * calls:
-        raise RuntimeError(f"{path} answered {sorted(set(statuses))}")
-    return used / calls * 1e6
 
 
 async def prepare(client: httpx.AsyncClient, sim: httpx.AsyncClient) -> dict[str, str]:
@@ -106,11 +72,11 @@ async def measure(database: str, calls: int, rounds: int) -> dict[str, list[floa
     ):
         auth = await prepare(client, sim)
         calls_of: dict[str, Callable[[int], Awaitable[float]]] = {
-            path: (lambda n, path=path: cpu_per_call(app, path, auth, n)) for path in READS
+            path: (lambda n, path=path: asgi_cpu_per_call(app, path, n, auth)) for path in READS
         }
 
         async def echo_run(n: int) -> float:
-            return await cpu_per_call(echo, ECHO_PATH, {}, n)
+            return await asgi_cpu_per_call(echo, ECHO_PATH, n)
 
         for call in (*calls_of.values(), echo_run):
             await call(200)  # warm: pools, caches, compiled statements

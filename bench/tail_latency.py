@@ -50,6 +50,7 @@ from harness import (
     BENCH,
     LoadResult,
     Server,
+    asgi_cpu_per_call,
     child_pids,
     command_line,
     cpu_seconds,
@@ -64,7 +65,6 @@ from harness import (
 )
 from loadgen import request_file
 from notify import NOTIFY, XML_HEADERS, insert_orders, make_batch
-from starlette.types import Message
 
 from app.config import Settings
 
@@ -236,32 +236,6 @@ def telemetry_rounds(
     return results
 
 
-async def _asgi_calls(app: FastAPI, calls: int) -> float:
-    """Seconds of CPU for ``calls`` GET /echo requests straight into the ASGI app."""
-    scope_base: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": ECHO_PATH, "raw_path": ECHO_PATH.encode(), "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    statuses: list[int] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    started = time.process_time()
-    for _ in range(calls):
-        await app(dict(scope_base), receive, send)
-    used = time.process_time() - started
-    if statuses != [200] * calls:
-        raise RuntimeError("in-process echo did not answer 200")
-    return used
-
-
 def in_process(calls: int, rounds: int) -> dict[str, list[float]]:
     """µs per request of each echo app driven directly, strictly alternating short runs (the
     box's noise swamps long ones), after a warm-up."""
@@ -270,11 +244,11 @@ def in_process(calls: int, rounds: int) -> dict[str, list[float]]:
 
     async def go() -> None:
         for app in apps.values():
-            await _asgi_calls(app, 2000)
+            await asgi_cpu_per_call(app, ECHO_PATH, 2000)
         for index in range(rounds):
             names = list(apps) if index % 2 == 0 else list(apps)[::-1]
             for name in names:
-                per_call[name].append(await _asgi_calls(apps[name], calls) / calls * 1e6)
+                per_call[name].append(await asgi_cpu_per_call(apps[name], ECHO_PATH, calls))
 
     asyncio.run(go())
     return per_call
