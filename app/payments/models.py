@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, BigId, UTCDateTime, utcnow
 
 
-class PaymentNotify(Base):
+class NotifyAudit(Base):
     """Every notify WeChat (or anyone) posted to us, with what we made of it."""
 
     __tablename__ = "payment_notifies"

@@ -8,10 +8,10 @@ from typing import cast
 
 from sqlalchemy import Table, bindparam
 
-from app.payments.models import PaymentNotify
+from app.payments.models import NotifyAudit
 from app.sql import Executor
 
-notifies = cast(Table, PaymentNotify.__table__)
+notifies = cast(Table, NotifyAudit.__table__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.simulator.deps import SimulatorDep
 from app.simulator.faults import Fault, FaultSpec
 from app.simulator.pay import PREPAY_LIFETIME, ControlError
-from app.simulator.state import Order
+from app.simulator.state import SimOrder
 
 router = APIRouter(prefix="/_control", tags=["control"])
 
@@ -51,7 +51,7 @@ class PayOut(BaseModel):
     transaction_id: str | None
 
 
-class OrderOut(BaseModel):
+class SimOrderOut(BaseModel):
     out_trade_no: str
     prepay_id: str
     prepay_expired: bool
@@ -115,7 +115,7 @@ async def pay(body: PayIn, simulator: SimulatorDep) -> PayOut:
 
 
 @router.get("/orders")
-async def list_orders(simulator: SimulatorDep) -> list[OrderOut]:
+async def list_orders(simulator: SimulatorDep) -> list[SimOrderOut]:
     """Every order, newest first."""
     now = simulator.clock.now()
     orders = sorted(simulator.state.orders.values(), key=lambda o: o.created_at, reverse=True)
@@ -125,8 +125,8 @@ async def list_orders(simulator: SimulatorDep) -> list[OrderOut]:
     ]
 
 
-def _order_out(order: Order, *, expired: bool) -> OrderOut:
-    return OrderOut(
+def _order_out(order: SimOrder, *, expired: bool) -> SimOrderOut:
+    return SimOrderOut(
         out_trade_no=order.out_trade_no,
         prepay_id=order.prepay_id,
         prepay_expired=expired,

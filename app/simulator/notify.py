@@ -25,7 +25,7 @@ from app.simulator.messages import (
     refund_result_fields,
     signed,
 )
-from app.simulator.state import DeliveryAttempt, Order, Refund, SimState
+from app.simulator.state import DeliveryAttempt, SimOrder, SimRefund, SimState
 from app.wechat.timefmt import to_refund_time as refund_time
 from app.wechat.timefmt import to_wechat_time as beijing_stamp
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
@@ -90,11 +90,11 @@ class Notifier:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def deliver_payment(self, order: Order) -> None:
+    def deliver_payment(self, order: SimOrder) -> None:
         notification = self._payment_notification(order)
         self.spawn(self._deliver(notification))
 
-    def deliver_refund(self, order: Order, refund: Refund) -> None:
+    def deliver_refund(self, order: SimOrder, refund: SimRefund) -> None:
         body = to_xml(refund_notify_envelope(order, refund, self._config))
         assert refund.notify_url is not None
         notification = Notification(
@@ -103,7 +103,7 @@ class Notifier:
         self._apply_timing_faults(notification)
         self.spawn(self._deliver(notification))
 
-    def _payment_notification(self, order: Order) -> Notification:
+    def _payment_notification(self, order: SimOrder) -> Notification:
         taken = {
             name: fault
             for name in _PAYMENT_FAULTS
@@ -200,7 +200,7 @@ def judge_reply(response: httpx.Response) -> str:
 
 
 def payment_notify_fields(
-    order: Order, config: SimulatorConfig, faults: dict[FaultName, Fault]
+    order: SimOrder, config: SimulatorConfig, faults: dict[FaultName, Fault]
 ) -> dict[str, object]:
     """The signed payment notify, shaped by any ``tamper_amount``/``bad_signature``/
     ``result_fail`` fault (a tampered amount is still correctly signed)."""
@@ -233,7 +233,7 @@ def _corrupt(signature: str) -> str:
 
 
 def refund_notify_envelope(
-    order: Order, refund: Refund, config: SimulatorConfig
+    order: SimOrder, refund: SimRefund, config: SimulatorConfig
 ) -> dict[str, object]:
     """The refund notify for one of our refunds."""
     assert refund.success_time is not None and order.transaction_id is not None

@@ -9,7 +9,7 @@ from app.simulator.config import SimulatorConfig
 from app.simulator.envelope import BusinessFail, ProtocolFail, SignedRequest
 from app.simulator.ids import new_prepay_id, new_transaction_id
 from app.simulator.notify import Notifier
-from app.simulator.state import Order, SimState, SimTradeState
+from app.simulator.state import SimOrder, SimState, SimTradeState
 from app.simulator.validation import (
     UNIFIED_ORDER_RULES,
     check_formats,
@@ -80,10 +80,10 @@ class PayDesk:
         if expire is not None and expire - self._clock.now() < MIN_TIME_EXPIRE:
             raise BusinessFail("INVALID_REQUEST", "time_expire时间过短，刷卡至少1分钟，其他5分钟")
 
-    def _place(self, request: SignedRequest) -> Order:
+    def _place(self, request: SignedRequest) -> SimOrder:
         now = self._clock.now()
         fields = request.fields
-        order = Order(
+        order = SimOrder(
             out_trade_no=fields["out_trade_no"],
             appid=fields["appid"],
             openid=fields["openid"],
@@ -99,7 +99,7 @@ class PayDesk:
         self._issue_prepay(order, now)
         return order
 
-    def _reenter(self, order: Order, request: SignedRequest) -> Order:
+    def _reenter(self, order: SimOrder, request: SignedRequest) -> SimOrder:
         if order.is_paid:
             raise BusinessFail("ORDERPAID", "该订单已支付")
         if order.state is SimTradeState.CLOSED:
@@ -116,12 +116,12 @@ class PayDesk:
             self._issue_prepay(order, now)
         return order
 
-    def _issue_prepay(self, order: Order, now: datetime) -> None:
+    def _issue_prepay(self, order: SimOrder, now: datetime) -> None:
         order.prepay_id = new_prepay_id(now)
         order.prepays[order.prepay_id] = now
         self._state.prepay_index[order.prepay_id] = order.out_trade_no
 
-    def find_order(self, request: SignedRequest) -> Order:
+    def find_order(self, request: SignedRequest) -> SimOrder:
         """The order named by ``transaction_id`` (preferred) or ``out_trade_no``."""
         transaction_id = request.get("transaction_id")
         if transaction_id:
@@ -157,7 +157,7 @@ class PayDesk:
         order.state = SimTradeState.CLOSED
         return {"result_msg": "OK"}
 
-    def pay(self, prepay_id: str, result: str) -> Order:
+    def pay(self, prepay_id: str, result: str) -> SimOrder:
         """The user confirming (``SUCCESS``), failing (``FAIL``) or cancelling in
         ``wx.requestPayment``. Only an unexpired prepay id of an unpaid, unclosed order
         whose ``time_expire`` has not passed can be paid; success sends the notify."""
@@ -173,7 +173,7 @@ class PayDesk:
             order.state = SimTradeState.PAYERROR
         return order
 
-    def _payable_order(self, prepay_id: str) -> Order:
+    def _payable_order(self, prepay_id: str) -> SimOrder:
         order = self._state.order_by_prepay(prepay_id)
         if order is None:
             raise ControlError(404, "unknown prepay_id")
@@ -193,7 +193,7 @@ def _business_params(request: SignedRequest) -> dict[str, str]:
     return params
 
 
-def order_fields(order: Order) -> dict[str, object]:
+def order_fields(order: SimOrder) -> dict[str, object]:
     """The orderquery answer's business fields: payer and payment details once paid."""
     fields: dict[str, object] = {
         "device_info": order.params.get("device_info"),

@@ -14,7 +14,7 @@ from app.simulator.envelope import BusinessFail, SignedRequest
 from app.simulator.ids import new_refund_id
 from app.simulator.notify import Notifier
 from app.simulator.pay import PayDesk
-from app.simulator.state import Order, Refund, SimRefundStatus, SimState, SimTradeState
+from app.simulator.state import SimOrder, SimRefund, SimRefundStatus, SimState, SimTradeState
 from app.simulator.validation import REFUND_RULES, check_formats, require, require_one_of
 from app.wechat.timefmt import to_refund_time as refund_time
 
@@ -57,7 +57,7 @@ class RefundDesk:
             refund = self._create(order, request)
         return refund_fields(order, refund)
 
-    def _paid_order(self, request: SignedRequest) -> Order:
+    def _paid_order(self, request: SignedRequest) -> SimOrder:
         order = self._pay.find_order(request)
         if not order.is_paid:
             raise BusinessFail("ORDERNOTEXIST", "订单未支付")
@@ -65,19 +65,21 @@ class RefundDesk:
             raise BusinessFail("PARAM_ERROR", _AMOUNTS_CHANGED)
         return order
 
-    def _check_same_refund(self, refund: Refund, order: Order, request: SignedRequest) -> None:
+    def _check_same_refund(
+        self, refund: SimRefund, order: SimOrder, request: SignedRequest
+    ) -> None:
         same_order = refund.out_trade_no == order.out_trade_no
         if not same_order or refund.refund_fee != int(request.fields["refund_fee"]):
             raise BusinessFail("PARAM_ERROR", _AMOUNTS_CHANGED)
 
-    def _create(self, order: Order, request: SignedRequest) -> Refund:
+    def _create(self, order: SimOrder, request: SignedRequest) -> SimRefund:
         refund_fee = int(request.fields["refund_fee"])
         if order.refunded_fee + refund_fee > order.total_fee:
             raise BusinessFail("ERROR", "累计退款金额大于支付金额")
         if len(order.refund_nos) >= MAX_REFUNDS_PER_ORDER:
             raise BusinessFail("ERROR", "退款次数超过限制")
         now = self._clock.now()
-        refund = Refund(
+        refund = SimRefund(
             out_refund_no=request.fields["out_refund_no"],
             refund_id=new_refund_id(now),
             out_trade_no=order.out_trade_no,
@@ -91,14 +93,14 @@ class RefundDesk:
         self._notifier.spawn(self._settle(order, refund))
         return refund
 
-    def _record(self, order: Order, refund: Refund) -> None:
+    def _record(self, order: SimOrder, refund: SimRefund) -> None:
         self._state.refunds[refund.out_refund_no] = refund
         self._state.refund_index[refund.refund_id] = refund.out_refund_no
         order.refund_nos.append(refund.out_refund_no)
         order.refunded_fee += refund.refund_fee
         order.state = SimTradeState.REFUND
 
-    async def _settle(self, order: Order, refund: Refund) -> None:
+    async def _settle(self, order: SimOrder, refund: SimRefund) -> None:
         await asyncio.sleep(self._config.scaled(self._config.refund_settle_seconds))
         refund.status = SimRefundStatus.SUCCESS
         refund.success_time = self._clock.now()
@@ -118,7 +120,7 @@ class RefundDesk:
             raise BusinessFail("REFUNDNOTEXIST", "not exist")
         return refund_query_fields(order, page, total=len(refunds))
 
-    def _find_refunds(self, request: SignedRequest) -> tuple[Order, list[Refund]]:
+    def _find_refunds(self, request: SignedRequest) -> tuple[SimOrder, list[SimRefund]]:
         out_refund_no = request.get("out_refund_no")
         refund_id = request.get("refund_id")
         if refund_id:
@@ -135,7 +137,7 @@ class RefundDesk:
         return order, self._state.refunds_of(order)
 
 
-def refund_fields(order: Order, refund: Refund) -> dict[str, object]:
+def refund_fields(order: SimOrder, refund: SimRefund) -> dict[str, object]:
     return {
         "transaction_id": order.transaction_id,
         "out_trade_no": order.out_trade_no,
@@ -150,7 +152,9 @@ def refund_fields(order: Order, refund: Refund) -> dict[str, object]:
     }
 
 
-def refund_query_fields(order: Order, refunds: list[Refund], *, total: int) -> dict[str, object]:
+def refund_query_fields(
+    order: SimOrder, refunds: list[SimRefund], *, total: int
+) -> dict[str, object]:
     fields: dict[str, object] = {
         "transaction_id": order.transaction_id,
         "out_trade_no": order.out_trade_no,
@@ -166,7 +170,7 @@ def refund_query_fields(order: Order, refunds: list[Refund], *, total: int) -> d
     return fields
 
 
-def _numbered_refund(n: int, refund: Refund) -> dict[str, object]:
+def _numbered_refund(n: int, refund: SimRefund) -> dict[str, object]:
     success_time = refund.success_time
     return {
         f"out_refund_no_{n}": refund.out_refund_no,

@@ -31,7 +31,7 @@ class LoginCode:
 
 
 @dataclass(slots=True)
-class Order:
+class SimOrder:
     out_trade_no: str
     appid: str
     openid: str
@@ -60,7 +60,7 @@ class Order:
 
 
 @dataclass(slots=True)
-class Refund:
+class SimRefund:
     out_refund_no: str
     refund_id: str
     out_trade_no: str
@@ -102,10 +102,10 @@ class DeliveryAttempt:
 class SimState:
     codes: dict[str, LoginCode] = field(default_factory=dict)
     session_keys: dict[str, str] = field(default_factory=dict)  # openid -> current session_key
-    orders: dict[str, Order] = field(default_factory=dict)
+    orders: dict[str, SimOrder] = field(default_factory=dict)
     prepay_index: dict[str, str] = field(default_factory=dict)  # prepay_id -> out_trade_no
     transaction_index: dict[str, str] = field(default_factory=dict)
-    refunds: dict[str, Refund] = field(default_factory=dict)
+    refunds: dict[str, SimRefund] = field(default_factory=dict)
     refund_index: dict[str, str] = field(default_factory=dict)  # refund_id -> out_refund_no
     deliveries: list[DeliveryAttempt] = field(default_factory=list)
 
@@ -125,13 +125,13 @@ class SimState:
     def knows_user(self, openid: str) -> bool:
         return openid in self.session_keys
 
-    def order_by_transaction(self, transaction_id: str) -> Order | None:
+    def order_by_transaction(self, transaction_id: str) -> SimOrder | None:
         out_trade_no = self.transaction_index.get(transaction_id)
         return self.orders.get(out_trade_no) if out_trade_no else None
 
-    def order_by_prepay(self, prepay_id: str) -> Order | None:
+    def order_by_prepay(self, prepay_id: str) -> SimOrder | None:
         out_trade_no = self.prepay_index.get(prepay_id)
         return self.orders.get(out_trade_no) if out_trade_no else None
 
-    def refunds_of(self, order: Order) -> list[Refund]:
+    def refunds_of(self, order: SimOrder) -> list[SimRefund]:
         return [self.refunds[no] for no in order.refund_nos]
