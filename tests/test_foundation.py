@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -95,6 +96,39 @@ def test_secrets_do_not_appear_in_the_settings_repr() -> None:
 
     assert settings.api_key.get_secret_value() not in repr(settings)
     assert settings.secret_key.get_secret_value() not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("env_file", "admin_token"),
+    [
+        (None, "from-dot-env"),  # unset: .env in the working directory, as before
+        ("", "dev-admin-token"),  # empty: no file at all
+        ("other.env", "from-other-env"),
+    ],
+)
+def test_get_settings_reads_the_env_file_wxpay_env_file_names(
+    tmp_path: Path, env_file: str | None, admin_token: str
+) -> None:
+    (tmp_path / ".env").write_text("WXPAY_ADMIN_TOKEN=from-dot-env\n", encoding="utf-8")
+    (tmp_path / "other.env").write_text("WXPAY_ADMIN_TOKEN=from-other-env\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
+    if env_file is not None:
+        env["WXPAY_ENV_FILE"] = env_file
+    script = (
+        "from app.config import get_settings; print(get_settings().admin_token.get_secret_value())"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert result.stdout.strip() == admin_token
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
