@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,15 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db import ROOT
 from tests.helpers import scalar
+from tests.hermetic import child_env
 
 
 def cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
-    environment.update(WXPAY_DATABASE_URL=database_url, **env)
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,
-        env=environment,
+        env=child_env(WXPAY_DATABASE_URL=database_url, **env),
         capture_output=True,
         text=True,
         timeout=60,

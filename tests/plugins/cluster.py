@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from tests.db import ROOT
+from tests.hermetic import child_env
 
 NOTIFY_PATH = "/wechat/pay/notify"
 
@@ -62,8 +63,7 @@ class ServiceProcess:
 def service_env(
     database_url: str, simulator_url: str, port: int, extra: dict[str, str]
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
-    env.update(
+    return child_env(
         WXPAY_DATABASE_URL=database_url,
         WXPAY_SIMULATOR_MOUNT="false",
         WXPAY_SWEEP_INTERVAL_SECONDS="0",
@@ -72,9 +72,8 @@ def service_env(
         WXPAY_SELF_BASE_URL=f"http://127.0.0.1:{port}",
         WXPAY_NOTIFY_URL=f"http://127.0.0.1:{port}{NOTIFY_PATH}",
         WXPAY_LOG_LEVEL="INFO",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 @contextmanager
