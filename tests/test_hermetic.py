@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.db import ROOT
+from tests.plugins.cluster import service_env
 
 # What a production checkout holds (the README's Docker section asks for it): secrets good
 # enough that production start-up accepts them, so nothing but isolation keeps them out.
@@ -59,3 +60,14 @@ def test_ambient_settings_and_a_production_env_file_change_no_test_result(tmp_pa
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "11 passed" in result.stdout
+
+
+def test_a_service_process_gets_only_the_settings_its_scenario_gives() -> None:
+    env = service_env(
+        "sqlite+aiosqlite:///x.db", "http://sim", 8001, {"WXPAY_NOTIFY_URL": "http://n"}
+    )
+
+    wxpay = {k: v for k, v in env.items() if k.startswith("WXPAY_")}
+    assert wxpay["WXPAY_NOTIFY_URL"] == "http://n"  # the scenario's value wins over the default
+    assert wxpay["WXPAY_ENV_FILE"] == ""  # and no .env in the checkout is read
+    assert "WXPAY_TEST_DATABASE_URL" not in wxpay

@@ -63,7 +63,7 @@ class ServiceProcess:
 def service_env(
     database_url: str, simulator_url: str, port: int, extra: dict[str, str]
 ) -> dict[str, str]:
-    return child_env(
+    env = child_env(
         WXPAY_DATABASE_URL=database_url,
         WXPAY_SIMULATOR_MOUNT="false",
         WXPAY_SWEEP_INTERVAL_SECONDS="0",
@@ -72,8 +72,9 @@ def service_env(
         WXPAY_SELF_BASE_URL=f"http://127.0.0.1:{port}",
         WXPAY_NOTIFY_URL=f"http://127.0.0.1:{port}{NOTIFY_PATH}",
         WXPAY_LOG_LEVEL="INFO",
-        **extra,
     )
+    env.update(extra)
+    return env
 
 
 @contextmanager
