@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from app.config import Settings
+from app.config import get_settings
 from app.db import Base, create_engine
 from app.models import load_all_models
 
@@ -20,7 +20,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("database_url") or Settings().database_url
+    return config.attributes.get("database_url") or get_settings().database_url
 
 
 def _run(connection: Connection) -> None:

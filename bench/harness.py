@@ -78,7 +78,9 @@ def fresh_database(label: str) -> Iterator[str]:
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("WXPAY_", "REF_"))}
+    # An empty WXPAY_ENV_FILE: servers run from the checkout, which may hold a production .env.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WXPAY_", "REF_"))}
+    return {**env, "WXPAY_ENV_FILE": ""}
 
 
 @dataclass(frozen=True, slots=True)

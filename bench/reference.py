@@ -43,7 +43,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Reply = tuple[int, bytes, bytes]
 
-SETTINGS = Settings()
+SETTINGS = Settings(_env_file=None)
 API_KEY = SETTINGS.api_key.get_secret_value()
 TOKEN_KEY = build_auth_keys(SETTINGS).token_key
 PAY_API = os.environ.get("REF_PAY_API_BASE", "http://127.0.0.1:9").rstrip("/")

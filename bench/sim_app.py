@@ -14,5 +14,7 @@ from app.simulator.config import SimulatorConfig
 from app.simulator.core import create_simulator_app
 
 app = create_simulator_app(
-    SimulatorConfig.from_settings(Settings(), latency_ms=float(os.environ["SIM_LATENCY_MS"]))
+    SimulatorConfig.from_settings(
+        Settings(_env_file=None), latency_ms=float(os.environ["SIM_LATENCY_MS"])
+    )
 )

@@ -19,6 +19,7 @@ from app.runtime import Runtime, build_runtime
 from app.sweep import SweepReport
 from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
+from tests.hermetic import hermetic_settings
 
 pytest_plugins = ["tests.plugins.simulator", "tests.plugins.service", "tests.plugins.tls"]
 
@@ -36,7 +37,7 @@ def pytest_report_header() -> str:
 
 def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
     """``settings`` with some values replaced, validated like the environment would be."""
-    return Settings(**{**dict(settings), **overrides})
+    return hermetic_settings(**{**dict(settings), **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +64,7 @@ async def _clean_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
 @pytest.fixture
 def settings(database_url: str, fresh_simulator: Any) -> Settings:
     """Service settings pointed at the test database and the simulator over real HTTP."""
-    return Settings(
+    return hermetic_settings(
         database_url=database_url,
         miniprogram_api_base=fresh_simulator.base_url,
         pay_api_base=fresh_simulator.base_url,

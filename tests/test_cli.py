@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -13,20 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from tests.conftest import ClientFactory
 from tests.helpers import scalar
+from tests.hermetic import child_env
 from tests.plugins.tls import Pki, TlsSimulator
 from tests.refunds.support import age_refunds, at_wechat, paid_order, refund, refund_row
 
 
 def cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m app.cli`` with only the ``WXPAY_*`` settings given here: run elsewhere than
-    the checkout, so a developer's ``.env`` is not read either."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
-    environment.update(WXPAY_DATABASE_URL=database_url, **env)
+    """``python -m app.cli`` with only the ``WXPAY_*`` settings given here, run elsewhere than
+    the checkout (nothing there is read, a ``.env`` included)."""
     with tempfile.TemporaryDirectory() as elsewhere:
         return subprocess.run(
             [sys.executable, "-m", "app.cli", *args],
             cwd=elsewhere,
-            env=environment,
+            env=child_env(WXPAY_DATABASE_URL=database_url, **env),
             capture_output=True,
             text=True,
             timeout=60,

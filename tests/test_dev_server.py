@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import ADMIN, prepay_id_of
-from tests.plugins.cluster import clean_env, free_port, spawn_service, wait_ready
+from tests.hermetic import child_env
+from tests.plugins.cluster import free_port, spawn_service, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def dev_server(
     """The service as a developer starts it by hand: dev defaults, the simulator mounted."""
     port = free_port()
     assert port != 8000  # the default WXPAY_SELF_BASE_URL's port
-    env = clean_env(WXPAY_DATABASE_URL=database_url, WXPAY_SWEEP_INTERVAL_SECONDS="0")
+    env = child_env(WXPAY_DATABASE_URL=database_url, WXPAY_SWEEP_INTERVAL_SECONDS="0")
     with spawn_service(port, env, tmp_path_factory.mktemp("dev")) as service:
         wait_ready(service)
         with httpx.Client(base_url=service.base_url, trust_env=False, timeout=10) as http:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import ConfigError, Settings
+from app.config import ConfigError
 from app.db import Base
 from app.main import create_app
 from app.orders.models import Order
@@ -23,25 +24,24 @@ from app.refunds.models import Refund
 from app.refunds.repository import REFUND_COLUMNS
 from tests.conftest import ClientFactory
 from tests.db import ROOT, downgrade, fresh_database_url, migrate
+from tests.hermetic import child_env, hermetic_settings
 
 
 def test_production_refuses_development_secrets() -> None:
     with pytest.raises(ConfigError) as refused:
-        create_app(Settings(env="production"))
+        create_app(hermetic_settings(env="production"))
 
     message = str(refused.value)
     for name in ("WXPAY_APP_SECRET", "WXPAY_API_KEY", "WXPAY_SECRET_KEY", "WXPAY_ADMIN_TOKEN"):
         assert name in message
-    assert Settings().api_key.get_secret_value() not in message
+    assert hermetic_settings().api_key.get_secret_value() not in message
 
 
 def test_production_start_up_exits_non_zero_with_a_clear_message() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
-    env["WXPAY_ENV"] = "production"
     result = subprocess.run(
         [sys.executable, "-c", "import app.main"],
         cwd=ROOT,
-        env=env,
+        env=child_env(WXPAY_ENV="production"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -65,7 +65,7 @@ PRODUCTION = {
 
 
 def test_production_accepts_real_secrets() -> None:
-    settings = Settings(**PRODUCTION)
+    settings = hermetic_settings(**PRODUCTION)
 
     settings.check_production()  # raises if anything is still unsafe
     assert settings.pay_api == "https://api.mch.weixin.qq.com"
@@ -75,15 +75,19 @@ def test_production_accepts_real_secrets() -> None:
 
 
 def test_production_refuses_a_plain_http_refund_notify_url() -> None:
-    settings = Settings(**PRODUCTION, refund_notify_url="http://pay.example.com/refund-notify")
+    settings = hermetic_settings(
+        **PRODUCTION, refund_notify_url="http://pay.example.com/refund-notify"
+    )
 
     with pytest.raises(ConfigError, match="WXPAY_REFUND_NOTIFY_URL"):
         settings.check_production()
 
 
 def test_explicit_upstream_urls_win_over_the_dev_simulator_mount() -> None:
-    default = Settings()
-    explicit = Settings(pay_api_base="http://127.0.0.1:9100", miniprogram_api_base="http://x")
+    default = hermetic_settings()
+    explicit = hermetic_settings(
+        pay_api_base="http://127.0.0.1:9100", miniprogram_api_base="http://x"
+    )
 
     assert default.pay_api.endswith("/sim")
     assert explicit.pay_api == "http://127.0.0.1:9100"
@@ -91,10 +95,43 @@ def test_explicit_upstream_urls_win_over_the_dev_simulator_mount() -> None:
 
 
 def test_secrets_do_not_appear_in_the_settings_repr() -> None:
-    settings = Settings()
+    settings = hermetic_settings()
 
     assert settings.api_key.get_secret_value() not in repr(settings)
     assert settings.secret_key.get_secret_value() not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("env_file", "admin_token"),
+    [
+        (None, "from-dot-env"),  # unset: .env in the working directory, as before
+        ("", "dev-admin-token"),  # empty: no file at all
+        ("other.env", "from-other-env"),
+    ],
+)
+def test_get_settings_reads_the_env_file_wxpay_env_file_names(
+    tmp_path: Path, env_file: str | None, admin_token: str
+) -> None:
+    (tmp_path / ".env").write_text("WXPAY_ADMIN_TOKEN=from-dot-env\n", encoding="utf-8")
+    (tmp_path / "other.env").write_text("WXPAY_ADMIN_TOKEN=from-other-env\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
+    if env_file is not None:
+        env["WXPAY_ENV_FILE"] = env_file
+    script = (
+        "from app.config import get_settings; print(get_settings().admin_token.get_secret_value())"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert result.stdout.strip() == admin_token
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
@@ -161,6 +198,6 @@ def test_a_notify_url_wechat_would_refuse_is_refused_at_start_up() -> None:
     # WeChat takes no query string in notify_url (PROTOCOL.md §2.1, §6.3); a refund built with
     # one would fail on every request.
     with pytest.raises(ValidationError, match="refund_notify_url"):
-        Settings(refund_notify_url="https://pay.example.com/refund-notify?x=1")
+        hermetic_settings(refund_notify_url="https://pay.example.com/refund-notify?x=1")
     with pytest.raises(ValidationError, match="notify_url"):
-        Settings(notify_url="https://pay.example.com/notify?x=1")
+        hermetic_settings(notify_url="https://pay.example.com/notify?x=1")

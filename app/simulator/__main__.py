@@ -7,7 +7,7 @@ import sys
 
 import uvicorn
 
-from app.config import Settings
+from app.config import get_settings
 from app.simulator.config import SimulatorConfig, SimulatorRefused
 from app.simulator.core import create_simulator_app
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = SimulatorConfig.from_settings(
-            Settings(),
+            get_settings(),
             time_factor=args.time_factor,
             latency_ms=args.latency_ms,
             notify_timeout=args.notify_timeout,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.hermetic import child_env
+
 NOTIFY_PATH = "/wechat/pay/notify"
 
 
@@ -57,17 +59,10 @@ class ServiceProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without its ``WXPAY_*`` settings, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXPAY_")}
-    env.update(settings)
-    return env
-
-
 def service_env(
     database_url: str, simulator_url: str, port: int, extra: dict[str, str]
 ) -> dict[str, str]:
-    env = clean_env(
+    env = child_env(
         WXPAY_DATABASE_URL=database_url,
         WXPAY_SIMULATOR_MOUNT="false",
         WXPAY_SWEEP_INTERVAL_SECONDS="0",

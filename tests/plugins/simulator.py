@@ -2,7 +2,7 @@
 
 ``simulator`` (session scope) starts ``app.simulator`` under uvicorn on 127.0.0.1 with a free
 port, in a background thread with its own event loop, and yields a ``SimulatorHandle``. Its
-merchant is ``Settings()``'s (the development defaults unless ``WXPAY_*`` says otherwise);
+merchant has the development defaults (``hermetic_settings()``: no ``WXPAY_*``, no ``.env``);
 notify retries run at ``TEST_TIME_FACTOR`` of WeChat's schedule (15 s -> 15 ms).
 ``fresh_simulator`` is the same handle, reset before the test.
 """
@@ -23,6 +23,7 @@ import uvicorn
 
 from app.config import Settings
 from app.simulator import SimulatorConfig, create_simulator_app
+from tests.hermetic import hermetic_settings
 
 TEST_TIME_FACTOR = 0.001
 TEST_NOTIFY_TIMEOUT = 1.0
@@ -151,7 +152,7 @@ def start_simulator(settings: Settings, **overrides: Any) -> tuple[SimulatorHand
 
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[SimulatorHandle]:
-    handle, server = start_simulator(Settings())
+    handle, server = start_simulator(hermetic_settings())
     try:
         yield handle
     finally:

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings
 from app.simulator import Simulator, SimulatorConfig
 from app.wechat.signing import SignType, new_nonce, sign, verify
 from app.wechat.xmlcodec import from_xml, to_xml
+from tests.hermetic import hermetic_settings
 
 ACK = to_xml({"return_code": "SUCCESS", "return_msg": "OK"})
 NACK = to_xml({"return_code": "FAIL", "return_msg": "busy"})
@@ -159,7 +159,7 @@ class Merchant:
 
 def fast_config(**overrides: Any) -> SimulatorConfig:
     options: dict[str, Any] = {"time_factor": 0.0001, "notify_timeout": 0.2} | overrides
-    return SimulatorConfig.from_settings(Settings(), **options)
+    return SimulatorConfig.from_settings(hermetic_settings(), **options)
 
 
 @asynccontextmanager

@@ -11,11 +11,12 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from app.config import Environment, Settings
+from app.config import Environment
 from app.simulator import Simulator, SimulatorConfig, SimulatorRefused
 from app.simulator.__main__ import parse_args
 from app.wechat.signing import new_nonce, sign, verify
 from app.wechat.xmlcodec import from_xml, to_xml
+from tests.hermetic import child_env, hermetic_settings
 from tests.plugins.simulator import ServerThread, SimulatorHandle
 from tests.simulator.helpers import ACK
 
@@ -125,7 +126,7 @@ async def host_with_mounted_simulator(simulator: Simulator) -> AsyncIterator[htt
 
 
 async def test_mounted_under_sim_it_serves_wechat_and_control_paths() -> None:
-    settings = Settings()
+    settings = hermetic_settings()
     simulator = Simulator(SimulatorConfig.from_settings(settings))
 
     async with host_with_mounted_simulator(simulator) as http:
@@ -142,7 +143,7 @@ async def test_mounted_under_sim_it_serves_wechat_and_control_paths() -> None:
 
 
 def test_production_settings_are_refused() -> None:
-    production = Settings(env=Environment.PRODUCTION)
+    production = hermetic_settings(env=Environment.PRODUCTION)
 
     with pytest.raises(SimulatorRefused):
         SimulatorConfig.from_settings(production)
@@ -151,7 +152,7 @@ def test_production_settings_are_refused() -> None:
 def test_the_command_refuses_to_start_in_production() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app.simulator", "--port", "0"],
-        env={"WXPAY_ENV": "production", "PATH": ""},
+        env=child_env(WXPAY_ENV="production"),
         capture_output=True,
         text=True,
         timeout=30,

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from app.config import Settings
 from app.wechat.client import WeChatPayClient, merchant_cert
 from app.wechat.crypto import encrypt_req_info
 from app.wechat.errors import InvalidNotification, WeChatRejected, WeChatUnavailable
@@ -27,6 +26,7 @@ from app.wechat.models import (
 from app.wechat.retry import RetryPolicy
 from app.wechat.signing import SignType, sign
 from app.wechat.xmlcodec import from_xml, to_signed_xml, to_xml
+from tests.hermetic import hermetic_settings
 from tests.wechat.conftest import (
     API_BASE,
     API_KEY,
@@ -472,7 +472,7 @@ async def test_bad_refund_notifies_are_refused(
 
 
 async def test_from_settings_takes_ids_key_sign_type_and_attempts() -> None:
-    settings = Settings(
+    settings = hermetic_settings(
         appid="wxsettings",
         mch_id="42",
         api_key=SecretStr("k" * 32),

@@ -1,0 +1,40 @@
+"""Keeping the machine the tests run on out of their results.
+
+A developer's shell may export ``WXPAY_*`` (a real admin token, ``WXPAY_ENV=production``) and the
+checkout may hold the production ``.env`` the README's Docker section asks for. Tests build
+their settings from explicit values and defaults only, and every process they start gets only
+the ``WXPAY_*`` values the test gives it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from app.config import ENV_FILE_VARIABLE, Settings
+
+PREFIX = "WXPAY_"
+# The one ambient setting the suite reads on purpose: which database server to test against.
+TEST_DATABASE_VARIABLE = "WXPAY_TEST_DATABASE_URL"
+
+
+def strip_ambient_settings() -> None:
+    """Remove every ambient ``WXPAY_*`` (but the test database) from this process, and tell
+    ``get_settings()`` to read no ``.env``: here (``app.main`` builds its module-level app on
+    import) and in every child that inherits this environment."""
+    for name in [n for n in os.environ if n.startswith(PREFIX) and n != TEST_DATABASE_VARIABLE]:
+        del os.environ[name]
+    os.environ[ENV_FILE_VARIABLE] = ""
+
+
+def hermetic_settings(**values: Any) -> Settings:
+    """``Settings`` from ``values`` and the defaults: no ``.env``, and (stripped at start-up)
+    no ambient ``WXPAY_*``."""
+    return Settings(_env_file=None, **values)
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """The environment for a process a test starts: this one's, with no ``WXPAY_*`` but
+    ``settings`` and an empty ``WXPAY_ENV_FILE`` (``.env`` in its working directory is ignored)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    return {**env, ENV_FILE_VARIABLE: "", **settings}
