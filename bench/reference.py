@@ -269,7 +269,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             url = os.environ["REF_DATABASE_URL"]
-            state.pool = await asyncpg.create_pool(url, min_size=10, max_size=20)
+            # No reset query on release, like the service (app/uow.py): the reference stays the
+            # leanest way to do the same work.
+            state.pool = await asyncpg.create_pool(url, min_size=10, max_size=20, reset=_no_reset)
             state.http = build_http_client(SETTINGS)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
@@ -277,6 +279,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await state.pool.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def _no_reset(conn: object) -> None:
+    return None
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
