@@ -1,0 +1,221 @@
+"""WeChat Pay API v3 behind the payment-gateway port (``app.gateway``).
+
+The only place where v3's JSON shapes, error codes and RFC 3339 times meet our types. Section
+numbers (§) refer to ../shared/wechat/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from app.gateway import (
+    ApiVersion,
+    CloseOutcome,
+    PaymentNotice,
+    PaymentResult,
+    PrepayOrder,
+    RefundNotice,
+    RefundOrder,
+    RefundOutcome,
+    RefundReport,
+    TradeReport,
+)
+from app.orders.states import OrderStatus
+from app.refunds.states import RefundStatus
+from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
+from app.wechat.v3client import V3Refund, V3Transaction, WeChatPayV3Client
+
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+# v3's answers for an order or refund WeChat does not have (§8.1, §8.7).
+_NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
+# Refusals that mean "not now" (§8.1): the refund stays PENDING and is sent again later.
+REFUND_LATER = frozenset({"NOT_ENOUGH", "NOTENOUGH", "FREQUENCY_LIMITED"})
+# v3 refund states onto ours, so the API and the events keep one vocabulary (§8.7).
+_REFUND_STATUS = {
+    "PROCESSING": RefundStatus.PROCESSING,
+    "SUCCESS": RefundStatus.SUCCESS,
+    "ABNORMAL": RefundStatus.CHANGE,
+    "CLOSED": RefundStatus.REFUNDCLOSE,
+}
+_PAYMENT_EVENT = "TRANSACTION.SUCCESS"
+
+
+class WeChatPayV3Gateway:
+    """``PaymentGateway`` over ``WeChatPayV3Client``."""
+
+    version = ApiVersion.V3
+    sign_type = "RSA"
+
+    def __init__(
+        self, client: WeChatPayV3Client, *, notify_url: str, refund_notify_url: str | None
+    ) -> None:
+        self._client = client
+        self._notify_url = notify_url
+        self._refund_notify_url = refund_notify_url
+
+    async def prepay(self, order: PrepayOrder) -> str:
+        return await self._client.jsapi_prepay(
+            description=order.description,
+            out_trade_no=order.out_trade_no,
+            total=order.total_fee,
+            openid=order.openid,
+            notify_url=self._notify_url,
+            time_expire=rfc3339(order.time_expire),
+            attach=order.attach,
+            payer_client_ip=order.client_ip,
+        )
+
+    def pay_params(self, prepay_id: str) -> dict[str, str]:
+        return self._client.pay_params(prepay_id)
+
+    async def query(self, out_trade_no: str) -> TradeReport | None:
+        try:
+            transaction = await self._client.query(out_trade_no)
+        except WeChatRejected as exc:
+            if exc.err_code in _NOT_FOUND:
+                return None
+            raise
+        status = _our_status(transaction.trade_state)
+        paid = status in (OrderStatus.SUCCESS, OrderStatus.REFUND)
+        return TradeReport(status, _payment(transaction) if paid else None)
+
+    async def close(self, out_trade_no: str) -> CloseOutcome:
+        """v3 closes an order with 204 and names no "already paid" code of its own (§8.7), so a
+        refusal is checked against the order itself: paid, and the query that follows
+        records the payment; closed or unknown, and nobody can pay it."""
+        try:
+            await self._client.close(out_trade_no)
+        except WeChatRejected as exc:
+            if exc.err_code in _NOT_FOUND or exc.err_code == "ORDER_CLOSED":
+                return CloseOutcome.CLOSED
+            report = await self.query(out_trade_no)
+            if report is not None and report.payment is not None:
+                return CloseOutcome.PAID
+            raise
+        return CloseOutcome.CLOSED
+
+    async def refund(self, refund: RefundOrder) -> str:
+        try:
+            answer = await self._client.refund(
+                out_trade_no=refund.out_trade_no,
+                out_refund_no=refund.out_refund_no,
+                refund=refund.refund_fee,
+                total=refund.total_fee,
+                reason=refund.reason,
+                notify_url=self._refund_notify_url,
+            )
+        except WeChatRejected as exc:
+            if exc.err_code in REFUND_LATER:
+                raise WeChatUnavailable(
+                    f"{exc.err_code}: {exc.reason}", err_code=exc.err_code
+                ) from exc
+            raise
+        return answer.refund_id
+
+    async def refund_query(self, out_refund_no: str) -> RefundReport | None:
+        try:
+            refund = await self._client.refund_query(out_refund_no)
+        except WeChatRejected as exc:
+            if exc.err_code in _NOT_FOUND:
+                return None
+            raise
+        return RefundReport(_outcome(refund))
+
+    def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
+        """§8.5: the signature over the raw body first, then the resource, our appid and
+        mchid (checked by the client) and the amount."""
+        transaction = self._client.parse_payment_notify(headers, body)
+        if transaction.trade_state != "SUCCESS" or _event_type(body) != _PAYMENT_EVENT:
+            # v3 notifies only payments; anything else decides nothing here.
+            raise InvalidNotification("not a TRANSACTION.SUCCESS notify", RefusalKind.PROTOCOL)
+        if not transaction.transaction_id:
+            raise InvalidNotification("no transaction_id in the transaction", RefusalKind.FIELDS)
+        audit = transaction.model_dump_json()
+        return PaymentNotice(transaction.out_trade_no, _payment(transaction), "", audit)
+
+    def parse_refund_notify(self, body: bytes, headers: Mapping[str, str]) -> RefundNotice:
+        """§8.7: a verified refund resource for our mchid; it carries no appid."""
+        refund = self._client.parse_refund_notify(headers, body)
+        if not refund.transaction_id:
+            raise InvalidNotification("no transaction_id in the refund", RefusalKind.FIELDS)
+        kept = refund.model_dump(exclude={"user_received_account"})  # where the money went
+        return RefundNotice(
+            out_refund_no=refund.out_refund_no,
+            out_trade_no=refund.out_trade_no,
+            transaction_id=refund.transaction_id,
+            refund_id=refund.refund_id,
+            total_fee=refund.amount.total,
+            refund_fee=refund.amount.refund,
+            outcome=_outcome(refund),
+            reported_status=refund.status,
+            audit=json.dumps(kept, ensure_ascii=False),
+        )
+
+    def notify_reply(self, acknowledged: bool, message: str, status: int) -> Response:
+        """§8.5: WeChat decides on the HTTP status: 204 stops the retries; a refusal must be
+        non-2xx (a 200 with ``FAIL`` counts as success), with ``{"code": "FAIL", ...}``."""
+        if acknowledged:
+            return Response(status_code=204)
+        return JSONResponse({"code": "FAIL", "message": message}, status_code=max(status, 400))
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """An aware datetime as v3 writes times: RFC 3339 in Beijing time, to the second."""
+    return moment.astimezone(BEIJING).isoformat(timespec="seconds")
+
+
+def _our_status(trade_state: str) -> OrderStatus | None:
+    # USERPAYING, REVOKED and ACCEPT do not occur for JSAPI orders; they change nothing here.
+    try:
+        return OrderStatus(trade_state)
+    except ValueError:
+        return None
+
+
+def _payment(transaction: V3Transaction) -> PaymentResult:
+    if not transaction.transaction_id or transaction.amount is None:
+        # A paid transaction always carries both; without them it cannot be trusted.
+        raise WeChatUnavailable("WeChat Pay v3 reported a payment without its id or amount")
+    extra = transaction.model_extra or {}
+    bank_type = extra.get("bank_type")
+    return PaymentResult(
+        out_trade_no=transaction.out_trade_no,
+        transaction_id=transaction.transaction_id,
+        total_fee=transaction.amount.total,
+        cash_fee=transaction.amount.payer_total,
+        bank_type=bank_type if isinstance(bank_type, str) else None,
+        paid_at=_time(transaction.success_time),
+    )
+
+
+def _outcome(refund: V3Refund) -> RefundOutcome | None:
+    status = _REFUND_STATUS.get(refund.status)
+    if status is None:
+        return None
+    return RefundOutcome(status, refund.refund_id, _time(refund.success_time))
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    """An RFC 3339 time WeChat reported, or None: a malformed time is no reason to lose a
+    verified outcome."""
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.astimezone(dt.UTC) if moment.tzinfo else None
+
+
+def _event_type(body: bytes) -> str | None:
+    # Only reached once the body's signature verified and its resource decrypted.
+    try:
+        event = json.loads(body).get("event_type")
+    except (ValueError, AttributeError):
+        return None
+    return event if isinstance(event, str) else None
