@@ -12,7 +12,7 @@ Shape, for ``orders`` = N:
   72 % SUCCESS, 25 % CLOSED (by the sweep: leased, closed after 31 min), 3 % REFUND; every
   ``N // review`` th one flagged for review; none payable, so the sweep never claims them.
 - N // 10 users, skewed: user k has about N / (2 * sqrt(k * N / 10)) orders, so the heaviest
-  user has ~3,000 of a million and the median user ~5.
+  user has ~3,000 of a million and three quarters of the users 5–10.
 - ``due`` NOTPAY orders created 35–95 min ago (past ``time_expire``): what one sweep pass claims.
 - One ``PAID`` order event per paid order, as the notify writes it.
 - ``notifies`` audit rows, one per filler order in turn (a second round repeats as duplicates),
