@@ -57,13 +57,16 @@ async def build_runtime(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     in_process: InProcessRoute | None = None,
+    db: Database | None = None,
 ) -> Runtime:
     """Open the pool and the HTTP clients and build every service; ``stack`` closes them.
 
     ``transport`` replaces the network under the WeChat clients (tests); calls under
-    ``in_process`` are answered by an app in this process (the dev simulator mount)."""
-    db = await open_database(settings.database_url, pool_size=settings.database_pool_size)
-    stack.push_async_callback(db.close)
+    ``in_process`` are answered by an app in this process (the dev simulator mount); ``db``
+    is a database the caller opened and closes (a benchmark that instruments its engine)."""
+    if db is None:
+        db = await open_database(settings.database_url, pool_size=settings.database_pool_size)
+        stack.push_async_callback(db.close)
     http = build_http_client(settings, transport=transport, in_process=in_process)
     stack.push_async_callback(http.aclose)
     refund_http = _merchant_tls_client(settings, transport, in_process)

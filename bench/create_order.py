@@ -5,7 +5,9 @@ in through the service (codes minted at the simulator) before timing; their user
 and the product are copied into the reference's database, so the same bearer tokens work on
 both. Every round fires the same requests (``POST /api/v1/orders``, tokens round-robin) at the
 service and at ``bench/reference.py``, one after the other, alternating which goes first.
-"Added" latency is the latency minus the simulator's own delay.
+"Added" latency is the latency minus the simulator's own delay. ``--filler N`` then fills both
+databases alike with N orders of history and N notify audit rows (``bench/filler.py``), to
+compare with an empty database.
 
 Run: ``.venv/bin/python bench/create_order.py`` (about 3 minutes with the defaults).
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from filler import Filler, fill
 from harness import (
     LoadResult,
     command_line,
@@ -166,6 +169,7 @@ def main() -> None:
     parser.add_argument("--per-slot", type=int, default=20, help="requests per in-flight slot")
     parser.add_argument("--max-requests", type=int, default=1500, help="per run")
     parser.add_argument("--time-cap", type=float, default=25.0, help="seconds per run")
+    parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
     args = parser.parse_args()
     with (
         fresh_database("ours") as ours_db,
@@ -176,6 +180,10 @@ def main() -> None:
             tokens = asyncio.run(log_in_users(ours.url, sim.url, args.users))
             product_id = asyncio.run(add_product(ours.url))
         asyncio.run(copy_accounts(ours_db, ref_db))
+        if args.filler:
+            for database in (ours_db, ref_db):
+                filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
+                print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
         spec = order_requests(tokens, product_id)
         run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
         with service(ours_db, 1, sim.url) as ours, reference(ref_db, 1, sim.url) as ref:

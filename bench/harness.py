@@ -63,18 +63,22 @@ def fresh_database(label: str) -> Iterator[str]:
     name = f"wxpay_bench_{label}_{secrets.token_hex(4)}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        env = {**_clean_env(), "WXPAY_DATABASE_URL": pg_url(name, driver="asyncpg")}
-        subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=APP_ROOT,  # the schema the measured code expects
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        alembic(name, "upgrade", "head")
         yield name
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def alembic(database: str, *args: str, timeout: float = 60) -> None:
+    """``alembic *args`` on ``database``, in its own process as an operator would run it."""
+    subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=APP_ROOT,  # the schema the measured code expects
+        env={**_clean_env(), "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg")},
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def _clean_env() -> dict[str, str]:

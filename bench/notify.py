@@ -6,6 +6,8 @@ service (``uvicorn app.main:app`` on PostgreSQL) and at ``bench/reference.py`` (
 its own database with the same schema), one after the other, alternating which goes first.
 Orders are inserted with SQL before each round; bodies are correctly signed v2 notifies.
 After each run the database must show exactly the expected paid orders and audit rows.
+``--filler N`` first fills both databases alike with N orders of history and N notify audit rows
+(``bench/filler.py``), to compare with an empty database.
 
 Run: ``.venv/bin/python bench/notify.py`` (about 3 minutes with the defaults).
 """
@@ -20,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import asyncpg
+from filler import Filler, fill
 from harness import (
     LoadResult,
     command_line,
@@ -211,6 +214,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
+    parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
@@ -218,6 +222,9 @@ def main() -> None:
         databases = {"ours": ours_db, "reference": ref_db}
         for database in databases.values():
             asyncio.run(seed(database))
+            if args.filler:
+                filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
+                print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
         run = Run(settings, databases, args.concurrency, args.time_cap)
         for workers in args.workers:
             bench_workers(run, workers, args.rounds, args.requests, results)
