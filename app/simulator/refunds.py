@@ -89,9 +89,13 @@ class RefundDesk:
             refund_account=request.get("refund_account") or "REFUND_SOURCE_UNSETTLED_FUNDS",
             created_at=now,
         )
+        self.start(order, refund)
+        return refund
+
+    def start(self, order: SimOrder, refund: SimRefund) -> None:
+        """Record an accepted refund (v2 or v3) and settle it in the background."""
         self._record(order, refund)
         self._notifier.spawn(self._settle(order, refund))
-        return refund
 
     def _record(self, order: SimOrder, refund: SimRefund) -> None:
         self._state.refunds[refund.out_refund_no] = refund
