@@ -98,6 +98,16 @@ class SimulatorHandle:
     async def set_latency(self, latency_ms: float) -> None:
         await self._call("POST", "/_control/latency", {"latency_ms": latency_ms})
 
+    async def v3_keys(self) -> dict[str, Any]:
+        """WeChat Pay's public v3 material: mode, signing serial, public key, certificates."""
+        keys: dict[str, Any] = await self._call("GET", "/_control/v3/keys")
+        return keys
+
+    async def rotate_certificate(self) -> dict[str, Any]:
+        """Certificate mode: WeChat Pay signs with its next platform certificate from now on."""
+        keys: dict[str, Any] = await self._call("POST", "/_control/v3/rotate-certificate")
+        return keys
+
     async def reset(self) -> None:
         """Forget users, orders, refunds, deliveries and faults; the clock returns to now."""
         await self._call("POST", "/_control/reset")
