@@ -28,7 +28,7 @@ from app.simulator.messages import (
     refund_result_fields,
     signed,
 )
-from app.simulator.state import ApiVersion, DeliveryAttempt, SimOrder, SimRefund, SimState
+from app.simulator.state import DeliveryAttempt, SimApiVersion, SimOrder, SimRefund, SimState
 from app.simulator.v3envelope import SignatureFlaw, WeChatPayKeys
 from app.simulator.v3messages import (
     REFUND_EVENTS,
@@ -63,7 +63,7 @@ class Notification:
     extra_copies: int = 0
     concurrent: bool = False
     delay_seconds: float = 0.0
-    api_version: ApiVersion = ApiVersion.V2
+    api_version: SimApiVersion = SimApiVersion.V2
     # v3: signs the body at each attempt, flawed as the faults say; None for v2.
     sign: HeaderSource | None = None
     flaw: SignatureFlaw | None = None
@@ -116,7 +116,7 @@ class Notifier:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def deliver_payment(self, order: SimOrder) -> None:
-        if order.api_version is ApiVersion.V3:
+        if order.api_version is SimApiVersion.V3:
             notification = self._v3_payment_notification(order)
         else:
             notification = self._payment_notification(order)
@@ -124,7 +124,7 @@ class Notifier:
 
     def deliver_refund(self, order: SimOrder, refund: SimRefund) -> None:
         assert refund.notify_url is not None
-        if refund.api_version is ApiVersion.V3:
+        if refund.api_version is SimApiVersion.V3:
             notification = self._v3_refund_notification(order, refund, refund.notify_url)
         else:
             body = to_xml(refund_notify_envelope(order, refund, self._config))
@@ -174,7 +174,7 @@ class Notifier:
             headers = keys.signature_headers(body, flaw=flaw, stale_seconds=stale_seconds)
             return {"Content-Type": "application/json", **headers}
 
-        notification.api_version = ApiVersion.V3
+        notification.api_version = SimApiVersion.V3
         notification.sign = sign
         notification.faults = [name.value for name in taken]
         notification.probe = FaultName.SIGNTEST_PROBE in taken
@@ -295,10 +295,10 @@ def _attempt_headers(notification: Notification, *, probe: bool) -> dict[str, st
     return notification.sign(SignatureFlaw.SIGNTEST_PROBE if probe else notification.flaw)
 
 
-def judge_reply(response: httpx.Response, api_version: ApiVersion = ApiVersion.V2) -> str:
+def judge_reply(response: httpx.Response, api_version: SimApiVersion = SimApiVersion.V2) -> str:
     """v2: ``acknowledged`` only for HTTP 200 with a well-formed ``return_code=SUCCESS``.
     v3: for HTTP 200 or 204, whatever the body; a 200 saying ``FAIL`` still counts (§8.5)."""
-    if api_version is ApiVersion.V3:
+    if api_version is SimApiVersion.V3:
         return "acknowledged" if response.status_code in (200, 204) else "rejected"
     try:
         fields = from_xml(response.content)

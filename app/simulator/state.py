@@ -22,7 +22,7 @@ class SimRefundStatus(StrEnum):
     SUCCESS = "SUCCESS"
 
 
-class ApiVersion(StrEnum):
+class SimApiVersion(StrEnum):
     """The Pay API an order or refund was made through: its notify speaks the same version."""
 
     V2 = "v2"
@@ -56,7 +56,7 @@ class SimOrder:
     time_end: datetime | None = None
     refunded_fee: int = 0
     refund_nos: list[str] = field(default_factory=list)
-    api_version: ApiVersion = ApiVersion.V2
+    api_version: SimApiVersion = SimApiVersion.V2
 
     @property
     def description(self) -> str:
@@ -84,7 +84,7 @@ class SimRefund:
     created_at: datetime
     status: SimRefundStatus = SimRefundStatus.PROCESSING
     success_time: datetime | None = None
-    api_version: ApiVersion = ApiVersion.V2
+    api_version: SimApiVersion = SimApiVersion.V2
     reason: str | None = None
 
 

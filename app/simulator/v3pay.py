@@ -14,7 +14,7 @@ from typing import Any
 from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
 from app.simulator.pay import PREPAY_LIFETIME, PayDesk
-from app.simulator.state import ApiVersion, SimOrder, SimState, SimTradeState
+from app.simulator.state import SimApiVersion, SimOrder, SimState, SimTradeState
 from app.simulator.v3envelope import V3Error
 from app.simulator.v3fields import (
     OUT_TRADE_NO,
@@ -103,7 +103,7 @@ class V3PayDesk:
             prepay_id="",
             created_at=now,
             time_expire=_expiry(rfc3339(body, "/body", "time_expire"), now),
-            api_version=ApiVersion.V3,
+            api_version=SimApiVersion.V3,
         )
         self._state.orders[order.out_trade_no] = order
         self._pay.issue_prepay(order, now)

@@ -12,7 +12,7 @@ from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
 from app.simulator.ids import new_refund_id
 from app.simulator.refunds import MAX_REFUNDS_PER_ORDER, RefundDesk
-from app.simulator.state import ApiVersion, SimOrder, SimRefund, SimState
+from app.simulator.state import SimApiVersion, SimOrder, SimRefund, SimState
 from app.simulator.v3envelope import V3Error
 from app.simulator.v3fields import (
     OUT_REFUND_NO,
@@ -101,7 +101,7 @@ class V3RefundDesk:
             sign_type=SignType.MD5,  # not used: a v3 refund's notify is RSA-signed
             refund_account="REFUND_SOURCE_UNSETTLED_FUNDS",
             created_at=now,
-            api_version=ApiVersion.V3,
+            api_version=SimApiVersion.V3,
             reason=text(body, "/body", "reason", max_length=80, required=False),
         )
         self._refunds.start(order, refund)
