@@ -11,6 +11,7 @@ as they are; ``generate_dev_material`` makes a throw-away set for tests and loca
 
 from __future__ import annotations
 
+import functools
 import secrets
 import string
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ class WeChatPayKey:
 
     @property
     def public_key_pem(self) -> bytes:
-        return public_pem(load_private_key(self.private_key_pem))
+        return _public_half(self.private_key_pem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,12 @@ class DevMaterial:
     @property
     def wechatpay_public_key_id(self) -> str:
         return self.config.signing_keys[0].serial
+
+
+@functools.lru_cache(maxsize=64)
+def _public_half(private_key_pem: bytes) -> bytes:
+    # Loading an RSA private key checks it, ~35 ms: once per key is enough.
+    return public_pem(load_private_key(private_key_pem))
 
 
 def public_pem(key: rsa.RSAPrivateKey) -> bytes:

@@ -4,7 +4,6 @@ each order is notified in the version it was placed with and answered in the ver
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,12 +12,6 @@ import pytest
 from app.wechat.signing import SignType, new_nonce, sign, verify
 from app.wechat.xmlcodec import from_xml, to_xml
 from tests.simulator.v3helpers import NOTIFY_URL, V3Simulator
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        yield client
 
 
 async def _v2_call(

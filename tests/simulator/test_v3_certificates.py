@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,12 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.wechat.errors import WeChatUnavailable
 from app.wechat.v3 import decrypt_resource, verify_wechat_signature
 from tests.simulator.v3helpers import V3Simulator, signed_headers
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        yield client
 
 
 async def _certificates(simulator: V3Simulator, http: httpx.AsyncClient) -> httpx.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,12 +13,6 @@ import pytest
 from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
 from app.wechat.v3 import load_public_key, verify_wechat_signature
 from tests.simulator.v3helpers import V3Simulator
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        yield client
 
 
 async def _paid(simulator: V3Simulator, http: httpx.AsyncClient, out_trade_no: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,12 +15,6 @@ from app.simulator.v3keys import DevMaterial
 from app.wechat.errors import WeChatRejected
 from app.wechat.v3client import WeChatPayV3Client
 from tests.simulator.v3helpers import V3Receiver, V3Simulator, in_process_v3, v3_client
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        yield client
 
 
 async def test_a_paid_order_notifies_transaction_success_that_verifies_and_decrypts(

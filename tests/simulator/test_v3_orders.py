@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,12 +12,6 @@ import pytest
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
 from app.wechat.v3 import AUTH_SCHEME, load_public_key, verify_wechat_signature
 from tests.simulator.v3helpers import NOTIFY_URL, V3Simulator, signed_headers
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        yield client
 
 
 async def test_an_order_is_placed_paid_and_queried_with_every_answer_verified(
