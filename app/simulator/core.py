@@ -48,7 +48,9 @@ class Simulator:
             config, self.state, self.clock, self.faults, notify_transport, self.v3_keys
         )
         self.pay = PayDesk(config, self.state, self.clock, self.notifier)
-        self.refunds = RefundDesk(config, self.state, self.clock, self.notifier, self.pay)
+        self.refunds = RefundDesk(
+            config, self.state, self.clock, self.notifier, self.pay, self.faults
+        )
         self.v3_pay = V3PayDesk(config, self.state, self.clock, self.pay)
         self.v3_refunds = V3RefundDesk(config, self.state, self.clock, self.refunds)
         self.app: FastAPI = build_app(self, standalone=standalone)

@@ -15,6 +15,10 @@ successes). v3 adds ``stale_timestamp`` (a notify signed ``stale_seconds`` ago, 
 five-minute window) and ``signtest_probe`` (one ``WECHATPAY/SIGNTEST/`` probe, sent once and
 never retried, before the genuine notify). ``bad_signature``, ``stale_timestamp`` and
 ``signtest_probe`` with an ``endpoint`` set sign that v3 endpoint's answer the same way instead.
+
+Refund faults, both versions: ``refund_abnormal`` and ``refund_closed`` settle a refund as
+ABNORMAL (v2: CHANGE) or CLOSED (v2: REFUNDCLOSE, its amount refundable again) instead of
+SUCCESS, with the notify to match (v3 ``REFUND.ABNORMAL`` / ``REFUND.CLOSED``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class FaultName(StrEnum):
     BUSINESS_ERROR = "business_error"
     STALE_TIMESTAMP = "stale_timestamp"
     SIGNTEST_PROBE = "signtest_probe"
+    REFUND_ABNORMAL = "refund_abnormal"
+    REFUND_CLOSED = "refund_closed"
 
 
 NOTIFY_FAULTS = frozenset(

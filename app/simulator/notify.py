@@ -346,7 +346,7 @@ def refund_notify_envelope(
     order: SimOrder, refund: SimRefund, config: SimulatorConfig
 ) -> dict[str, object]:
     """The refund notify for one of our refunds."""
-    assert refund.success_time is not None and order.transaction_id is not None
+    assert order.transaction_id is not None
     result = refund_result_fields(
         transaction_id=order.transaction_id,
         out_trade_no=order.out_trade_no,
@@ -354,8 +354,9 @@ def refund_notify_envelope(
         out_refund_no=refund.out_refund_no,
         total_fee=order.total_fee,
         refund_fee=refund.refund_fee,
-        refund_status=refund.status.value,
-        success_time=refund_time(refund.success_time),
+        refund_status=refund.status.v2_name,
+        # Only a refund that succeeded has a success time.
+        success_time=refund_time(refund.success_time) if refund.success_time else "",
         refund_account=refund.refund_account,
     )
     return refund_notify_fields(

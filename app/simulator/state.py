@@ -18,8 +18,16 @@ class SimTradeState(StrEnum):
 
 
 class SimRefundStatus(StrEnum):
+    """v3's names; v2 reports ABNORMAL as CHANGE and CLOSED as REFUNDCLOSE (``v2_name``)."""
+
     PROCESSING = "PROCESSING"
     SUCCESS = "SUCCESS"
+    ABNORMAL = "ABNORMAL"
+    CLOSED = "CLOSED"
+
+    @property
+    def v2_name(self) -> str:
+        return {"ABNORMAL": "CHANGE", "CLOSED": "REFUNDCLOSE"}.get(self.value, self.value)
 
 
 class SimApiVersion(StrEnum):

@@ -155,3 +155,36 @@ async def _settled(
         if len(done) >= count or loop.time() > deadline:
             return done
         await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "event_type"),
+    [
+        ("refund_abnormal", "ABNORMAL", "REFUND.ABNORMAL"),
+        ("refund_closed", "CLOSED", "REFUND.CLOSED"),
+    ],
+)
+async def test_a_refund_that_fails_to_settle_notifies_its_outcome(
+    v3_simulator: V3Simulator, http: httpx.AsyncClient, fault: str, status: str, event_type: str
+) -> None:
+    client = v3_simulator.client(http)
+    await v3_simulator.handle.pay(await v3_simulator.place_order(client, "V3REFUND003", total=300))
+    await v3_simulator.handle.set_fault(fault, count=1)
+    await client.refund(
+        out_trade_no="V3REFUND003", out_refund_no="V3R0005", refund=300, total=300,
+        notify_url="http://127.0.0.1:9/wechat/refund/v3/notify",
+    )  # fmt: skip
+    [attempt] = [
+        a for a in await v3_simulator.handle.wait_for_notifies(2) if a["kind"] == "refund"
+    ][:1]
+    notified = client.parse_refund_notify(attempt["headers"], attempt["body"].encode())
+    queried = await client.refund_query("V3R0005")
+
+    assert json.loads(attempt["body"])["event_type"] == event_type
+    assert notified.status == queried.status == status
+    assert notified.success_time is None
+    if status == "CLOSED":  # the money never left: the whole amount is refundable again
+        again = await client.refund(
+            out_trade_no="V3REFUND003", out_refund_no="V3R0006", refund=300, total=300
+        )
+        assert again.status == "PROCESSING"
