@@ -1,20 +1,23 @@
 """WeChat Pay v3 messages: the transaction and refund as the API and the notifies report them,
-and the notify envelope with its AES-256-GCM resource (PROTOCOL.md §8.5, §8.7)."""
+and the notify envelope with its AES-256-GCM resource (PROTOCOL.md §8.5, §8.7).
+
+``signed_notify`` makes a standalone signed notify, for tests of a service's v3 notify route."""
 
 from __future__ import annotations
 
 import base64
 import secrets
 import string
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.simulator.state import SimOrder, SimRefund, SimTradeState
-from app.simulator.v3envelope import encode_json
-from app.simulator.v3keys import WeChatPayKey
+from app.simulator.v3envelope import SignatureFlaw, WeChatPayKeys, encode_json
+from app.simulator.v3keys import V3Config, WeChatPayKey
 from app.wechat.timefmt import BEIJING
 
 _NONCE_ALPHABET = string.ascii_letters + string.digits
@@ -178,3 +181,28 @@ def certificate_entry(key: WeChatPayKey, api_v3_key: str) -> dict[str, Any]:
         "expire_time": rfc3339(certificate.not_valid_after_utc),
         "encrypt_certificate": sealed,
     }
+
+
+def signed_notify(
+    config: V3Config,
+    mchid: str,
+    resource: Mapping[str, Any],
+    *,
+    event_type: str = "TRANSACTION.SUCCESS",
+    flaw: SignatureFlaw | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """A v3 notify (headers, body) as the simulator would send it, for tests of a notify route
+    that need one without running a payment: ``resource`` is the transaction (§8.5) or, for a
+    ``REFUND.*`` event, the refund (§8.7); ``flaw`` spoils the signature on purpose."""
+    refund = event_type.startswith("REFUND.")
+    outcome = event_type.removeprefix("REFUND.")
+    body = notify_body(
+        event_type=event_type,
+        summary=REFUND_SUMMARIES.get(outcome, "退款") if refund else "支付成功",
+        original_type="refund" if refund else "transaction",
+        resource=dict(resource),
+        api_v3_key=config.api_v3_key,
+        now=datetime.now(UTC),
+    )
+    headers = WeChatPayKeys(config, mchid).signature_headers(body, flaw=flaw)
+    return {"Content-Type": "application/json", **headers}, body

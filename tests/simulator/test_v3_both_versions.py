@@ -11,7 +11,7 @@ import pytest
 
 from app.wechat.signing import SignType, new_nonce, sign, verify
 from app.wechat.xmlcodec import from_xml, to_xml
-from tests.simulator.v3helpers import NOTIFY_URL, V3Simulator
+from tests.simulator.v3helpers import NOTIFY_URL, V3Simulator, settled_attempts
 
 
 async def _v2_call(
@@ -84,7 +84,10 @@ async def test_a_v2_and_a_v3_order_live_side_by_side_each_queryable_in_either_sh
     v3_prepay = await v3_simulator.place_order(client, "SIDEV3000001", total=100)
     await v3_simulator.handle.pay(v2_prepay)
     await v3_simulator.handle.pay(v3_prepay)
-    attempts = await v3_simulator.handle.wait_for_notifies(2)
+    attempts = [
+        *await settled_attempts(v3_simulator.handle, out_trade_no="SIDEV2000001", attempt=1),
+        *await settled_attempts(v3_simulator.handle, out_trade_no="SIDEV3000001", attempt=1),
+    ]
 
     v2_through_v3 = await client.query("SIDEV2000001")
     v3_through_v2 = await _v2_call(

@@ -11,10 +11,19 @@ import httpx
 import pytest
 
 from app.simulator import Simulator
+from app.simulator.v3envelope import SignatureFlaw
 from app.simulator.v3keys import DevMaterial
-from app.wechat.errors import WeChatRejected
+from app.simulator.v3messages import signed_notify
+from app.wechat.errors import InvalidNotification, WeChatRejected
 from app.wechat.v3client import WeChatPayV3Client
-from tests.simulator.v3helpers import V3Receiver, V3Simulator, in_process_v3, v3_client
+from tests.hermetic import hermetic_settings
+from tests.simulator.v3helpers import (
+    V3Receiver,
+    V3Simulator,
+    in_process_v3,
+    settled_attempts,
+    v3_client,
+)
 
 
 async def test_a_paid_order_notifies_transaction_success_that_verifies_and_decrypts(
@@ -98,8 +107,7 @@ async def test_a_refund_is_processing_then_settles_and_notifies_refund_success(
         out_trade_no="V3REFUND001", out_refund_no="V3R0001", refund=100, total=300,
         notify_url="http://127.0.0.1:9/wechat/refund/v3/notify",
     )  # fmt: skip
-    notifies = await v3_simulator.handle.wait_for_notifies(2)
-    [refund_attempt] = [a for a in notifies if a["kind"] == "refund"][:1]
+    [refund_attempt, *_] = await settled_attempts(v3_simulator.handle, kind="refund")
     notified = client.parse_refund_notify(
         refund_attempt["headers"], refund_attempt["body"].encode()
     )
@@ -174,9 +182,7 @@ async def test_a_refund_that_fails_to_settle_notifies_its_outcome(
         out_trade_no="V3REFUND003", out_refund_no="V3R0005", refund=300, total=300,
         notify_url="http://127.0.0.1:9/wechat/refund/v3/notify",
     )  # fmt: skip
-    [attempt] = [
-        a for a in await v3_simulator.handle.wait_for_notifies(2) if a["kind"] == "refund"
-    ][:1]
+    [attempt, *_] = await settled_attempts(v3_simulator.handle, kind="refund")
     notified = client.parse_refund_notify(attempt["headers"], attempt["body"].encode())
     queried = await client.refund_query("V3R0005")
 
@@ -188,3 +194,24 @@ async def test_a_refund_that_fails_to_settle_notifies_its_outcome(
             out_trade_no="V3REFUND003", out_refund_no="V3R0006", refund=300, total=300
         )
         assert again.status == "PROCESSING"
+
+
+async def test_a_standalone_notify_is_accepted_by_our_client_and_a_flawed_one_is_not(
+    v3_material: DevMaterial, http: httpx.AsyncClient
+) -> None:
+    settings = hermetic_settings()
+    client = v3_client(http, v3_material, api_base="http://unused.test", appid=settings.appid)
+    transaction = {
+        "appid": settings.appid, "mchid": settings.mch_id, "out_trade_no": "V3ALONE0001",
+        "transaction_id": "4200000000202611290000000001", "trade_state": "SUCCESS",
+        "amount": {"total": 100, "payer_total": 100, "currency": "CNY"},
+    }  # fmt: skip
+
+    headers, body = signed_notify(v3_material.config, settings.mch_id, transaction)
+    forged = signed_notify(
+        v3_material.config, settings.mch_id, transaction, flaw=SignatureFlaw.BAD_SIGNATURE
+    )
+
+    assert client.parse_payment_notify(headers, body).out_trade_no == "V3ALONE0001"
+    with pytest.raises(InvalidNotification):
+        client.parse_payment_notify(*forged)

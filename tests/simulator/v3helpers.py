@@ -3,6 +3,7 @@ built from a generated key set, and what a test needs to read the simulator's no
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -155,3 +156,21 @@ async def in_process_v3(
         httpx.AsyncClient(transport=transport, base_url="http://wechat.test") as http,
     ):
         yield simulator, http
+
+
+async def settled_attempts(
+    handle: SimulatorHandle, count: int = 1, *, within: float = 5.0, **match: Any
+) -> list[dict[str, Any]]:
+    """Once ``count`` finished attempts have the ``match`` fields (``kind="refund"``, ...),
+    those attempts; a failed delivery's retries cannot stand in for another notify."""
+    deadline = time.monotonic() + within
+    while True:
+        attempts = await handle.notifies()
+        found = [
+            a
+            for a in attempts
+            if a["verdict"] != "pending" and all(a[k] == v for k, v in match.items())
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.01)
