@@ -100,3 +100,18 @@ async def test_a_v2_and_a_v3_order_live_side_by_side_each_queryable_in_either_sh
     assert v3_through_v2["trade_state"] == "SUCCESS" and v3_through_v2["total_fee"] == "100"
     v3_body = next(a["body"] for a in attempts if a["api_version"] == "v3")
     assert json.loads(v3_body)["resource_type"] == "encrypt-resource"
+
+
+async def test_the_cashier_page_and_the_order_list_show_each_orders_version(
+    v3_simulator: V3Simulator, http: httpx.AsyncClient
+) -> None:
+    await _place_v2(v3_simulator, http, "PAGEV2000001")
+    await v3_simulator.place_order(v3_simulator.client(http), "PAGEV3000001")
+
+    page = (await http.get(v3_simulator.handle.url("/"))).text
+    orders = {o["out_trade_no"]: o for o in await v3_simulator.handle.orders()}
+
+    assert "<th>api</th>" in page and "o.api_version" in page
+    assert orders["PAGEV2000001"]["api_version"] == "v2"
+    assert orders["PAGEV3000001"]["api_version"] == "v3"
+    assert orders["PAGEV3000001"]["body"] == "示例商城-会员充值"  # v3's description

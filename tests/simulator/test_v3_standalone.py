@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from app.simulator import Simulator
 from app.simulator.__main__ import dev_material_notice, parse_args, v3_config
-from app.simulator.v3files import write_dev_material
-from app.simulator.v3keys import DevMaterial
+from app.simulator.v3files import merchant_public_pem, write_dev_material
+from app.simulator.v3keys import DevMaterial, V3Config
 from tests.hermetic import child_env, hermetic_settings
 from tests.simulator.helpers import fast_config
 from tests.simulator.v3helpers import v3_client
@@ -117,3 +117,17 @@ async def test_mounted_under_sim_requests_are_verified_against_the_path_the_clie
 
     assert prepay_id.startswith("wx")
     assert queried.trade_state == "NOTPAY"
+
+
+def test_a_service_s_plain_values_make_the_same_configuration(v3_material: DevMaterial) -> None:
+    config = v3_material.config
+
+    built = V3Config.public_key_mode(
+        api_v3_key=config.api_v3_key,
+        merchant_serial_no=config.merchant_serial_no,
+        merchant_public_key_pem=merchant_public_pem(v3_material.merchant_private_key_pem),
+        wechatpay_private_key_pem=config.signing_keys[0].private_key_pem,
+        wechatpay_public_key_id=v3_material.wechatpay_public_key_id,
+    )
+
+    assert built == config
