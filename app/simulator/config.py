@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from app.config import Settings
+from app.simulator.v3keys import V3Config
 
 
 class SimulatorRefused(RuntimeError):
@@ -25,6 +26,9 @@ class SimulatorConfig:
     settlement); ``notify_timeout`` is how long a notify receiver may take to reply, in real
     seconds. Validity periods (codes, prepay ids) follow the simulator clock instead, which
     tests move forward through ``/_control/clock``.
+
+    ``v3`` is the merchant's WeChat Pay v3 key material; with it the simulator serves the v3
+    paths beside the v2 ones, for the same merchant and the same orders.
     """
 
     appid: str
@@ -37,6 +41,7 @@ class SimulatorConfig:
     notify_timeout: float = 5.0
     refund_settle_seconds: float = 5.0
     notify_retry_schedule: tuple[float, ...] = field(default=NOTIFY_RETRY_SCHEDULE)
+    v3: V3Config | None = None
 
     def __post_init__(self) -> None:
         if self.production:

@@ -7,10 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from app.simulator.core import Simulator
 from app.simulator.deps import SimulatorDep
 from app.simulator.faults import Fault, FaultSpec
 from app.simulator.pay import PREPAY_LIFETIME, ControlError
 from app.simulator.state import SimOrder
+from app.simulator.v3envelope import WeChatPayKeys
 
 router = APIRouter(prefix="/_control", tags=["control"])
 
@@ -63,6 +65,17 @@ class SimOrderOut(BaseModel):
     created_at: str
     transaction_id: str | None
     refunded_fee: int
+    api_version: str
+
+
+class V3KeysOut(BaseModel):
+    """WeChat Pay's public side, as a merchant downloads it: what a service verifies with."""
+
+    mode: Literal["public_key", "certificate"]
+    wechatpay_serial: str  # PUB_KEY_ID_... or the signing certificate's serial
+    wechatpay_public_key_pem: str
+    certificates: dict[str, str]  # serial -> PEM, as /v3/certificates lists them
+    merchant_serial_no: str
 
 
 @router.post("/login-code")
@@ -131,13 +144,14 @@ def _order_out(order: SimOrder, *, expired: bool) -> SimOrderOut:
         prepay_id=order.prepay_id,
         prepay_expired=expired,
         trade_state=order.state.value,
-        body=order.params.get("body", ""),
+        body=order.description,
         total_fee=order.total_fee,
         openid=order.openid,
         notify_url=order.notify_url,
         created_at=order.created_at.isoformat(),
         transaction_id=order.transaction_id,
         refunded_fee=order.refunded_fee,
+        api_version=order.api_version.value,
     )
 
 
@@ -176,3 +190,39 @@ async def remove_fault(fault_id: int, simulator: SimulatorDep) -> dict[str, bool
     if not simulator.faults.remove(fault_id):
         raise HTTPException(404, "no such fault")
     return {"ok": True}
+
+
+@router.get("/v3/keys")
+async def v3_keys(simulator: SimulatorDep) -> V3KeysOut:
+    """The public half of the v3 keys: the key or certificate signing now, and the merchant
+    serial the simulator expects in ``Authorization``. 404 without v3 keys."""
+    keys = _v3_keys(simulator)
+    active = keys.active
+    return V3KeysOut(
+        mode="certificate" if keys.config.certificate_mode else "public_key",
+        wechatpay_serial=active.serial,
+        wechatpay_public_key_pem=active.public_key_pem.decode(),
+        certificates={
+            key.serial: key.certificate_pem.decode()
+            for key in keys.published()
+            if key.certificate_pem is not None
+        },
+        merchant_serial_no=keys.config.merchant_serial_no,
+    )
+
+
+@router.post("/v3/rotate-certificate")
+async def rotate_certificate(simulator: SimulatorDep) -> V3KeysOut:
+    """Certificate mode: sign with the next platform certificate from now on; both stay
+    listed at ``/v3/certificates`` (the overlap of a real rotation). 409 when there is none."""
+    try:
+        _v3_keys(simulator).rotate()
+    except ValueError as refused:
+        raise HTTPException(409, str(refused)) from refused
+    return await v3_keys(simulator)
+
+
+def _v3_keys(simulator: Simulator) -> WeChatPayKeys:
+    if simulator.v3_keys is None:
+        raise HTTPException(404, "this simulator has no v3 keys (SimulatorConfig.v3)")
+    return simulator.v3_keys

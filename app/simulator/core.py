@@ -1,4 +1,5 @@
-"""The ``Simulator``: one in-memory WeChat (login + Pay v2) with its FastAPI app.
+"""The ``Simulator``: one in-memory WeChat (login, Pay v2, and Pay v3 when it has v3 keys)
+with its FastAPI app.
 
 Starlette does not run a mounted sub-app's lifespan, so a host that mounts ``simulator.app``
 calls ``await simulator.start()`` and ``await simulator.aclose()`` from its own lifespan.
@@ -20,6 +21,9 @@ from app.simulator.notify import Notifier
 from app.simulator.pay import PayDesk
 from app.simulator.refunds import RefundDesk
 from app.simulator.state import SimState
+from app.simulator.v3envelope import WeChatPayKeys
+from app.simulator.v3pay import V3PayDesk
+from app.simulator.v3refunds import V3RefundDesk
 
 
 class Simulator:
@@ -38,10 +42,17 @@ class Simulator:
         self.state = SimState()
         self.faults = FaultBook()
         self.latency_ms = config.latency_ms
+        self.v3_keys = WeChatPayKeys(config.v3, config.mch_id) if config.v3 else None
         self.miniprogram = MiniProgram(config, self.state, self.clock)
-        self.notifier = Notifier(config, self.state, self.clock, self.faults, notify_transport)
+        self.notifier = Notifier(
+            config, self.state, self.clock, self.faults, notify_transport, self.v3_keys
+        )
         self.pay = PayDesk(config, self.state, self.clock, self.notifier)
-        self.refunds = RefundDesk(config, self.state, self.clock, self.notifier, self.pay)
+        self.refunds = RefundDesk(
+            config, self.state, self.clock, self.notifier, self.pay, self.faults
+        )
+        self.v3_pay = V3PayDesk(config, self.state, self.clock, self.pay)
+        self.v3_refunds = V3RefundDesk(config, self.state, self.clock, self.refunds)
         self.app: FastAPI = build_app(self, standalone=standalone)
 
     async def start(self) -> None:
@@ -53,7 +64,8 @@ class Simulator:
         await self.notifier.aclose()
 
     async def reset(self) -> None:
-        """Forget every user, order, refund, delivery and fault; the clock returns to now.
+        """Forget every user, order, refund, delivery and fault; the clock returns to now and
+        the first platform certificate signs again.
 
         Pending deliveries and refund settlements are cancelled first.
         """
@@ -62,6 +74,8 @@ class Simulator:
         self.faults.clear()
         self.clock.reset()
         self.latency_ms = self.config.latency_ms
+        if self.v3_keys is not None:
+            self.v3_keys.reset()
 
     async def __aenter__(self) -> Simulator:
         await self.start()

@@ -6,6 +6,19 @@ signed notify whose ``total_fee`` differs from the order), ``bad_signature`` and
 ``result_fail``. Upstream faults hit the API endpoints: ``upstream_5xx``, ``upstream_timeout``
 (the request is processed, the answer comes too late), ``malformed_xml``, ``systemerror`` and
 ``business_error`` (a signed ``result_code=FAIL`` with the given ``err_code``, request unread).
+
+The same switches act on v3 (PROTOCOL.md §8): ``tamper_amount`` changes ``amount.total`` inside
+the encrypted resource, ``bad_signature`` corrupts ``Wechatpay-Signature``, ``malformed_xml``
+answers truncated JSON, ``systemerror`` is ``500 SYSTEM_ERROR`` and ``business_error`` answers
+``http_status`` with ``err_code`` as the ``code``; ``result_fail`` is v2 only (v3 notifies only
+successes). v3 adds ``stale_timestamp`` (a notify signed ``stale_seconds`` ago, outside the
+five-minute window) and ``signtest_probe`` (one ``WECHATPAY/SIGNTEST/`` probe, sent once and
+never retried, before the genuine notify). ``bad_signature``, ``stale_timestamp`` and
+``signtest_probe`` with an ``endpoint`` set sign that v3 endpoint's answer the same way instead.
+
+Refund faults, both versions: ``refund_abnormal`` and ``refund_closed`` settle a refund as
+ABNORMAL (v2: CHANGE) or CLOSED (v2: REFUNDCLOSE, its amount refundable again) instead of
+SUCCESS, with the notify to match (v3 ``REFUND.ABNORMAL`` / ``REFUND.CLOSED``).
 """
 
 from __future__ import annotations
@@ -28,6 +41,10 @@ class FaultName(StrEnum):
     MALFORMED_XML = "malformed_xml"
     SYSTEMERROR = "systemerror"
     BUSINESS_ERROR = "business_error"
+    STALE_TIMESTAMP = "stale_timestamp"
+    SIGNTEST_PROBE = "signtest_probe"
+    REFUND_ABNORMAL = "refund_abnormal"
+    REFUND_CLOSED = "refund_closed"
 
 
 NOTIFY_FAULTS = frozenset(
@@ -37,11 +54,14 @@ NOTIFY_FAULTS = frozenset(
         FaultName.TAMPER_AMOUNT,
         FaultName.BAD_SIGNATURE,
         FaultName.RESULT_FAIL,
+        FaultName.STALE_TIMESTAMP,
+        FaultName.SIGNTEST_PROBE,
     }
 )
 Endpoint = Literal[
-    "jscode2session", "unifiedorder", "orderquery", "closeorder", "refund", "refundquery"
-]
+    "jscode2session", "unifiedorder", "orderquery", "closeorder", "refund", "refundquery",
+    "v3_jsapi", "v3_query", "v3_close", "v3_refund", "v3_refund_query", "v3_certificates",
+]  # fmt: skip
 
 
 class FaultSpec(BaseModel):
@@ -62,6 +82,12 @@ class FaultSpec(BaseModel):
         default="ERROR", pattern=r"^[A-Z_]{1,32}$", description="business_error: err_code"
     )
     err_code_des: str = Field(default="业务错误", max_length=128)
+    http_status: int = Field(
+        default=400, ge=400, le=599, description="business_error on v3: HTTP status"
+    )
+    stale_seconds: float = Field(
+        default=600, ge=300, description="stale_timestamp: how old the signature is"
+    )
 
 
 class Fault(FaultSpec):
@@ -85,6 +111,15 @@ class FaultBook:
         """The first matching switch, used up once (it disappears when its count runs out)."""
         for fault in self._faults:
             if fault.name is name and _matches(fault, out_trade_no, endpoint):
+                self._use(fault)
+                return fault
+        return None
+
+    def take_for_endpoint(self, name: FaultName, endpoint: str) -> Fault | None:
+        """Like ``take``, but only a switch that names this very endpoint: a notify fault left
+        open to every endpoint keeps waiting for its notify."""
+        for fault in self._faults:
+            if fault.name is name and fault.endpoint == endpoint:
                 self._use(fault)
                 return fault
         return None

@@ -1,16 +1,19 @@
-"""Notify delivery: signed v2 notifies POSTed to the merchant, retried on WeChat's schedule.
+"""Notify delivery: signed notifies POSTed to the merchant, retried on WeChat's schedule.
 
-A delivery counts only when the reply is HTTP 200 with a well-formed ``return_code=SUCCESS``
-document within ``notify_timeout``; anything else (timeout, transport error, FAIL, non-XML)
-is retried after 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h, each scaled by the
-time factor (PROTOCOL.md §5). Every attempt is logged with the reply and verdict.
+Each order and refund is notified in the API version it was made through. A v2 delivery counts
+only when the reply is HTTP 200 with a well-formed ``return_code=SUCCESS`` document within
+``notify_timeout`` (PROTOCOL.md §5); a v3 delivery when the reply is HTTP 200 or 204, whatever
+the body (§8.5). Anything else (timeout, transport error, FAIL, other statuses) is retried after
+15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h, each scaled by the time factor, for both
+versions. v3 notifies are signed afresh at every attempt, as a signature is only good for five
+minutes. Every attempt is logged with the reply and verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +28,28 @@ from app.simulator.messages import (
     refund_result_fields,
     signed,
 )
-from app.simulator.state import DeliveryAttempt, SimOrder, SimRefund, SimState
+from app.simulator.state import DeliveryAttempt, SimApiVersion, SimOrder, SimRefund, SimState
+from app.simulator.v3envelope import SignatureFlaw, WeChatPayKeys
+from app.simulator.v3messages import (
+    REFUND_EVENTS,
+    REFUND_SUMMARIES,
+    notify_body,
+    refund_notice,
+    transaction_resource,
+)
 from app.wechat.timefmt import to_refund_time as refund_time
 from app.wechat.timefmt import to_wechat_time as beijing_stamp
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
 
 REPLY_SNIPPET = 500
 _PAYMENT_FAULTS = (FaultName.TAMPER_AMOUNT, FaultName.BAD_SIGNATURE, FaultName.RESULT_FAIL)
+_V3_SIGNATURE_FAULTS = (
+    FaultName.BAD_SIGNATURE,
+    FaultName.STALE_TIMESTAMP,
+    FaultName.SIGNTEST_PROBE,
+)
+_V3_PAYMENT_FAULTS = (FaultName.TAMPER_AMOUNT, *_V3_SIGNATURE_FAULTS)
+HeaderSource = Callable[[SignatureFlaw | None], dict[str, str]]
 
 
 @dataclass(slots=True)
@@ -45,6 +63,11 @@ class Notification:
     extra_copies: int = 0
     concurrent: bool = False
     delay_seconds: float = 0.0
+    api_version: SimApiVersion = SimApiVersion.V2
+    # v3: signs the body at each attempt, flawed as the faults say; None for v2.
+    sign: HeaderSource | None = None
+    flaw: SignatureFlaw | None = None
+    probe: bool = False
 
 
 class Notifier:
@@ -55,8 +78,10 @@ class Notifier:
         clock: SimClock,
         faults: FaultBook,
         transport: httpx.AsyncBaseTransport | None,
+        keys: WeChatPayKeys | None = None,
     ) -> None:
         self._config = config
+        self._keys = keys
         self._state = state
         self._clock = clock
         self._faults = faults
@@ -91,24 +116,86 @@ class Notifier:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def deliver_payment(self, order: SimOrder) -> None:
-        notification = self._payment_notification(order)
+        if order.api_version is SimApiVersion.V3:
+            notification = self._v3_payment_notification(order)
+        else:
+            notification = self._payment_notification(order)
         self.spawn(self._deliver(notification))
 
     def deliver_refund(self, order: SimOrder, refund: SimRefund) -> None:
-        body = to_xml(refund_notify_envelope(order, refund, self._config))
         assert refund.notify_url is not None
-        notification = Notification(
-            "refund", order.out_trade_no, refund.out_refund_no, refund.notify_url, body
-        )
+        if refund.api_version is SimApiVersion.V3:
+            notification = self._v3_refund_notification(order, refund, refund.notify_url)
+        else:
+            body = to_xml(refund_notify_envelope(order, refund, self._config))
+            notification = Notification(
+                "refund", order.out_trade_no, refund.out_refund_no, refund.notify_url, body
+            )
         self._apply_timing_faults(notification)
         self.spawn(self._deliver(notification))
 
-    def _payment_notification(self, order: SimOrder) -> Notification:
-        taken = {
+    def _v3_payment_notification(self, order: SimOrder) -> Notification:
+        taken = self._take(_V3_PAYMENT_FAULTS, order.out_trade_no)
+        tampered = taken.get(FaultName.TAMPER_AMOUNT)
+        total = order.total_fee + tampered.delta if tampered else None
+        body = notify_body(
+            event_type="TRANSACTION.SUCCESS",
+            summary="支付成功",
+            original_type="transaction",
+            resource=transaction_resource(order, self._config.mch_id, total=total),
+            api_v3_key=self._v3_keys().config.api_v3_key,
+            now=self._clock.now(),
+        )
+        notification = Notification("payment", order.out_trade_no, None, order.notify_url, body)
+        self._sign_v3(notification, taken)
+        self._apply_timing_faults(notification)
+        return notification
+
+    def _v3_refund_notification(self, order: SimOrder, refund: SimRefund, url: str) -> Notification:
+        status = refund.status.value
+        body = notify_body(
+            event_type=REFUND_EVENTS[status],
+            summary=REFUND_SUMMARIES[status],
+            original_type="refund",
+            resource=refund_notice(order, refund, self._config.mch_id),
+            api_v3_key=self._v3_keys().config.api_v3_key,
+            now=self._clock.now(),
+        )
+        notification = Notification("refund", order.out_trade_no, refund.out_refund_no, url, body)
+        self._sign_v3(notification, self._take(_V3_SIGNATURE_FAULTS, order.out_trade_no))
+        return notification
+
+    def _sign_v3(self, notification: Notification, taken: dict[FaultName, Fault]) -> None:
+        keys, body = self._v3_keys(), notification.body
+        stale = taken.get(FaultName.STALE_TIMESTAMP)
+        stale_seconds = stale.stale_seconds if stale else 0.0
+
+        def sign(flaw: SignatureFlaw | None) -> dict[str, str]:
+            headers = keys.signature_headers(body, flaw=flaw, stale_seconds=stale_seconds)
+            return {"Content-Type": "application/json", **headers}
+
+        notification.api_version = SimApiVersion.V3
+        notification.sign = sign
+        notification.faults = [name.value for name in taken]
+        notification.probe = FaultName.SIGNTEST_PROBE in taken
+        for name in (FaultName.BAD_SIGNATURE, FaultName.STALE_TIMESTAMP):
+            if name in taken:
+                notification.flaw = SignatureFlaw(name.value)
+
+    def _take(self, names: tuple[FaultName, ...], out_trade_no: str) -> dict[FaultName, Fault]:
+        return {
             name: fault
-            for name in _PAYMENT_FAULTS
-            if (fault := self._faults.take(name, out_trade_no=order.out_trade_no))
+            for name in names
+            if (fault := self._faults.take(name, out_trade_no=out_trade_no))
         }
+
+    def _v3_keys(self) -> WeChatPayKeys:
+        if self._keys is None:
+            raise RuntimeError("a v3 notify needs the simulator's v3 keys (SimulatorConfig.v3)")
+        return self._keys
+
+    def _payment_notification(self, order: SimOrder) -> Notification:
+        taken = self._take(_PAYMENT_FAULTS, order.out_trade_no)
         body = to_xml(payment_notify_fields(order, self._config, taken))
         notification = Notification("payment", order.out_trade_no, None, order.notify_url, body)
         notification.faults = [name.value for name in taken]
@@ -129,6 +216,9 @@ class Notifier:
 
     async def _deliver(self, notification: Notification) -> None:
         await asyncio.sleep(notification.delay_seconds)
+        if notification.probe:
+            # WeChat's signature probe is its own traffic: sent once, never retried.
+            await self._attempt(notification, 0, 0, probe=True)
         await self._deliver_until_acknowledged(notification)
         if not notification.concurrent:
             # Duplicates arrive again later even after an acknowledgement, as WeChat's do.
@@ -150,26 +240,36 @@ class Notifier:
             return any(results)
         return await self._attempt(notification, number, 0)
 
-    async def _attempt(self, notification: Notification, number: int, copy: int) -> bool:
-        record = self._log(notification, number, copy)
+    async def _attempt(
+        self, notification: Notification, number: int, copy: int, *, probe: bool = False
+    ) -> bool:
+        headers = _attempt_headers(notification, probe=probe)
+        record = self._log(notification, number, copy, headers)
+        if probe:
+            record.faults = [FaultName.SIGNTEST_PROBE.value]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._config.notify_timeout):
-                response = await self._client().post(notification.url, content=notification.body)
+                response = await self._client().post(
+                    notification.url, content=notification.body, headers=headers
+                )
         except (TimeoutError, httpx.TimeoutException):
             record.verdict = "timeout"
         except httpx.HTTPError as error:
             record.verdict, record.reply = "error", f"{type(error).__name__}: {error}"
         else:
             record.status, record.reply = response.status_code, response.text[:REPLY_SNIPPET]
-            record.verdict = judge_reply(response)
+            record.verdict = judge_reply(response, notification.api_version)
         record.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
         return record.verdict == "acknowledged"
 
-    def _log(self, notification: Notification, number: int, copy: int) -> DeliveryAttempt:
+    def _log(
+        self, notification: Notification, number: int, copy: int, headers: dict[str, str]
+    ) -> DeliveryAttempt:
         record = DeliveryAttempt(
             id=len(self._state.deliveries) + 1,
             kind=notification.kind,
+            api_version=notification.api_version.value,
             out_trade_no=notification.out_trade_no,
             out_refund_no=notification.out_refund_no,
             attempt=number,
@@ -178,6 +278,7 @@ class Notifier:
             sent_at=self._clock.now(),
             body=notification.body.decode(),
             faults=list(notification.faults),
+            headers=headers,
         )
         self._state.deliveries.append(record)
         return record
@@ -188,8 +289,17 @@ class Notifier:
         return self._http
 
 
-def judge_reply(response: httpx.Response) -> str:
-    """``acknowledged`` only for HTTP 200 with a well-formed ``return_code=SUCCESS``."""
+def _attempt_headers(notification: Notification, *, probe: bool) -> dict[str, str]:
+    if notification.sign is None:
+        return {}
+    return notification.sign(SignatureFlaw.SIGNTEST_PROBE if probe else notification.flaw)
+
+
+def judge_reply(response: httpx.Response, api_version: SimApiVersion = SimApiVersion.V2) -> str:
+    """v2: ``acknowledged`` only for HTTP 200 with a well-formed ``return_code=SUCCESS``.
+    v3: for HTTP 200 or 204, whatever the body; a 200 saying ``FAIL`` still counts (§8.5)."""
+    if api_version is SimApiVersion.V3:
+        return "acknowledged" if response.status_code in (200, 204) else "rejected"
     try:
         fields = from_xml(response.content)
     except XmlRejected:
@@ -236,7 +346,7 @@ def refund_notify_envelope(
     order: SimOrder, refund: SimRefund, config: SimulatorConfig
 ) -> dict[str, object]:
     """The refund notify for one of our refunds."""
-    assert refund.success_time is not None and order.transaction_id is not None
+    assert order.transaction_id is not None
     result = refund_result_fields(
         transaction_id=order.transaction_id,
         out_trade_no=order.out_trade_no,
@@ -244,8 +354,9 @@ def refund_notify_envelope(
         out_refund_no=refund.out_refund_no,
         total_fee=order.total_fee,
         refund_fee=refund.refund_fee,
-        refund_status=refund.status.value,
-        success_time=refund_time(refund.success_time),
+        refund_status=refund.status.v2_name,
+        # Only a refund that succeeded has a success time.
+        success_time=refund_time(refund.success_time) if refund.success_time else "",
         refund_account=refund.refund_account,
     )
     return refund_notify_fields(

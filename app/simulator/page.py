@@ -1,5 +1,5 @@
-"""The cashier page at the simulator's root: pending orders with Pay / Fail, the delivery log,
-and login-code minting. Plain HTML and a little JS over the control API.
+"""The cashier page at the simulator's root: pending orders of both API versions with Pay /
+Fail, the delivery log, and login-code minting. Plain HTML and a little JS over the control API.
 
 Paths in the script are relative to the page, so it works mounted at ``/sim/`` as well.
 """
@@ -31,14 +31,15 @@ _PAGE = """<!doctype html>
  <button id="mint">Mint login code</button>
  <span id="minted"></span></section>
 <section><h2>Pending payments</h2>
- <table><thead><tr><th>out_trade_no</th><th>body</th><th>amount</th><th>openid</th>
+ <table><thead><tr><th>out_trade_no</th><th>api</th><th>body</th><th>amount</th><th>openid</th>
  <th>state</th><th></th></tr></thead><tbody id="pending"></tbody></table>
  <p id="no-pending" class="muted">No order is waiting for payment.</p></section>
 <section><h2>All orders</h2>
- <table><thead><tr><th>out_trade_no</th><th>state</th><th>amount</th><th>refunded</th>
+ <table><thead><tr><th>out_trade_no</th><th>api</th><th>state</th><th>amount</th><th>refunded</th>
  <th>transaction_id</th></tr></thead><tbody id="orders"></tbody></table></section>
 <section><h2>Notify deliveries</h2>
- <table><thead><tr><th>#</th><th>kind</th><th>out_trade_no</th><th>attempt</th><th>copy</th>
+ <table><thead><tr><th>#</th><th>api</th><th>kind</th><th>out_trade_no</th><th>attempt</th>
+ <th>copy</th>
  <th>url</th><th>status</th><th>verdict</th><th>reply</th><th>faults</th></tr></thead>
  <tbody id="deliveries"></tbody></table></section>
 <script>
@@ -69,7 +70,8 @@ function renderPending(orders) {
   const pending = orders.filter((o) => PAYABLE.includes(o.trade_state) && !o.prepay_expired);
   for (const o of pending) {
     const row = body.insertRow(); row.dataset.outTradeNo = o.out_trade_no;
-    cell(row, o.out_trade_no); cell(row, o.body); cell(row, "¥" + yuan(o.total_fee));
+    cell(row, o.out_trade_no); cell(row, o.api_version, "api"); cell(row, o.body);
+    cell(row, "¥" + yuan(o.total_fee));
     cell(row, o.openid); cell(row, o.trade_state);
     const actions = row.insertCell();
     actions.append(button("Pay", "pay-" + o.out_trade_no, () => pay(o.prepay_id, "SUCCESS")));
@@ -81,7 +83,8 @@ function renderOrders(orders) {
   const body = document.getElementById("orders"); body.replaceChildren();
   for (const o of orders) {
     const row = body.insertRow(); row.id = "order-" + o.out_trade_no;
-    cell(row, o.out_trade_no); cell(row, o.trade_state, "state");
+    cell(row, o.out_trade_no); cell(row, o.api_version, "api");
+    cell(row, o.trade_state, "state");
     cell(row, "¥" + yuan(o.total_fee)); cell(row, "¥" + yuan(o.refunded_fee));
     cell(row, o.transaction_id);
   }
@@ -90,7 +93,8 @@ function renderDeliveries(attempts) {
   const body = document.getElementById("deliveries"); body.replaceChildren();
   for (const a of attempts.slice().reverse()) {
     const row = body.insertRow(); row.id = "delivery-" + a.id;
-    cell(row, a.id); cell(row, a.kind); cell(row, a.out_trade_no); cell(row, a.attempt);
+    cell(row, a.id); cell(row, a.api_version, "api"); cell(row, a.kind);
+    cell(row, a.out_trade_no); cell(row, a.attempt);
     cell(row, a.copy); cell(row, a.url); cell(row, a.status);
     cell(row, a.verdict, a.verdict === "acknowledged" ? "ok verdict" : "bad verdict");
     cell(row, a.reply).className = "reply"; cell(row, a.faults.join(", "));

@@ -96,7 +96,7 @@ class PayDesk:
             time_expire=parse_beijing_stamp(fields.get("time_expire", "")),
         )
         self._state.orders[order.out_trade_no] = order
-        self._issue_prepay(order, now)
+        self.issue_prepay(order, now)
         return order
 
     def _reenter(self, order: SimOrder, request: SignedRequest) -> SimOrder:
@@ -113,10 +113,10 @@ class PayDesk:
             raise BusinessFail("INVALID_REQUEST", "201 商户订单号重复")
         now = self._clock.now()
         if now - order.prepays[order.prepay_id] >= PREPAY_LIFETIME:
-            self._issue_prepay(order, now)
+            self.issue_prepay(order, now)
         return order
 
-    def _issue_prepay(self, order: SimOrder, now: datetime) -> None:
+    def issue_prepay(self, order: SimOrder, now: datetime) -> None:
         order.prepay_id = new_prepay_id(now)
         order.prepays[order.prepay_id] = now
         self._state.prepay_index[order.prepay_id] = order.out_trade_no

@@ -11,6 +11,7 @@ import asyncio
 from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
 from app.simulator.envelope import BusinessFail, SignedRequest
+from app.simulator.faults import FaultBook, FaultName
 from app.simulator.ids import new_refund_id
 from app.simulator.notify import Notifier
 from app.simulator.pay import PayDesk
@@ -31,8 +32,10 @@ class RefundDesk:
         clock: SimClock,
         notifier: Notifier,
         pay: PayDesk,
+        faults: FaultBook,
     ) -> None:
         self._config = config
+        self._faults = faults
         self._state = state
         self._clock = clock
         self._notifier = notifier
@@ -89,9 +92,13 @@ class RefundDesk:
             refund_account=request.get("refund_account") or "REFUND_SOURCE_UNSETTLED_FUNDS",
             created_at=now,
         )
+        self.start(order, refund)
+        return refund
+
+    def start(self, order: SimOrder, refund: SimRefund) -> None:
+        """Record an accepted refund (v2 or v3) and settle it in the background."""
         self._record(order, refund)
         self._notifier.spawn(self._settle(order, refund))
-        return refund
 
     def _record(self, order: SimOrder, refund: SimRefund) -> None:
         self._state.refunds[refund.out_refund_no] = refund
@@ -102,10 +109,21 @@ class RefundDesk:
 
     async def _settle(self, order: SimOrder, refund: SimRefund) -> None:
         await asyncio.sleep(self._config.scaled(self._config.refund_settle_seconds))
-        refund.status = SimRefundStatus.SUCCESS
-        refund.success_time = self._clock.now()
+        refund.status = self._outcome(order)
+        if refund.status is SimRefundStatus.SUCCESS:
+            refund.success_time = self._clock.now()
+        elif refund.status is SimRefundStatus.CLOSED:
+            order.refunded_fee -= refund.refund_fee  # the money never left: refundable again
         if refund.notify_url:
             self._notifier.deliver_refund(order, refund)
+
+    def _outcome(self, order: SimOrder) -> SimRefundStatus:
+        key = order.out_trade_no
+        if self._faults.take(FaultName.REFUND_ABNORMAL, out_trade_no=key):
+            return SimRefundStatus.ABNORMAL
+        if self._faults.take(FaultName.REFUND_CLOSED, out_trade_no=key):
+            return SimRefundStatus.CLOSED
+        return SimRefundStatus.SUCCESS
 
     def refund_query(self, request: SignedRequest) -> dict[str, object]:
         """Refunds by ``refund_id``, ``out_refund_no``, ``transaction_id`` or ``out_trade_no``
@@ -178,7 +196,7 @@ def _numbered_refund(n: int, refund: SimRefund) -> dict[str, object]:
         f"refund_channel_{n}": "ORIGINAL",
         f"refund_fee_{n}": refund.refund_fee,
         f"settlement_refund_fee_{n}": refund.refund_fee,
-        f"refund_status_{n}": refund.status.value,
+        f"refund_status_{n}": refund.status.v2_name,
         f"refund_account_{n}": refund.refund_account,
         f"refund_recv_accout_{n}": "支付用户零钱",
         f"refund_success_time_{n}": refund_time(success_time) if success_time else None,

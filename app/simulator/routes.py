@@ -30,7 +30,7 @@ MALFORMED_BODY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_ms
 XML_MEDIA_TYPE = "text/xml"
 
 
-async def _latency(simulator: Simulator) -> None:
+async def add_latency(simulator: Simulator) -> None:
     if simulator.latency_ms:
         await asyncio.sleep(simulator.latency_ms / 1000)
 
@@ -49,7 +49,7 @@ def _early_fault(simulator: Simulator, endpoint: str, out_trade_no: str | None) 
     return None
 
 
-async def _answer_late(simulator: Simulator, endpoint: str, out_trade_no: str | None) -> None:
+async def answer_late(simulator: Simulator, endpoint: str, out_trade_no: str | None) -> None:
     """``upstream_timeout``: the work is done, the answer comes after the client gave up."""
     hang = simulator.faults.take(
         FaultName.UPSTREAM_TIMEOUT, out_trade_no=out_trade_no, endpoint=endpoint
@@ -95,14 +95,14 @@ def _raise_business_faults(simulator: Simulator, endpoint: str, out_trade_no: st
 async def _serve_pay(
     request: Request, simulator: Simulator, endpoint: str, handler: Handler
 ) -> Response:
-    await _latency(simulator)
+    await add_latency(simulator)
     body = await request.body()
     out_trade_no = _peek_out_trade_no(body)
     early = _early_fault(simulator, endpoint, out_trade_no)
     if early is not None:
         return early
     answer = _pay_answer(simulator, endpoint, body, handler)
-    await _answer_late(simulator, endpoint, out_trade_no)
+    await answer_late(simulator, endpoint, out_trade_no)
     return Response(answer, media_type=XML_MEDIA_TYPE)
 
 
@@ -133,7 +133,7 @@ async def refund_query(request: Request, simulator: SimulatorDep) -> Response:
 
 @router.get("/sns/jscode2session")
 async def jscode2session(request: Request, simulator: SimulatorDep) -> Response:
-    await _latency(simulator)
+    await add_latency(simulator)
     early = _early_fault(simulator, "jscode2session", None)
     if early is not None:
         return early
@@ -141,7 +141,7 @@ async def jscode2session(request: Request, simulator: SimulatorDep) -> Response:
         answer = MiniProgramError(-1, "system error").to_json()
     else:
         answer = _code2session(simulator, request)
-    await _answer_late(simulator, "jscode2session", None)
+    await answer_late(simulator, "jscode2session", None)
     return JSONResponse(answer)
 
 

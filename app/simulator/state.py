@@ -18,8 +18,23 @@ class SimTradeState(StrEnum):
 
 
 class SimRefundStatus(StrEnum):
+    """v3's names; v2 reports ABNORMAL as CHANGE and CLOSED as REFUNDCLOSE (``v2_name``)."""
+
     PROCESSING = "PROCESSING"
     SUCCESS = "SUCCESS"
+    ABNORMAL = "ABNORMAL"
+    CLOSED = "CLOSED"
+
+    @property
+    def v2_name(self) -> str:
+        return {"ABNORMAL": "CHANGE", "CLOSED": "REFUNDCLOSE"}.get(self.value, self.value)
+
+
+class SimApiVersion(StrEnum):
+    """The Pay API an order or refund was made through: its notify speaks the same version."""
+
+    V2 = "v2"
+    V3 = "v3"
 
 
 @dataclass(slots=True)
@@ -37,7 +52,7 @@ class SimOrder:
     openid: str
     total_fee: int
     notify_url: str
-    sign_type: SignType
+    sign_type: SignType  # v2: the notify is signed the same way; unused for v3 orders
     # The business parameters of the first unified order; re-entry must repeat them exactly.
     params: dict[str, str]
     prepay_id: str  # the latest; earlier ones stay payable until their own 2 hours pass
@@ -49,6 +64,12 @@ class SimOrder:
     time_end: datetime | None = None
     refunded_fee: int = 0
     refund_nos: list[str] = field(default_factory=list)
+    api_version: SimApiVersion = SimApiVersion.V2
+
+    @property
+    def description(self) -> str:
+        """What the user sees on the bill: v2's ``body``, v3's ``description``."""
+        return self.params.get("body") or self.params.get("description") or ""
 
     @property
     def attach(self) -> str | None:
@@ -71,6 +92,8 @@ class SimRefund:
     created_at: datetime
     status: SimRefundStatus = SimRefundStatus.PROCESSING
     success_time: datetime | None = None
+    api_version: SimApiVersion = SimApiVersion.V2
+    reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +102,7 @@ class DeliveryAttempt:
 
     id: int
     kind: str  # "payment" or "refund"
+    api_version: str
     out_trade_no: str
     out_refund_no: str | None
     attempt: int
@@ -87,6 +111,7 @@ class DeliveryAttempt:
     sent_at: datetime
     body: str
     faults: list[str]
+    headers: dict[str, str] = field(default_factory=dict)  # v3: the Wechatpay-* signature
     status: int | None = None
     reply: str = ""
     verdict: str = "pending"

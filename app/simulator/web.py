@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.simulator.control import router as control_router
 from app.simulator.page import router as page_router
 from app.simulator.routes import router as wechat_router
+from app.simulator.v3routes import router as v3_router
 
 if TYPE_CHECKING:
     from app.simulator.core import Simulator
@@ -24,7 +25,7 @@ def build_app(simulator: Simulator, *, standalone: bool) -> FastAPI:
 
     app = FastAPI(
         title="Local WeChat (simulator)",
-        description="code2session, WeChat Pay v2, notify delivery, and a control API.",
+        description="code2session, WeChat Pay v2 and v3, notify delivery, and a control API.",
         lifespan=lifespan if standalone else None,
         docs_url="/_control/docs",
         openapi_url="/_control/openapi.json",
@@ -32,6 +33,8 @@ def build_app(simulator: Simulator, *, standalone: bool) -> FastAPI:
     )
     app.state.simulator = simulator
     app.include_router(wechat_router)
+    if simulator.v3_keys is not None:
+        app.include_router(v3_router)
     app.include_router(control_router)
     app.include_router(page_router)
     return app

@@ -10,6 +10,7 @@ notify retries run at ``TEST_TIME_FACTOR`` of WeChat's schedule (15 s -> 15 ms).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import threading
 import time
@@ -43,8 +44,9 @@ class SimulatorHandle:
         return self.base_url + path
 
     async def _call(self, method: str, path: str, json: object = None) -> Any:
+        verify = _default_tls() if self.verify is True else self.verify
         async with httpx.AsyncClient(
-            base_url=self.base_url, trust_env=False, verify=self.verify
+            base_url=self.base_url, trust_env=False, verify=verify
         ) as http:
             response = await http.request(method, path, json=json)
         response.raise_for_status()
@@ -98,9 +100,26 @@ class SimulatorHandle:
     async def set_latency(self, latency_ms: float) -> None:
         await self._call("POST", "/_control/latency", {"latency_ms": latency_ms})
 
+    async def v3_keys(self) -> dict[str, Any]:
+        """WeChat Pay's public v3 material: mode, signing serial, public key, certificates."""
+        keys: dict[str, Any] = await self._call("GET", "/_control/v3/keys")
+        return keys
+
+    async def rotate_certificate(self) -> dict[str, Any]:
+        """Certificate mode: WeChat Pay signs with its next platform certificate from now on."""
+        keys: dict[str, Any] = await self._call("POST", "/_control/v3/rotate-certificate")
+        return keys
+
     async def reset(self) -> None:
         """Forget users, orders, refunds, deliveries and faults; the clock returns to now."""
         await self._call("POST", "/_control/reset")
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    # httpx builds (and loads CA files into) a context per client, ~20 ms: the handle makes a
+    # client per call and polls, so it shares one.
+    return ssl.create_default_context()
 
 
 class ServerThread:

@@ -160,3 +160,19 @@ async def test_a_settled_refund_sends_an_encrypted_unsigned_notify(merchant: Mer
     assert outer["appid"] == merchant.config.appid
     assert details["refund_id"] == accepted["refund_id"]
     assert (details["refund_fee"], details["refund_status"]) == ("30", "SUCCESS")
+
+
+async def test_refund_faults_settle_as_change_or_refundclose_in_v2_names(
+    merchant: Merchant,
+) -> None:
+    """§6.4: v2 calls v3's ABNORMAL ``CHANGE`` and CLOSED ``REFUNDCLOSE``."""
+    statuses = []
+    for fault in ("refund_abnormal", "refund_closed"):
+        order = await merchant.paid_order()
+        await merchant.set_fault(fault, out_trade_no=order["out_trade_no"])
+        await refund(merchant, order, notify_url=REFUND_NOTIFY_URL)
+        await merchant.settled_notifies(2 * len(statuses) + 2)  # payments and refunds so far
+        query = await merchant.call("/pay/refundquery", {"out_trade_no": order["out_trade_no"]})
+        statuses.append(query["refund_status_0"])
+
+    assert statuses == ["CHANGE", "REFUNDCLOSE"]
