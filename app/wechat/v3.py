@@ -1,8 +1,8 @@
 """WeChat Pay API v3 primitives (PROTOCOL.md §8): request signatures, verification of WeChat's
 signatures, the AES-256-GCM resources of notifies, and the mini-program's v3 ``paySign``.
 
-Pure functions of their inputs, no I/O. The v3 HTTP client, the v3 notify route and the
-simulator's v3 endpoints are still to be built on them.
+Pure functions of their inputs, no I/O. The v3 HTTP client (``app.wechat.v3client``), its
+gateway adapter (``app.wechat.gateway_v3``) and the simulator's v3 endpoints are built on them.
 
 - Requests are signed with the merchant's RSA key over
   ``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (§8.2): sign exactly the bytes sent.

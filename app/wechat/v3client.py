@@ -9,8 +9,8 @@ query, and the payment and refund notifies, on the primitives of ``app.wechat.v3
 - Retries resend the same body (same ``out_trade_no``, identical fields) with a fresh signature.
 
 WeChat's signatures are checked with one public key (public-key mode, §8.6); platform-certificate
-mode, and accepting both during a migration, are not supported yet. Not wired into the service
-yet: orders still go through the v2 client.
+mode, and accepting both during a migration, are not supported yet. ``app.wechat.gateway_v3``
+puts it behind the payment-gateway port; the service does not build it yet (orders go through v2).
 """
 
 from __future__ import annotations
