@@ -47,6 +47,7 @@ __all__ = [
     "TradeReport",
     "WeChatRejected",
     "WeChatUnavailable",
+    "order_status_of",
     "wechat_can_carry",
 ]
 
@@ -89,6 +90,16 @@ class TradeReport:
 
     status: OrderStatus | None
     payment: PaymentResult | None
+
+
+def order_status_of(trade_state: str) -> OrderStatus | None:
+    """WeChat's ``trade_state`` (the same names in v2 and v3, PROTOCOL.md §6.1, §8.5) as our
+    status; None for USERPAYING, REVOKED and ACCEPT, which do not occur for a JSAPI order and
+    change nothing here."""
+    try:
+        return OrderStatus(trade_state)
+    except ValueError:
+        return None
 
 
 class CloseOutcome(StrEnum):

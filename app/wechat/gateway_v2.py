@@ -23,6 +23,7 @@ from app.gateway import (
     RefundOutcome,
     RefundReport,
     TradeReport,
+    order_status_of,
 )
 from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
@@ -98,7 +99,7 @@ class WeChatPayV2Gateway:
             if exc.err_code == "ORDERNOTEXIST":
                 return None
             raise
-        status = _our_status(str(result.trade_state))
+        status = order_status_of(str(result.trade_state))
         paid = status in (OrderStatus.SUCCESS, OrderStatus.REFUND)
         return TradeReport(status, _queried_payment(out_trade_no, result) if paid else None)
 
@@ -176,14 +177,6 @@ class WeChatPayV2Gateway:
         code = "SUCCESS" if acknowledged else "FAIL"
         body = to_xml({"return_code": code, "return_msg": message})
         return Response(body, status_code=status, media_type="application/xml")
-
-
-def _our_status(trade_state: str) -> OrderStatus | None:
-    # USERPAYING, REVOKED and ACCEPT do not occur for JSAPI orders; they change nothing here.
-    try:
-        return OrderStatus(trade_state)
-    except ValueError:
-        return None
 
 
 def _queried_payment(out_trade_no: str, result: OrderQueryResponse) -> PaymentResult:

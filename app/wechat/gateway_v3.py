@@ -24,6 +24,7 @@ from app.gateway import (
     RefundOutcome,
     RefundReport,
     TradeReport,
+    order_status_of,
 )
 from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
@@ -80,7 +81,7 @@ class WeChatPayV3Gateway:
             if exc.err_code in _NOT_FOUND:
                 return None
             raise
-        status = _our_status(transaction.trade_state)
+        status = order_status_of(transaction.trade_state)
         paid = status in (OrderStatus.SUCCESS, OrderStatus.REFUND)
         return TradeReport(status, _payment(transaction) if paid else None)
 
@@ -167,14 +168,6 @@ class WeChatPayV3Gateway:
 def rfc3339(moment: dt.datetime) -> str:
     """An aware datetime as v3 writes times: RFC 3339 in Beijing time, to the second."""
     return moment.astimezone(BEIJING).isoformat(timespec="seconds")
-
-
-def _our_status(trade_state: str) -> OrderStatus | None:
-    # USERPAYING, REVOKED and ACCEPT do not occur for JSAPI orders; they change nothing here.
-    try:
-        return OrderStatus(trade_state)
-    except ValueError:
-        return None
 
 
 def _payment(transaction: V3Transaction) -> PaymentResult:
