@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -71,6 +71,23 @@ class Settings(BaseSettings):
     sign_type: SignType = SignType.MD5
     mch_cert_path: str | None = None
     mch_key_path: str | None = None
+
+    # WeChat Pay API v3 (PROTOCOL.md §8). New orders use ``api_version``; an order keeps the
+    # version it was created with, so both may be configured at once during a migration.
+    api_version: Literal["v2", "v3"] = "v2"
+    api_v3_key: SecretStr | None = None
+    # The merchant's apiclient_key.pem; unset, the file v2 refunds use for mutual TLS.
+    mch_private_key_path: str | None = None
+    mch_cert_serial_no: Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8,64}$")] | None = (
+        None
+    )
+    # Public-key mode (§8.6): WeChat Pay's public key and its id, PUB_KEY_ID_ + 32 digits.
+    wechatpay_public_key_path: str | None = None
+    wechatpay_public_key_id: (
+        Annotated[str, StringConstraints(pattern=r"^PUB_KEY_ID_[0-9A-Za-z]{1,64}$")] | None
+    ) = None
+    v3_notify_url: NotifyUrl | None = None
+    v3_refund_notify_url: NotifyUrl | None = None
     # A PEM file of CA certificates trusted for outbound HTTPS in addition to the public ones
     # (certifi's): an egress proxy that re-signs TLS, or a stand-in for WeChat behind a private
     # CA (staging, tests). Read by this setting only: the clients ignore SSL_CERT_FILE and the
@@ -149,6 +166,39 @@ class Settings(BaseSettings):
         return f"{self.self_base_url.rstrip('/')}/wechat/pay/refund-notify"
 
     @property
+    def v3_notify_address(self) -> str:
+        return self.v3_notify_url or f"{self.self_base_url.rstrip('/')}/wechat/pay/v3/notify"
+
+    @property
+    def v3_refund_notify_address(self) -> str:
+        return (
+            self.v3_refund_notify_url
+            or f"{self.self_base_url.rstrip('/')}/wechat/pay/v3/refund-notify"
+        )
+
+    @property
+    def v2_key_set(self) -> bool:
+        """Whether v2 can be used: in production only with a real APIv2 key (under v3 it is
+        optional)."""
+        return not (self.is_production and _is_unsafe(self.api_key))
+
+    @property
+    def merchant_private_key_path(self) -> str | None:
+        return self.mch_private_key_path or self.mch_key_path
+
+    @property
+    def v3_missing(self) -> list[str]:
+        """The v3 settings that are not set (empty: v3 can be used)."""
+        wanted = {
+            "WXPAY_API_V3_KEY": self.api_v3_key,
+            "WXPAY_MCH_PRIVATE_KEY_PATH": self.merchant_private_key_path,
+            "WXPAY_MCH_CERT_SERIAL_NO": self.mch_cert_serial_no,
+            "WXPAY_WECHATPAY_PUBLIC_KEY_PATH": self.wechatpay_public_key_path,
+            "WXPAY_WECHATPAY_PUBLIC_KEY_ID": self.wechatpay_public_key_id,
+        }
+        return [name for name, value in wanted.items() if not value]
+
+    @property
     def simulator_mount_url(self) -> str:
         """Where the dev simulator mount is, as this service's own calls address it."""
         return f"{self.self_base_url.rstrip('/')}/sim"
@@ -166,10 +216,22 @@ class Settings(BaseSettings):
             "WXPAY_SECRET_KEY": self.secret_key,
             "WXPAY_ADMIN_TOKEN": self.admin_token,
         }
+        if self.api_version == "v3":
+            # Merchants who sign up today have only v3 credentials: the v2 key is optional,
+            # and without it old v2 orders cannot be queried or refunded.
+            secrets.pop("WXPAY_API_KEY")
         bad = [name for name, value in secrets.items() if _is_unsafe(value)]
+        if self.api_version == "v3":
+            bad += [f"{name} (WXPAY_API_VERSION=v3)" for name in self.v3_missing]
+            if self.api_v3_key is not None and len(self.api_v3_key.get_secret_value()) != 32:
+                bad.append("WXPAY_API_V3_KEY (32 characters)")
+            if not self.v3_notify_address.startswith("https://"):
+                bad.append("WXPAY_V3_NOTIFY_URL (must be an https:// URL)")
         if self.appid == DEV_APPID or self.mch_id == DEV_MCH_ID:
             bad.append("WXPAY_APPID/WXPAY_MCH_ID (still the development values)")
-        if self.notify_url is None or not self.notify_url.startswith("https://"):
+        if self.api_version == "v2" and (
+            self.notify_url is None or not self.notify_url.startswith("https://")
+        ):
             bad.append("WXPAY_NOTIFY_URL (must be an https:// URL)")
         if self.refund_notify_url and not self.refund_notify_url.startswith("https://"):
             bad.append("WXPAY_REFUND_NOTIFY_URL (must be an https:// URL when set)")

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 
 from app.auth.service import AuthKeys, AuthService
 from app.config import Settings
-from app.gateway import Gateways
+from app.gateway import Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
@@ -31,6 +31,7 @@ from app.uow import Database, open_database
 from app.wechat.client import WeChatPayClient, merchant_cert
 from app.wechat.gateway_v2 import WeChatPayV2Gateway
 from app.wechat.miniprogram import MiniProgramClient
+from app.wechat.v3setup import V3ConfigError, build_v3_gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +77,7 @@ async def build_runtime(
     miniprogram = MiniProgramClient(
         http, api_base=settings.miniprogram_api, appid=settings.appid, secret=settings.app_secret
     )
-    gateways = Gateways(
-        WeChatPayV2Gateway(
-            pay,
-            notify_url=settings.pay_notify_url,
-            refund_notify_url=settings.refund_notify_address,
-        )
-    )
+    gateways = _gateways(settings, pay, build_v3_gateway(settings, http))
     payments = PaymentService(db)
     orders = OrderService(db, settings, gateways, payments)
     refunds = RefundService(db, settings, gateways)
@@ -100,6 +95,19 @@ async def build_runtime(
         sweeper=Sweeper(db, settings, orders, refunds),
         schema_head=schema_head(),
     )
+
+
+def _gateways(settings: Settings, pay: WeChatPayClient, v3: PaymentGateway | None) -> Gateways:
+    """Both versions when both are configured: new orders use ``WXPAY_API_VERSION``, and every
+    order keeps the version it was created with."""
+    v2 = WeChatPayV2Gateway(
+        pay, notify_url=settings.pay_notify_url, refund_notify_url=settings.refund_notify_address
+    )
+    if settings.api_version == "v3":
+        if v3 is None:
+            raise V3ConfigError("WXPAY_API_VERSION=v3 needs " + ", ".join(settings.v3_missing))
+        return Gateways(v3, v2) if settings.v2_key_set else Gateways(v3)
+    return Gateways(v2) if v3 is None else Gateways(v2, v3)
 
 
 def _merchant_tls_client(

@@ -24,3 +24,18 @@ async def payment_notify(
     retry, so nothing is lost when the database is down."""
     gateway = gateways.of(ApiVersion.V2)
     return await receive_notify(request, gateway, notifies.handle, "payment notify")
+
+
+@router.post(
+    "/wechat/pay/v3/notify",
+    summary="WeChat Pay v3 payment notify",
+    status_code=204,
+    response_class=Response,
+)
+async def payment_notify_v3(
+    request: Request, gateways: GatewaysDep, notifies: PaymentNotifiesDep
+) -> Response:
+    """Verified over the raw body and its ``Wechatpay-*`` headers before anything is read;
+    204 only after the effect is committed, otherwise non-2xx with ``{"code": "FAIL"}``."""
+    gateway = gateways.of(ApiVersion.V3)
+    return await receive_notify(request, gateway, notifies.handle, "v3 payment notify")

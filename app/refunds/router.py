@@ -76,3 +76,18 @@ async def refund_notify(
     """Acknowledged only after the effect is committed, like the payment notify."""
     gateway = gateways.of(ApiVersion.V2)
     return await receive_notify(request, gateway, notifies.handle, "refund notify")
+
+
+@notify_router.post(
+    "/wechat/pay/v3/refund-notify",
+    summary="WeChat Pay v3 refund notify",
+    status_code=204,
+    response_class=Response,
+)
+async def refund_notify_v3(
+    request: Request, gateways: GatewaysDep, notifies: RefundNotifiesDep
+) -> Response:
+    """Verified, decrypted and checked against our refund; 204 only after the effect is
+    committed."""
+    gateway = gateways.of(ApiVersion.V3)
+    return await receive_notify(request, gateway, notifies.handle, "v3 refund notify")

@@ -61,6 +61,8 @@ async def make_live_client(settings: Settings) -> AsyncIterator[LiveFactory]:
             update = {
                 "notify_url": f"{base_url}/wechat/pay/notify",
                 "refund_notify_url": f"{base_url}/wechat/pay/refund-notify",
+                "v3_notify_url": f"{base_url}/wechat/pay/v3/notify",
+                "v3_refund_notify_url": f"{base_url}/wechat/pay/v3/refund-notify",
                 **overrides,
             }
             return create_app(with_overrides(settings, update))

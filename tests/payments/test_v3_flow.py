@@ -1,0 +1,105 @@
+"""WeChat Pay v3 end to end (PROTOCOL.md §8): the service on v3 against the simulator's v3 over
+real HTTP, with the notifies WeChat sends, on both databases."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.hashes import SHA256
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, write_dev_material
+from app.simulator.v3keys import DevMaterial, generate_dev_material
+from app.wechat.v3 import load_public_key
+from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
+from tests.hermetic import hermetic_settings
+from tests.plugins.service import LiveFactory
+from tests.plugins.simulator import SimulatorHandle, start_simulator
+from tests.refunds.support import refund, until, wait_for_status
+
+
+@pytest.fixture(scope="module")
+def v3_material() -> DevMaterial:
+    """A merchant's v3 keys and WeChat Pay's, generated once (RSA keys take a moment)."""
+    return generate_dev_material(hermetic_settings().mch_id)
+
+
+@pytest.fixture
+def v3_simulator(settings: Settings, v3_material: DevMaterial) -> Iterator[SimulatorHandle]:
+    handle, server = start_simulator(settings, v3=v3_material.config)
+    try:
+        yield handle
+    finally:
+        server.stop()
+
+
+def on_v3(material: DevMaterial, directory: Path, wechat_url: str) -> dict[str, Any]:
+    """The service's settings for v3 with ``material``'s keys, as an operator sets them."""
+    write_dev_material(material, directory)
+    private_key, public_key = directory / MERCHANT_PRIVATE_KEY, directory / WECHATPAY_PUBLIC_KEY
+    return {
+        "api_version": "v3",
+        "api_v3_key": material.config.api_v3_key,
+        "mch_private_key_path": str(private_key),
+        "mch_cert_serial_no": material.config.merchant_serial_no,
+        "wechatpay_public_key_path": str(public_key),
+        "wechatpay_public_key_id": material.wechatpay_public_key_id,
+        "pay_api_base": wechat_url,
+        "miniprogram_api_base": wechat_url,
+    }
+
+
+def pay_sign_holds(params: dict[str, str], appid: str, material: DevMaterial) -> bool:
+    """The mini-program's check of a v3 paySign (§8.4), with the merchant's public key."""
+    message = f"{appid}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
+    key = load_public_key(material.config.merchant_public_key_pem)
+    try:
+        key.verify(base64.b64decode(params["paySign"]), message.encode(), PKCS1v15(), SHA256())
+    except Exception:
+        return False
+    return True
+
+
+async def test_a_v3_order_is_paid_and_refunded_through_wechats_v3_notifies(
+    make_live_client: LiveFactory,
+    v3_simulator: SimulatorHandle,
+    v3_material: DevMaterial,
+    settings: Settings,
+    engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    client = await make_live_client(**on_v3(v3_material, tmp_path, v3_simulator.base_url))
+    auth = await login(client, v3_simulator)
+    order = await create_order(client, auth, await add_product(client))
+    no = order["out_trade_no"]
+
+    params = order["pay_params"]
+    assert params["signType"] == "RSA"
+    assert pay_sign_holds(params, settings.appid, v3_material)
+    assert await scalar(engine, "SELECT api_version FROM orders") == "v3"
+
+    await v3_simulator.pay(prepay_id_of(order))  # WeChat posts its v3 notify to the service
+    await until(lambda: _status(client, no, auth, "SUCCESS"))
+    refunded = await refund(client, no, 400)
+
+    assert refunded.status_code == 201, refunded.text
+    assert refunded.json()["status"] == "PROCESSING"
+    # The simulator settles the refund and posts REFUND.SUCCESS.
+    await wait_for_status(engine, refunded.json()["out_refund_no"], "SUCCESS", within=10)
+    # Both notifies went out in v3 and were acknowledged the v3 way, once each.
+    delivered = await v3_simulator.notifies()
+    assert {(n["kind"], n["api_version"], n["status"]) for n in delivered} == {
+        ("payment", "v3", 204),
+        ("refund", "v3", 204),
+    }
+
+
+async def _status(client: httpx.AsyncClient, no: str, auth: dict[str, str], want: str) -> bool:
+    return (await client.get(f"/api/v1/orders/{no}", headers=auth)).json()["status"] == want
