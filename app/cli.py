@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 
 from app.config import Settings, get_settings
 from app.errors import AppError
-from app.runtime import Runtime, build_runtime
+from app.runtime import Runtime, build_runtime, with_dev_v3_keys
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +64,9 @@ async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
     """Run one command on the service as the server builds it (the same composition root)."""
     args = _parser().parse_args(argv)
     async with AsyncExitStack() as stack:
-        runtime = await build_runtime(settings or get_settings(), stack)
+        # The dev keys the server uses, so a dev sweep on v3 talks to the server's /sim mount.
+        settings, _ = with_dev_v3_keys(settings or get_settings())
+        runtime = await build_runtime(settings, stack)
         if args.command == "products":
             return await _products(args, runtime)
         if args.command == "seed-demo":

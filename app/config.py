@@ -41,6 +41,16 @@ ENV_FILE_VARIABLE = "WXPAY_ENV_FILE"
 NotifyUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^?#\s]+$", max_length=256)]
 
 
+# What WeChat Pay v3 needs (public-key mode, PROTOCOL.md §8.6).
+V3_SETTINGS = (
+    "WXPAY_API_V3_KEY",
+    "WXPAY_MCH_PRIVATE_KEY_PATH",
+    "WXPAY_MCH_CERT_SERIAL_NO",
+    "WXPAY_WECHATPAY_PUBLIC_KEY_PATH",
+    "WXPAY_WECHATPAY_PUBLIC_KEY_ID",
+)
+
+
 class Environment(StrEnum):
     DEV = "dev"
     PRODUCTION = "production"
@@ -189,14 +199,14 @@ class Settings(BaseSettings):
     @property
     def v3_missing(self) -> list[str]:
         """The v3 settings that are not set (empty: v3 can be used)."""
-        wanted = {
-            "WXPAY_API_V3_KEY": self.api_v3_key,
-            "WXPAY_MCH_PRIVATE_KEY_PATH": self.merchant_private_key_path,
-            "WXPAY_MCH_CERT_SERIAL_NO": self.mch_cert_serial_no,
-            "WXPAY_WECHATPAY_PUBLIC_KEY_PATH": self.wechatpay_public_key_path,
-            "WXPAY_WECHATPAY_PUBLIC_KEY_ID": self.wechatpay_public_key_id,
-        }
-        return [name for name, value in wanted.items() if not value]
+        values = (
+            self.api_v3_key,
+            self.merchant_private_key_path,
+            self.mch_cert_serial_no,
+            self.wechatpay_public_key_path,
+            self.wechatpay_public_key_id,
+        )
+        return [name for name, value in zip(V3_SETTINGS, values, strict=True) if not value]
 
     @property
     def simulator_mount_url(self) -> str:

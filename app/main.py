@@ -26,10 +26,11 @@ from app.products.router import admin_router as products_admin_router
 from app.products.router import router as products_router
 from app.refunds.router import admin_router as refunds_admin_router
 from app.refunds.router import notify_router as refund_notify_router
-from app.runtime import build_runtime
+from app.runtime import build_runtime, with_dev_v3_keys
 
 if TYPE_CHECKING:
     from app.simulator import Simulator
+    from app.simulator.v3keys import V3Config
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def create_app(
     settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
     """The service. ``transport`` replaces the network under the WeChat clients (tests)."""
-    settings = settings or get_settings()
+    settings, dev_v3 = with_dev_v3_keys(settings or get_settings())
     settings.check_production()
     simulator: Simulator | None = None  # set below, once the app it notifies exists
 
@@ -93,7 +94,7 @@ def create_app(
         refund_notify_router,
     ):
         app.include_router(router)
-    simulator = _dev_simulator(settings, app)
+    simulator = _dev_simulator(settings, app, dev_v3)
     if simulator is not None:
         app.mount("/sim", simulator.app)
     return app
@@ -104,7 +105,7 @@ def _telemetry(enabled: bool) -> TelemetryConfig:
     return cast(TelemetryConfig, dict.fromkeys(switches, enabled))
 
 
-def _dev_simulator(settings: Settings, app: FastAPI) -> Simulator | None:
+def _dev_simulator(settings: Settings, app: FastAPI, v3: V3Config | None) -> Simulator | None:
     """The WeChat simulator mounted at /sim in development; never in production.
 
     Its notifies to this service's address are answered by ``app`` in process, as the
@@ -118,7 +119,8 @@ def _dev_simulator(settings: Settings, app: FastAPI) -> Simulator | None:
     to_service = InProcessTransport(
         InProcessRoute(settings.self_base_url, app), httpx.AsyncHTTPTransport()
     )
-    return Simulator(SimulatorConfig.from_settings(settings), notify_transport=to_service)
+    config = SimulatorConfig.from_settings(settings, v3=v3)
+    return Simulator(config, notify_transport=to_service)
 
 
 app = create_app()

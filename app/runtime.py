@@ -10,13 +10,15 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from pydantic import SecretStr
 
 from app.auth.service import AuthKeys, AuthService
-from app.config import Settings
+from app.config import V3_SETTINGS, Settings
 from app.gateway import Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
 from app.orders.service import OrderService
@@ -32,6 +34,9 @@ from app.wechat.client import WeChatPayClient, merchant_cert
 from app.wechat.gateway_v2 import WeChatPayV2Gateway
 from app.wechat.miniprogram import MiniProgramClient
 from app.wechat.v3setup import V3ConfigError, build_v3_gateway
+
+if TYPE_CHECKING:
+    from app.simulator.v3keys import V3Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +144,28 @@ def schema_head() -> str | None:
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic"))
     return ScriptDirectory.from_config(config).get_current_head()
+
+
+DEV_V3_KEYS = Path("var/dev-v3")
+
+
+def with_dev_v3_keys(settings: Settings) -> tuple[Settings, V3Config | None]:
+    """In dev on v3 with the simulator mounted and no v3 setting given: v3 keys generated once under
+    ``var/dev-v3`` (the merchant's and the simulated WeChat Pay's), so ``WXPAY_API_VERSION=v3
+    make run`` works with nothing set, and the mounted simulator's v3 side to match."""
+    dev_v3 = settings.api_version == "v3" and settings.uses_simulator_mount
+    if not dev_v3 or len(settings.v3_missing) < len(V3_SETTINGS):
+        return settings, None
+    from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, dev_material
+
+    material, directory = dev_material(DEV_V3_KEYS, settings.mch_id, certificate_mode=False)
+    dev = settings.model_copy(
+        update={
+            "api_v3_key": SecretStr(material.config.api_v3_key),
+            "mch_private_key_path": str(directory / MERCHANT_PRIVATE_KEY),
+            "mch_cert_serial_no": material.config.merchant_serial_no,
+            "wechatpay_public_key_path": str(directory / WECHATPAY_PUBLIC_KEY),
+            "wechatpay_public_key_id": material.wechatpay_public_key_id,
+        }
+    )
+    return dev, material.config

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import ConfigError
-from app.runtime import build_runtime
+from app.runtime import build_runtime, with_dev_v3_keys
 from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, write_dev_material
 from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.wechat.v3setup import V3ConfigError
@@ -98,3 +98,33 @@ async def test_v3_without_its_settings_does_not_start() -> None:
     with pytest.raises(V3ConfigError, match="WXPAY_API_V3_KEY"):
         async with AsyncExitStack() as stack:
             await build_runtime(settings, stack)
+
+
+def test_dev_on_v3_generates_its_keys_once_and_shares_them_with_the_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # var/dev-v3 is made where the service runs, like var/wxpay.db
+
+    first, simulator_v3 = with_dev_v3_keys(hermetic_settings(api_version="v3"))
+    again, _ = with_dev_v3_keys(hermetic_settings(api_version="v3"))
+
+    assert first.v3_missing == []
+    assert simulator_v3 is not None
+    assert first.wechatpay_public_key_id == simulator_v3.signing_keys[0].serial
+    assert Path(str(first.mch_private_key_path)).is_file()
+    assert again.wechatpay_public_key_id == first.wechatpay_public_key_id  # generated once
+
+
+def test_dev_keys_are_not_generated_for_v2_or_when_any_v3_setting_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    _, none_v2 = with_dev_v3_keys(hermetic_settings())
+    partial, none_partial = with_dev_v3_keys(
+        hermetic_settings(api_version="v3", mch_cert_serial_no="ABCDEF0123456789")
+    )
+
+    assert (none_v2, none_partial) == (None, None)
+    assert partial.api_v3_key is None  # an operator's half-set v3 is reported, not filled in
+    assert not (tmp_path / "var").exists()
