@@ -12,6 +12,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -103,3 +104,44 @@ async def test_a_v3_order_is_paid_and_refunded_through_wechats_v3_notifies(
 
 async def _status(client: httpx.AsyncClient, no: str, auth: dict[str, str], want: str) -> bool:
     return (await client.get(f"/api/v1/orders/{no}", headers=auth)).json()["status"] == want
+
+
+async def test_switching_to_v3_keeps_settling_the_v2_orders(
+    make_live_client: LiveFactory,
+    v3_simulator: SimulatorHandle,
+    v3_material: DevMaterial,
+    engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """A merchant moves from v2 to v3 with unpaid, paid and partly refunded v2 orders: each
+    keeps going through v2 (queries, refunds, WeChat's v2 notifies), new orders use v3."""
+    at_wechat = {
+        "pay_api_base": v3_simulator.base_url,
+        "miniprogram_api_base": v3_simulator.base_url,
+    }
+    v2_service = await make_live_client(**at_wechat)
+    auth = await login(v2_service, v3_simulator)
+    product = await add_product(v2_service)
+    unpaid, paid, refunded = [await create_order(v2_service, auth, product) for _ in range(3)]
+    for order in (paid, refunded):
+        await v3_simulator.pay(prepay_id_of(order))
+    await until(lambda: _status(v2_service, refunded["out_trade_no"], auth, "SUCCESS"))
+    await until(lambda: _status(v2_service, paid["out_trade_no"], auth, "SUCCESS"))
+    first_refund = (await refund(v2_service, refunded["out_trade_no"], 300)).json()
+
+    v3_service = await make_live_client(**on_v3(v3_material, tmp_path, v3_simulator.base_url))
+    await v3_simulator.pay(prepay_id_of(unpaid))  # the user pays an old v2 order after the switch
+    second_refund = (await refund(v3_service, refunded["out_trade_no"], 300)).json()
+    paid_refund = (await refund(v3_service, paid["out_trade_no"], 990)).json()
+    new = await create_order(v3_service, auth, product)
+    await v3_simulator.pay(prepay_id_of(new))
+
+    await until(lambda: _status(v3_service, unpaid["out_trade_no"], auth, "SUCCESS"), within=10)
+    await until(lambda: _status(v3_service, new["out_trade_no"], auth, "SUCCESS"), within=10)
+    for settled in (first_refund, second_refund, paid_refund):
+        await wait_for_status(engine, settled["out_refund_no"], "SUCCESS", within=10)
+    async with engine.connect() as conn:
+        versions = (await conn.execute(text("SELECT api_version FROM orders ORDER BY id"))).all()
+    assert [v for (v,) in versions] == ["v2", "v2", "v2", "v3"]
+    kinds = {(n["kind"], n["api_version"]) for n in await v3_simulator.notifies()}
+    assert kinds == {("payment", "v2"), ("refund", "v2"), ("payment", "v3")}
