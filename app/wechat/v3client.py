@@ -210,12 +210,21 @@ class WeChatPayV3Client:
         return refund
 
     def _open_notify(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        _refuse_repeated_signature_headers(headers)
         try:
             self._verify(headers, body)
         except SignatureRejected as exc:
             raise InvalidNotification(str(exc), RefusalKind.SIGNATURE) from None
         try:
-            resource = json.loads(body)["resource"]
+            envelope = json.loads(body)
+            resource = envelope["resource"]
+            # §8.5: only an encrypted resource under AES-256-GCM is a notify we can read.
+            if envelope.get("resource_type") != "encrypt-resource":
+                raise InvalidNotification(
+                    "resource_type is not encrypt-resource", RefusalKind.FIELDS
+                )
+            if resource.get("algorithm") != "AEAD_AES_256_GCM":
+                raise InvalidNotification("algorithm is not AEAD_AES_256_GCM", RefusalKind.FIELDS)
             return decrypt_resource(
                 self._api_v3_key.get_secret_value(),
                 nonce=resource["nonce"],
@@ -268,6 +277,19 @@ class WeChatPayV3Client:
             key=self._wechat_key,
             now=int(self._clock()),
         )
+
+
+_SIGNATURE_HEADERS = ("wechatpay-signature", "wechatpay-timestamp", "wechatpay-nonce",
+                      "wechatpay-serial")  # fmt: skip
+
+
+def _refuse_repeated_signature_headers(headers: Mapping[str, str]) -> None:
+    """A signature header sent twice is ambiguous (which one was checked?): refused."""
+    getlist = getattr(headers, "getlist", None)  # Starlette's and httpx's headers keep repeats
+    if getlist is None:
+        return
+    if any(len(getlist(name)) > 1 for name in _SIGNATURE_HEADERS):
+        raise InvalidNotification("a Wechatpay-* header is repeated", RefusalKind.SIGNATURE)
 
 
 def _raise_for_error(reply: Reply, what: str) -> None:

@@ -300,8 +300,13 @@ def _notify(transaction: dict[str, Any], key: str = L5_API_V3_KEY) -> bytes:
         "ciphertext": base64.b64encode(ciphertext).decode(),
         "associated_data": "transaction", "nonce": nonce,
     }  # fmt: skip
-    return json.dumps({"id": "EV-1", "event_type": "TRANSACTION.SUCCESS", "resource": resource},
-                      separators=(",", ":")).encode()  # fmt: skip
+    envelope = {
+        "id": "EV-1",
+        "event_type": "TRANSACTION.SUCCESS",
+        "resource_type": "encrypt-resource",
+        "resource": resource,
+    }  # as §8.5 shows it
+    return json.dumps(envelope, separators=(",", ":")).encode()  # fmt: skip
 
 
 REFUND = {
