@@ -1,4 +1,4 @@
-"""WeChat Pay v3 end to end (PROTOCOL.md §8): the service on v3 against the simulator's v3 over
+"""WeChat Pay end to end on v2 and v3 (PROTOCOL.md §5, §8): the service against the simulator over
 real HTTP, with the notifies WeChat sends, on both databases."""
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from app.config import Settings
 from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, write_dev_material
 from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.wechat.v3 import load_public_key
-from tests.helpers import add_product, create_order, login, prepay_id_of, scalar
+from tests.helpers import (
+    add_product,
+    create_order,
+    independent_pay_sign,
+    login,
+    prepay_id_of,
+    scalar,
+)
 from tests.hermetic import hermetic_settings
 from tests.plugins.service import LiveFactory
 from tests.plugins.simulator import SimulatorHandle, start_simulator
@@ -57,9 +64,15 @@ def on_v3(material: DevMaterial, directory: Path, wechat_url: str) -> dict[str, 
     }
 
 
-def pay_sign_holds(params: dict[str, str], appid: str, material: DevMaterial) -> bool:
-    """The mini-program's check of a v3 paySign (§8.4), with the merchant's public key."""
-    message = f"{appid}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
+def pay_sign_holds(params: dict[str, str], settings: Settings, material: DevMaterial) -> bool:
+    """The mini-program's check of ``paySign``: v3 RSA with the merchant's public key (§8.4),
+    v2 with the merchant key (§4)."""
+    if params["signType"] != "RSA":
+        expected = independent_pay_sign(params, settings.appid, settings.api_key.get_secret_value())
+        return params["paySign"] == expected
+    message = (
+        f"{settings.appid}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
+    )
     key = load_public_key(material.config.merchant_public_key_pem)
     try:
         key.verify(base64.b64decode(params["paySign"]), message.encode(), PKCS1v15(), SHA256())
@@ -68,42 +81,46 @@ def pay_sign_holds(params: dict[str, str], appid: str, material: DevMaterial) ->
     return True
 
 
-async def test_a_v3_order_is_paid_and_refunded_through_wechats_v3_notifies(
+# What each version signs pay params with, and how it acknowledges a notify (§5, §8.5).
+VERSIONS = {"v2": ("MD5", 200), "v3": ("RSA", 204)}
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+async def test_an_order_is_paid_and_refunded_through_wechats_notifies(
     make_live_client: LiveFactory,
     v3_simulator: SimulatorHandle,
     v3_material: DevMaterial,
     settings: Settings,
     engine: AsyncEngine,
     tmp_path: Path,
+    version: str,
 ) -> None:
-    client = await make_live_client(**on_v3(v3_material, tmp_path, v3_simulator.base_url))
+    """The same flow on either version, against one simulator that speaks both."""
+    service = on_v3(v3_material, tmp_path, v3_simulator.base_url)
+    client = await make_live_client(**{**service, "api_version": version})
     auth = await login(client, v3_simulator)
     order = await create_order(client, auth, await add_product(client))
     no = order["out_trade_no"]
+    sign_type, acknowledged = VERSIONS[version]
 
-    params = order["pay_params"]
-    assert params["signType"] == "RSA"
-    assert pay_sign_holds(params, settings.appid, v3_material)
-    assert await scalar(engine, "SELECT api_version FROM orders") == "v3"
+    assert order["pay_params"]["signType"] == sign_type
+    assert pay_sign_holds(order["pay_params"], settings, v3_material)
+    assert await scalar(engine, "SELECT api_version FROM orders") == version
 
-    await v3_simulator.pay(prepay_id_of(order))  # WeChat posts its v3 notify to the service
+    await v3_simulator.pay(prepay_id_of(order))  # WeChat posts its notify to the service
     await until(lambda: _status(client, no, auth, "SUCCESS"))
     refunded = await refund(client, no, 400)
 
     assert refunded.status_code == 201, refunded.text
     assert refunded.json()["status"] == "PROCESSING"
-    # The simulator settles the refund and posts REFUND.SUCCESS.
+    # The simulator settles the refund and posts its refund notify.
     await wait_for_status(engine, refunded.json()["out_refund_no"], "SUCCESS", within=10)
-    # Both notifies went out in v3 and were acknowledged the v3 way, once each.
+    # Both notifies went out in the order's version and were acknowledged its way, once each.
     delivered = await v3_simulator.notifies()
     assert {(n["kind"], n["api_version"], n["status"]) for n in delivered} == {
-        ("payment", "v3", 204),
-        ("refund", "v3", 204),
+        ("payment", version, acknowledged),
+        ("refund", version, acknowledged),
     }
-
-
-async def _status(client: httpx.AsyncClient, no: str, auth: dict[str, str], want: str) -> bool:
-    return (await client.get(f"/api/v1/orders/{no}", headers=auth)).json()["status"] == want
 
 
 async def test_switching_to_v3_keeps_settling_the_v2_orders(
@@ -145,3 +162,7 @@ async def test_switching_to_v3_keeps_settling_the_v2_orders(
     assert [v for (v,) in versions] == ["v2", "v2", "v2", "v3"]
     kinds = {(n["kind"], n["api_version"]) for n in await v3_simulator.notifies()}
     assert kinds == {("payment", "v2"), ("refund", "v2"), ("payment", "v3")}
+
+
+async def _status(client: httpx.AsyncClient, no: str, auth: dict[str, str], want: str) -> bool:
+    return (await client.get(f"/api/v1/orders/{no}", headers=auth)).json()["status"] == want
