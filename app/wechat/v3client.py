@@ -300,16 +300,26 @@ def _raise_for_error(reply: Reply, what: str) -> None:
         code, message = str(error.get("code") or ""), str(error.get("message") or "")
     except (ValueError, AttributeError):
         code, message = "", ""
+    # WeChat's Request-ID names the call in a support ticket: kept with the error, so it is
+    # stored where the failure is (an order's prepay_error, a refund's error).
+    request_id = _request_id(reply)
     if reply.status == 429 or reply.status >= 500:
         raise WeChatUnavailable(
-            f"{what} answered HTTP {reply.status} {code}".strip(), err_code=code
+            f"{what} answered HTTP {reply.status} {code}".strip() + request_id, err_code=code
         )
-    raise WeChatRejected(err_code=code or None, err_code_des=message or None)
+    raise WeChatRejected(err_code=code or None, err_code_des=(message or code) + request_id)
+
+
+def _request_id(reply: Reply) -> str:
+    found = reply.headers.get("Request-ID") or ""
+    # Only what an id looks like: the header is not signed on an error answer.
+    return f" (Request-ID {found})" if _REQUEST_ID.fullmatch(found) else ""
 
 
 M = TypeVar("M", bound=BaseModel)
 # What WeChat takes for out_trade_no and out_refund_no (§2.1, §6.3): safe in a URL path as is.
 _ID = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+_REQUEST_ID = re.compile(r"[0-9A-Za-z\-]{1,64}")
 
 
 def _id(value: str) -> str:

@@ -196,3 +196,27 @@ def test_times_go_out_in_beijing_rfc3339() -> None:
     moment = dt.datetime(2018, 6, 8, 2, 34, 56, tzinfo=dt.UTC)
 
     assert rfc3339(moment) == "2018-06-08T10:34:56+08:00"
+
+
+async def test_a_refusal_keeps_wechats_request_id_for_a_support_ticket(wechat: Any) -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        body = {"code": "PARAM_ERROR", "message": "参数错误"}
+        return httpx.Response(400, json=body, headers={"Request-ID": "08F4B2A1B0-1F0E"})
+
+    with pytest.raises(WeChatRejected) as rejected:
+        await gateway(wechat, refused).refund(REFUND_ORDER)
+
+    # The reason is what gets stored with the order or refund and shown to the merchant.
+    assert rejected.value.reason == "参数错误 (Request-ID 08F4B2A1B0-1F0E)"
+    assert rejected.value.err_code == "PARAM_ERROR"
+
+
+async def test_a_request_id_that_is_not_an_id_is_left_out(wechat: Any) -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        body = {"code": "PARAM_ERROR", "message": "参数错误"}
+        return httpx.Response(400, json=body, headers={"Request-ID": "<script>x</script>"})
+
+    with pytest.raises(WeChatRejected) as rejected:
+        await gateway(wechat, refused).refund(REFUND_ORDER)
+
+    assert rejected.value.reason == "参数错误"
