@@ -108,9 +108,11 @@ async def test_unacknowledged_notifies_follow_the_schedule_then_stop() -> None:
         for gap, scheduled in zip(gaps, NOTIFY_RETRY_SCHEDULE, strict=True)
     )
     # Each retry waits its own scheduled time and not much longer. (Comparing gaps with each
-    # other was flaky: the early ones, 0.15-1.8 ms scaled, are below one delivery's jitter.)
+    # other was flaky: the early ones, 0.15-1.8 ms scaled, are below one delivery's jitter; and
+    # 0.15 s of slack failed a CI dry run on the loaded 2-core box. 0.5 s still catches a retry
+    # that ignores the time factor: unscaled, every step is 15 s or more.)
     assert all(
-        gap < scheduled * 0.00001 + 0.15
+        gap < scheduled * 0.00001 + 0.5
         for gap, scheduled in zip(gaps, NOTIFY_RETRY_SCHEDULE, strict=True)
     )
     assert 0.216 <= gaps[-1] < 0.216 + 0.15  # the last 6 hours, scaled
