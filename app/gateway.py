@@ -213,6 +213,10 @@ class Gateways:
         self.current = current
         self._by_version = {gateway.version: gateway for gateway in (current, *others)}
 
+    def configured(self, version: ApiVersion) -> PaymentGateway | None:
+        """The gateway for ``version``, or None when that version is not configured here."""
+        return self._by_version.get(version)
+
     def of(self, version: str) -> PaymentGateway:
         """The gateway for an order created with ``version``."""
         try:

@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from app.db import DATABASE_UNAVAILABLE
-from app.gateway import MAX_NOTIFY_BYTES, PaymentGateway
+from app.gateway import MAX_NOTIFY_BYTES, ApiVersion, Gateways, PaymentGateway
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,15 @@ NotifyHandler = Callable[[PaymentGateway, bytes, Mapping[str, str]], Awaitable[N
 
 
 async def receive_notify(
-    request: Request, gateway: PaymentGateway, handle: NotifyHandler, what: str
+    request: Request, gateways: Gateways, version: ApiVersion, handle: NotifyHandler, what: str
 ) -> Response:
     """Read at most the notify size limit, apply it within the deadline, and reply in the
-    format WeChat expects of ``gateway``'s API version."""
+    format WeChat expects of the API ``version``. A version not configured here has no notify
+    URL: 404, and nothing is read."""
+    gateway = gateways.configured(version)
+    if gateway is None:
+        message = f"WeChat Pay {version.value} is not configured"
+        return JSONResponse({"code": "FAIL", "message": message}, status_code=404)
     try:
         body = await read_limited(request)
     except ClientDisconnect:

@@ -22,8 +22,7 @@ async def payment_notify(
 ) -> Response:
     """Acknowledged (SUCCESS) only after the effect is committed; anything else makes WeChat
     retry, so nothing is lost when the database is down."""
-    gateway = gateways.of(ApiVersion.V2)
-    return await receive_notify(request, gateway, notifies.handle, "payment notify")
+    return await receive_notify(request, gateways, ApiVersion.V2, notifies.handle, "payment notify")
 
 
 @router.post(
@@ -37,5 +36,6 @@ async def payment_notify_v3(
 ) -> Response:
     """Verified over the raw body and its ``Wechatpay-*`` headers before anything is read;
     204 only after the effect is committed, otherwise non-2xx with ``{"code": "FAIL"}``."""
-    gateway = gateways.of(ApiVersion.V3)
-    return await receive_notify(request, gateway, notifies.handle, "v3 payment notify")
+    return await receive_notify(
+        request, gateways, ApiVersion.V3, notifies.handle, "v3 payment notify"
+    )

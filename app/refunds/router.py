@@ -74,8 +74,7 @@ async def refund_notify(
     request: Request, gateways: GatewaysDep, notifies: RefundNotifiesDep
 ) -> Response:
     """Acknowledged only after the effect is committed, like the payment notify."""
-    gateway = gateways.of(ApiVersion.V2)
-    return await receive_notify(request, gateway, notifies.handle, "refund notify")
+    return await receive_notify(request, gateways, ApiVersion.V2, notifies.handle, "refund notify")
 
 
 @notify_router.post(
@@ -89,5 +88,6 @@ async def refund_notify_v3(
 ) -> Response:
     """Verified, decrypted and checked against our refund; 204 only after the effect is
     committed."""
-    gateway = gateways.of(ApiVersion.V3)
-    return await receive_notify(request, gateway, notifies.handle, "v3 refund notify")
+    return await receive_notify(
+        request, gateways, ApiVersion.V3, notifies.handle, "v3 refund notify"
+    )

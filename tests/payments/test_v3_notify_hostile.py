@@ -274,3 +274,14 @@ async def test_a_hostile_refund_notify_is_refused(scene: Scene, engine: AsyncEng
 
 def test_the_corpus_has_at_least_25_cases() -> None:
     assert len(ATTACKS) >= 25  # besides the repeated header and the refund notifies below
+
+
+@pytest.mark.parametrize("path", [NOTIFY, REFUND_NOTIFY])
+async def test_a_v3_notify_to_a_service_without_v3_is_not_found(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Not a server error (WeChat would retry it for a day): there is no such notify URL here.
+    response = await client.post(path, content=b"{}", headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 404
+    assert response.json() == {"code": "FAIL", "message": "WeChat Pay v3 is not configured"}
