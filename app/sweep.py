@@ -68,9 +68,9 @@ class Sweeper:
             # Expired bearer tokens are useless; keep the sessions table from growing forever.
             report.sessions_pruned = await tx.auth.delete_expired_sessions(utcnow())
         report.claimed = len(claimed)
-        for out_trade_no in claimed:
-            outcome = await self._reconcile(out_trade_no)
-            report.outcomes[out_trade_no] = outcome
+        for order in claimed:
+            outcome = await self._reconcile(order)
+            report.outcomes[order.out_trade_no] = outcome
             report.paid += outcome == OrderStatus.SUCCESS
             report.closed += outcome == OrderStatus.CLOSED
             report.failed += outcome == "ERROR"
@@ -94,9 +94,10 @@ class Sweeper:
                 logger.exception("sweep pass failed; retrying next interval")
             await asyncio.sleep(self._settings.sweep_interval_seconds)
 
-    async def _reconcile(self, out_trade_no: str) -> str:
+    async def _reconcile(self, claimed: OrderRecord) -> str:
+        out_trade_no = claimed.out_trade_no
         try:
-            await self._orders.sync_with_wechat(await self._reload(out_trade_no))
+            await self._orders.sync_with_wechat(claimed)
             order = await self._reload(out_trade_no)
             if order.status in PAYABLE and order.time_expire <= utcnow():
                 await self._orders.expire(order)

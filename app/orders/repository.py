@@ -309,7 +309,7 @@ def _claim(dialect: str) -> Any:
         update(orders)
         .where(orders.c.id.in_(candidates.scalar_subquery()), free)
         .values(sweep_lease_until=bindparam("until", type_=UTCDateTime()))
-        .returning(orders.c.out_trade_no)
+        .returning(*_ALL)
     )
 
 
@@ -438,8 +438,9 @@ class OrderRepository:
 
     async def claim_for_sweep(
         self, created_before: dt.datetime, lease_seconds: int, limit: int
-    ) -> list[str]:
-        """Lease up to ``limit`` payable orders created before a moment, oldest first."""
+    ) -> list[OrderRecord]:
+        """Lease up to ``limit`` payable orders created before a moment, oldest first; the
+        orders as leased (the sweep acts on them without reading them again)."""
         now = utcnow()
         params = {
             "now": now,
@@ -447,4 +448,6 @@ class OrderRepository:
             "limit": limit,
             "until": now + dt.timedelta(seconds=lease_seconds),
         }
-        return [row[0] for row in await self._sql.fetch(_CLAIM[self._sql.dialect], params)]
+        return [
+            OrderRecord(*row) for row in await self._sql.fetch(_CLAIM[self._sql.dialect], params)
+        ]
