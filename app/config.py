@@ -41,7 +41,8 @@ ENV_FILE_VARIABLE = "WXPAY_ENV_FILE"
 NotifyUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^?#\s]+$", max_length=256)]
 
 
-# What WeChat Pay v3 needs (public-key mode, PROTOCOL.md §8.6).
+# What WeChat Pay v3 needs. The last two (public-key mode, PROTOCOL.md §8.6) go together; with
+# neither, WeChat's signatures are checked with its platform certificates, downloaded.
 V3_SETTINGS = (
     "WXPAY_API_V3_KEY",
     "WXPAY_MCH_PRIVATE_KEY_PATH",
@@ -197,16 +198,38 @@ class Settings(BaseSettings):
         return self.mch_private_key_path or self.mch_key_path
 
     @property
-    def v3_missing(self) -> list[str]:
-        """The v3 settings that are not set (empty: v3 can be used)."""
-        values = (
+    def _v3_values(self) -> tuple[object, ...]:
+        return (
             self.api_v3_key,
             self.merchant_private_key_path,
             self.mch_cert_serial_no,
             self.wechatpay_public_key_path,
             self.wechatpay_public_key_id,
         )
-        return [name for name, value in zip(V3_SETTINGS, values, strict=True) if not value]
+
+    @property
+    def v3_missing(self) -> list[str]:
+        """The v3 settings that are not set (empty: v3 can be used). The public key's path and
+        id are both needed or neither (platform-certificate mode)."""
+        unset = [
+            name for name, value in zip(V3_SETTINGS, self._v3_values, strict=True) if not value
+        ]
+        public_key = V3_SETTINGS[3:]
+        if all(name in unset for name in public_key):
+            unset = [name for name in unset if name not in public_key]
+        return unset
+
+    @property
+    def v3_untouched(self) -> bool:
+        """No v3 setting is given at all (dev then generates keys)."""
+        return not any(self._v3_values)
+
+    @property
+    def v3_certificate_mode(self) -> bool:
+        """No WeChat Pay public key is configured: its signatures are checked only with its
+        platform certificates (downloaded). With a public key, certificates are still accepted,
+        as during WeChat's migration from one to the other (§8.6)."""
+        return not (self.wechatpay_public_key_path or self.wechatpay_public_key_id)
 
     @property
     def simulator_mount_url(self) -> str:

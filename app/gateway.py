@@ -194,12 +194,15 @@ class PaymentGateway(Protocol):
         """What WeChat knows of a refund; None if WeChat has never seen it."""
         ...
 
-    def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
+    async def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
         """Verify the raw bytes before reading them; ``InvalidNotification`` if not WeChat's
-        message about a payment of ours."""
+        message about a payment of ours. Async: checking v3's signature may first need
+        WeChat's new platform certificate."""
         ...
 
-    def parse_refund_notify(self, body: bytes, headers: Mapping[str, str]) -> RefundNotice: ...
+    async def parse_refund_notify(
+        self, body: bytes, headers: Mapping[str, str]
+    ) -> RefundNotice: ...
 
     def notify_reply(self, acknowledged: bool, message: str, status: int) -> Response:
         """The answer WeChat expects to a notify (v2: XML)."""

@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 
 from app.auth.service import AuthKeys, AuthService
-from app.config import V3_SETTINGS, Settings
+from app.config import Settings
 from app.gateway import Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
 from app.orders.service import OrderService
@@ -154,7 +154,7 @@ def with_dev_v3_keys(settings: Settings) -> tuple[Settings, V3Config | None]:
     ``var/dev-v3`` (the merchant's and the simulated WeChat Pay's), so ``WXPAY_API_VERSION=v3
     make run`` works with nothing set, and the mounted simulator's v3 side to match."""
     dev_v3 = settings.api_version == "v3" and settings.uses_simulator_mount
-    if not dev_v3 or len(settings.v3_missing) < len(V3_SETTINGS):
+    if not dev_v3 or not settings.v3_untouched:
         return settings, None
     from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, dev_material
 

@@ -48,7 +48,37 @@ def test_production_on_v3_names_every_missing_v3_setting() -> None:
     with pytest.raises(ConfigError) as refused:
         settings.check_production()
 
-    assert all(name in str(refused.value) for name in V3_NAMES)
+    # Without WeChat Pay's public key, its platform certificates are used (§8.6): only the
+    # merchant's own three settings are required.
+    assert all(name in str(refused.value) for name in V3_NAMES[:3])
+    assert not any(name in str(refused.value) for name in V3_NAMES[3:])
+
+
+@pytest.mark.parametrize(
+    ("dropped", "named"),
+    [
+        ("wechatpay_public_key_path", "WXPAY_WECHATPAY_PUBLIC_KEY_PATH"),
+        ("wechatpay_public_key_id", "WXPAY_WECHATPAY_PUBLIC_KEY_ID"),
+    ],
+)
+def test_the_public_key_and_its_id_go_together(
+    material: DevMaterial, tmp_path: Path, dropped: str, named: str
+) -> None:
+    values = v3_values(material, tmp_path)
+    del values[dropped]
+
+    assert hermetic_settings(**values).v3_missing == [named]
+
+
+def test_without_a_public_key_v3_runs_on_platform_certificates(
+    material: DevMaterial, tmp_path: Path
+) -> None:
+    values = v3_values(material, tmp_path)
+    del values["wechatpay_public_key_path"], values["wechatpay_public_key_id"]
+
+    settings = hermetic_settings(**values)
+
+    assert settings.v3_missing == [] and settings.v3_certificate_mode
 
 
 def test_production_on_v3_needs_no_v2_key(material: DevMaterial, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ class PaymentNotifies:
     ) -> NotifyOutcome:
         received_at = utcnow()
         try:
-            notice = gateway.parse_payment_notify(body, headers)
+            notice = await gateway.parse_payment_notify(body, headers)
         except InvalidNotification as refused:
             verdict = _REFUSAL_VERDICT[refused.kind]
             audit = AuditRecord(body_excerpt(body), received_at)

@@ -75,7 +75,7 @@ class RefundNotifies:
     ) -> RefundVerdict:
         received_at = utcnow()
         try:
-            info = gateway.parse_refund_notify(body, headers)
+            info = await gateway.parse_refund_notify(body, headers)
         except InvalidNotification as refused:
             logger.warning("refund notify refused: %s", refused.reason)
             excerpt = body_excerpt(body)

@@ -147,7 +147,7 @@ class WeChatPayV2Gateway:
                 )
         return None
 
-    def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
+    async def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
         """§5: v2 signs inside the body, so the headers say nothing."""
         notify = self._client.parse_payment_notify(body)
         audit = json.dumps(notify.raw, ensure_ascii=False)
@@ -157,7 +157,7 @@ class WeChatPayV2Gateway:
             return PaymentNotice(notify.out_trade_no, None, reason or "payment failed", audit)
         return PaymentNotice(notify.out_trade_no, _notified_payment(notify), "", audit)
 
-    def parse_refund_notify(self, body: bytes, headers: Mapping[str, str]) -> RefundNotice:
+    async def parse_refund_notify(self, body: bytes, headers: Mapping[str, str]) -> RefundNotice:
         """§6.5: unsigned; it counts only because ``req_info`` decrypts under our key."""
         info = self._client.decrypt_refund_notify(body)
         return RefundNotice(

@@ -127,10 +127,10 @@ class WeChatPayV3Gateway:
             raise
         return RefundReport(_outcome(refund))
 
-    def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
+    async def parse_payment_notify(self, body: bytes, headers: Mapping[str, str]) -> PaymentNotice:
         """§8.5: the signature over the raw body first, then the resource, our appid and
         mchid (checked by the client) and the amount."""
-        transaction = self._client.parse_payment_notify(headers, body)
+        transaction = await self._client.parse_payment_notify(headers, body)
         if transaction.trade_state != "SUCCESS" or _event_type(body) != _PAYMENT_EVENT:
             # v3 notifies only payments; anything else decides nothing here.
             raise InvalidNotification("not a TRANSACTION.SUCCESS notify", RefusalKind.PROTOCOL)
@@ -139,9 +139,9 @@ class WeChatPayV3Gateway:
         audit = transaction.model_dump_json()
         return PaymentNotice(transaction.out_trade_no, _payment(transaction), "", audit)
 
-    def parse_refund_notify(self, body: bytes, headers: Mapping[str, str]) -> RefundNotice:
+    async def parse_refund_notify(self, body: bytes, headers: Mapping[str, str]) -> RefundNotice:
         """§8.7: a verified refund resource for our mchid; it carries no appid."""
-        refund = self._client.parse_refund_notify(headers, body)
+        refund = await self._client.parse_refund_notify(headers, body)
         if not refund.transaction_id:
             raise InvalidNotification("no transaction_id in the refund", RefusalKind.FIELDS)
         kept = refund.model_dump(exclude={"user_received_account"})  # where the money went

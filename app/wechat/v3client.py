@@ -8,20 +8,23 @@ query, and the payment and refund notifies, on the primitives of ``app.wechat.v3
   are retryable; other 4xx are WeChat's final word, ``WeChatRejected``.
 - Retries resend the same body (same ``out_trade_no``, identical fields) with a fresh signature.
 
-WeChat's signatures are checked with one public key (public-key mode, §8.6); platform-certificate
-mode, and accepting both during a migration, are not supported yet. ``app.wechat.gateway_v3``
-puts it behind the payment-gateway port; the service does not build it yet (orders go through v2).
+WeChat's signatures are checked with the keys in ``app.wechat.v3trust``: its public key, its
+platform certificates (downloaded here when a serial is new), or both during a migration (§8.6).
+``app.wechat.gateway_v3`` puts the client behind the payment-gateway port.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -35,6 +38,9 @@ from app.wechat.v3 import (
     decrypt_resource,
     verify_wechat_signature,
 )
+from app.wechat.v3trust import PlatformCertificate, WeChatPayTrust
+
+logger = logging.getLogger(__name__)
 
 MAX_BYTES = 64 * 1024
 _JSON = {"Accept": "application/json", "Content-Type": "application/json"}
@@ -100,20 +106,18 @@ class WeChatPayV3Client:
         api_base: str,
         appid: str,
         signer: MerchantSigner,
-        wechat_key: rsa.RSAPublicKey,
-        wechat_key_id: str,
+        trust: WeChatPayTrust,
         api_v3_key: SecretStr,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``wechat_key`` is WeChat Pay's public key (public-key mode, §8.6), ``wechat_key_id``
-        its ``PUB_KEY_ID_...``; ``clock`` is a seam for tests of the five-minute window."""
+        """``trust`` holds the keys WeChat Pay may sign with (§8.6); ``clock`` is a seam for
+        tests of the five-minute window."""
         self._http = http
         self._api_base = api_base.rstrip("/")
         self.appid = appid
         self._signer = signer
-        self._wechat_key = wechat_key
-        self._wechat_key_id = wechat_key_id
+        self.trust = trust
         if len(api_v3_key.get_secret_value().encode()) != 32:
             raise ValueError("the APIv3 key is 32 bytes")
         self._api_v3_key = api_v3_key
@@ -191,10 +195,10 @@ class WeChatPayV3Client:
     def pay_params(self, prepay_id: str) -> dict[str, str]:
         return self._signer.pay_params(self.appid, prepay_id, timestamp=str(int(self._clock())))
 
-    def parse_payment_notify(self, headers: Mapping[str, str], body: bytes) -> V3Transaction:
+    async def parse_payment_notify(self, headers: Mapping[str, str], body: bytes) -> V3Transaction:
         """A verified, decrypted payment notify for our appid and mchid (§8.5), or
         ``InvalidNotification``: the signature is checked over the raw body first."""
-        transaction = _notice(V3Transaction, self._open_notify(headers, body))
+        transaction = _notice(V3Transaction, await self._open_notify(headers, body))
         if transaction.appid != self.appid or transaction.mchid != self._signer.mchid:
             raise InvalidNotification("appid or mchid is not ours", RefusalKind.MERCHANT)
         if transaction.amount is None:
@@ -202,17 +206,17 @@ class WeChatPayV3Client:
             raise InvalidNotification("no amount in the transaction", RefusalKind.FIELDS)
         return transaction
 
-    def parse_refund_notify(self, headers: Mapping[str, str], body: bytes) -> V3Refund:
+    async def parse_refund_notify(self, headers: Mapping[str, str], body: bytes) -> V3Refund:
         """A verified, decrypted refund notify for our mchid (§8.7, ``REFUND.*`` events)."""
-        refund = _notice(V3Refund, self._open_notify(headers, body))
+        refund = _notice(V3Refund, await self._open_notify(headers, body))
         if refund.mchid != self._signer.mchid:
             raise InvalidNotification("mchid is not ours", RefusalKind.MERCHANT)
         return refund
 
-    def _open_notify(self, headers: Mapping[str, str], body: bytes) -> bytes:
+    async def _open_notify(self, headers: Mapping[str, str], body: bytes) -> bytes:
         _refuse_repeated_signature_headers(headers)
         try:
-            self._verify(headers, body)
+            await self._verify(headers, body)
         except SignatureRejected as exc:
             raise InvalidNotification(str(exc), RefusalKind.SIGNATURE) from None
         try:
@@ -247,36 +251,125 @@ class WeChatPayV3Client:
 
     async def _send_once(self, method: str, path: str, content: bytes) -> dict[str, Any]:
         what = f"WeChat Pay v3 {method} {path.split('?')[0]}"
-        authorization = self._signer.authorization(
-            method, path, content, timestamp=str(int(self._clock()))
-        )
-        headers = {**_JSON, "Authorization": authorization, "Wechatpay-Serial": self._wechat_key_id}
-        reply = await send(
-            self._http, method, self._api_base + path, max_bytes=MAX_BYTES, what=what,
-            content=content or None, headers=headers,
-        )  # fmt: skip
+        reply = await self._exchange(method, path, content, what)
         # A success must be signed (§8.3); an error is checked too when it carries a signature,
         # and an unsigned one can only say "no": it moves no money.
         if 200 <= reply.status < 300 or "Wechatpay-Signature" in reply.headers:
             try:
-                self._verify(reply.headers, reply.body)
+                await self._verify(reply.headers, reply.body)
             except SignatureRejected as exc:
                 raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
         _raise_for_error(reply, what)
         return json_object(reply.body, what) if reply.body else {}
 
-    def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        headers = httpx.Headers(headers)  # header names are case-insensitive, whatever the caller
-        if headers.get("Wechatpay-Serial") != self._wechat_key_id:
-            raise SignatureRejected("signed with a key we do not know (Wechatpay-Serial)")
-        verify_wechat_signature(
-            timestamp=headers.get("Wechatpay-Timestamp", ""),
-            nonce=headers.get("Wechatpay-Nonce", ""),
-            body=body,
-            signature=headers.get("Wechatpay-Signature", ""),
-            key=self._wechat_key,
-            now=int(self._clock()),
+    async def _exchange(self, method: str, path: str, content: bytes, what: str) -> Reply:
+        authorization = self._signer.authorization(
+            method, path, content, timestamp=str(int(self._clock()))
         )
+        headers = {**_JSON, "Authorization": authorization}
+        if serial := self.trust.request_serial:
+            headers["Wechatpay-Serial"] = serial
+        return await send(
+            self._http, method, self._api_base + path, max_bytes=MAX_BYTES, what=what,
+            content=content or None, headers=headers,
+        )  # fmt: skip
+
+    async def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        headers = httpx.Headers(headers)  # header names are case-insensitive, whatever the caller
+        serial = headers.get("Wechatpay-Serial", "")
+        key = self.trust.key(serial)
+        if key is None and serial and self.trust.due_for_download():
+            # A serial we have not seen: WeChat may have rotated its certificate (§8.3).
+            await self._refresh_trust()
+            key = self.trust.key(serial)
+        if key is None:
+            raise SignatureRejected("signed with a key we do not know (Wechatpay-Serial)")
+        _verify_with(key, headers, body, now=int(self._clock()))
+
+    async def _refresh_trust(self) -> None:
+        # A failed download leaves the serial unknown: the message is then untrusted (an
+        # answer's outcome unknown, a notify refused and sent again), never a refusal.
+        try:
+            await self.trust.refresh(self.download_certificates)
+        except (WeChatUnavailable, WeChatRejected) as exc:
+            logger.warning("WeChat Pay platform certificates not downloaded: %s", exc)
+
+    async def download_certificates(self) -> list[PlatformCertificate]:
+        """WeChat Pay's platform certificates (§8.6), each decrypted with the APIv3 key and
+        checked, and the answer's signature verified by one of them.
+
+        The answer cannot be checked with a key known in advance (it is how keys become known):
+        the AES-GCM seal proves each certificate came from WeChat, since only WeChat and we hold
+        the APIv3 key; the signature then proves the list was not cut or replayed."""
+        what = "WeChat Pay v3 GET /v3/certificates"
+
+        async def attempt() -> Reply:
+            reply = await self._exchange("GET", "/v3/certificates", b"", what)
+            _raise_for_error(reply, what)
+            return reply
+
+        reply = await with_retries(attempt, self._retry, "/v3/certificates")
+        certificates = _certificates(json_object(reply.body, what), self._api_v3_key, self._now())
+        by_serial = {c.serial: c.key for c in certificates}
+        serial = reply.headers.get("Wechatpay-Serial", "").upper()
+        key = by_serial.get(serial) or self.trust.key(serial)
+        try:
+            if key is None:
+                raise SignatureRejected("not signed by a certificate it lists")
+            _verify_with(key, reply.headers, reply.body, now=int(self._clock()))
+        except SignatureRejected as exc:
+            raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
+        return certificates
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _verify_with(
+    key: rsa.RSAPublicKey, headers: Mapping[str, str], body: bytes, *, now: int
+) -> None:
+    verify_wechat_signature(
+        timestamp=headers.get("Wechatpay-Timestamp", ""),
+        nonce=headers.get("Wechatpay-Nonce", ""),
+        body=body,
+        signature=headers.get("Wechatpay-Signature", ""),
+        key=key,
+        now=now,
+    )
+
+
+def _certificates(
+    answer: dict[str, Any], api_v3_key: SecretStr, now: datetime
+) -> list[PlatformCertificate]:
+    try:
+        entries = answer["data"]
+        return [_certificate(entry, api_v3_key, now) for entry in entries]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeChatUnavailable(f"WeChat Pay v3 certificates unusable: {exc}") from None
+
+
+def _certificate(
+    entry: dict[str, Any], api_v3_key: SecretStr, now: datetime
+) -> PlatformCertificate:
+    sealed = entry["encrypt_certificate"]
+    if sealed.get("algorithm") != "AEAD_AES_256_GCM":
+        raise ValueError("algorithm is not AEAD_AES_256_GCM")
+    pem = decrypt_resource(
+        api_v3_key.get_secret_value(),
+        nonce=sealed["nonce"],
+        associated_data=sealed.get("associated_data") or "",
+        ciphertext=sealed["ciphertext"],
+    )
+    certificate = x509.load_pem_x509_certificate(pem)
+    serial = format(certificate.serial_number, "X")
+    if serial != str(entry["serial_no"]).upper():
+        raise ValueError("serial_no does not match the certificate")
+    if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
+        raise ValueError(f"certificate {serial} is not valid now")
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"certificate {serial} does not hold an RSA key")
+    return PlatformCertificate(serial, key, certificate.not_valid_after_utc)
 
 
 _SIGNATURE_HEADERS = ("wechatpay-signature", "wechatpay-timestamp", "wechatpay-nonce",

@@ -29,7 +29,7 @@ from tests.helpers import (
 )
 from tests.hermetic import hermetic_settings
 from tests.plugins.service import LiveFactory
-from tests.plugins.simulator import SimulatorHandle, start_simulator
+from tests.plugins.simulator import TEST_TIME_FACTOR, SimulatorHandle, start_simulator
 from tests.refunds.support import refund, until, wait_for_status
 
 
@@ -41,7 +41,11 @@ def v3_material() -> DevMaterial:
 
 @pytest.fixture
 def v3_simulator(settings: Settings, v3_material: DevMaterial) -> Iterator[SimulatorHandle]:
-    handle, server = start_simulator(settings, v3=v3_material.config)
+    # Refunds settle 0.3 s after they are accepted: the answer to the refund request reads
+    # PROCESSING whatever the machine's speed, and the notify follows soon after.
+    handle, server = start_simulator(
+        settings, v3=v3_material.config, refund_settle_seconds=0.3 / TEST_TIME_FACTOR
+    )
     try:
         yield handle
     finally:
@@ -121,6 +125,36 @@ async def test_an_order_is_paid_and_refunded_through_wechats_notifies(
         ("payment", version, acknowledged),
         ("refund", version, acknowledged),
     }
+
+
+async def test_on_platform_certificates_the_flow_goes_through_a_rotation(
+    make_live_client: LiveFactory, settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A merchant without WeChat Pay's public key (§8.6): the service downloads the platform
+    certificates, and follows WeChat when it rotates to a new one between order and notify."""
+    material = generate_dev_material(settings.mch_id, certificates=2)
+    wechat, server = start_simulator(
+        settings, v3=material.config, refund_settle_seconds=0.3 / TEST_TIME_FACTOR
+    )
+    try:
+        service = on_v3(material, tmp_path, wechat.base_url)
+        del service["wechatpay_public_key_path"], service["wechatpay_public_key_id"]
+        client = await make_live_client(**service)
+        auth = await login(client, wechat)
+        order = await create_order(client, auth, await add_product(client))
+        rotated = await wechat.rotate_certificate()
+        await wechat.pay(prepay_id_of(order))
+        await until(lambda: _status(client, order["out_trade_no"], auth, "SUCCESS"))
+        refunded = (await refund(client, order["out_trade_no"], 990)).json()
+        await wait_for_status(engine, refunded["out_refund_no"], "SUCCESS", within=10)
+        delivered = await wechat.notifies()
+    finally:
+        server.stop()
+
+    assert order["pay_params"]["signType"] == "RSA"
+    assert rotated["wechatpay_serial"] == material.config.signing_keys[1].serial
+    assert {(n["kind"], n["status"]) for n in delivered} == {("payment", 204), ("refund", 204)}
+    assert {n["headers"]["Wechatpay-Serial"] for n in delivered} == {rotated["wechatpay_serial"]}
 
 
 async def test_switching_to_v3_keeps_settling_the_v2_orders(

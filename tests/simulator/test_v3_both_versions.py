@@ -65,7 +65,7 @@ async def test_an_order_is_notified_in_the_version_it_was_placed_with(
 
     assert attempt["api_version"] == order["api_version"] == version
     if version == "v3":
-        transaction = v3_simulator.client(http).parse_payment_notify(
+        transaction = await v3_simulator.client(http).parse_payment_notify(
             attempt["headers"], attempt["body"].encode()
         )
         assert transaction.out_trade_no == "BOTHV30001"

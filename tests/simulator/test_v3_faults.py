@@ -36,7 +36,7 @@ async def test_duplicate_notify_sends_identical_copies_that_each_verify(
     assert sorted(a["copy"] for a in copies) == [0, 1, 2]
     assert len({a["body"] for a in copies}) == 1
     for attempt in copies:
-        client.parse_payment_notify(attempt["headers"], attempt["body"].encode())
+        await client.parse_payment_notify(attempt["headers"], attempt["body"].encode())
 
 
 async def test_delay_notify_holds_the_first_attempt_back(
@@ -57,7 +57,7 @@ async def test_tamper_amount_is_correctly_signed_but_carries_another_amount(
     await _paid(v3_simulator, http, "V3TAMPERED1")
     [attempt] = await _first_attempts(v3_simulator)
 
-    transaction = v3_simulator.client(http).parse_payment_notify(
+    transaction = await v3_simulator.client(http).parse_payment_notify(
         attempt["headers"], attempt["body"].encode()
     )
 
@@ -80,7 +80,9 @@ async def test_a_flawed_notify_signature_is_refused_by_the_merchant(
     [attempt] = await _first_attempts(v3_simulator)
 
     with pytest.raises(InvalidNotification) as refused:
-        v3_simulator.client(http).parse_payment_notify(attempt["headers"], attempt["body"].encode())
+        await v3_simulator.client(http).parse_payment_notify(
+            attempt["headers"], attempt["body"].encode()
+        )
 
     assert refused.value.kind is RefusalKind.SIGNATURE
     assert reason in refused.value.reason
@@ -115,8 +117,8 @@ async def test_signtest_probe_comes_once_before_the_genuine_notify(
     client = v3_simulator.client(http)
 
     with pytest.raises(InvalidNotification) as refused:
-        client.parse_payment_notify(probe["headers"], probe["body"].encode())
-    transaction = client.parse_payment_notify(genuine["headers"], genuine["body"].encode())
+        await client.parse_payment_notify(probe["headers"], probe["body"].encode())
+    transaction = await client.parse_payment_notify(genuine["headers"], genuine["body"].encode())
 
     assert probe["attempt"] == 0 and probe["faults"] == ["signtest_probe"]
     assert probe["headers"]["Wechatpay-Signature"].startswith("WECHATPAY/SIGNTEST/")

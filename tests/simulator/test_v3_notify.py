@@ -35,7 +35,7 @@ async def test_a_paid_order_notifies_transaction_success_that_verifies_and_decry
     [attempt, *_] = await v3_simulator.handle.wait_for_notifies(1)
 
     envelope = json.loads(attempt["body"])
-    transaction = client.parse_payment_notify(attempt["headers"], attempt["body"].encode())
+    transaction = await client.parse_payment_notify(attempt["headers"], attempt["body"].encode())
 
     assert attempt["api_version"] == "v3"
     assert envelope["event_type"] == "TRANSACTION.SUCCESS"
@@ -94,7 +94,7 @@ async def test_every_retry_is_signed_afresh(v3_material: DevMaterial) -> None:
     nonces = {request.headers["Wechatpay-Nonce"] for request in receiver.received}
     assert len(nonces) == 3
     for request in receiver.received:
-        client.parse_payment_notify(request.headers, request.content)  # each one verifies
+        await client.parse_payment_notify(request.headers, request.content)  # each one verifies
 
 
 async def test_a_refund_is_processing_then_settles_and_notifies_refund_success(
@@ -108,7 +108,7 @@ async def test_a_refund_is_processing_then_settles_and_notifies_refund_success(
         notify_url="http://127.0.0.1:9/wechat/refund/v3/notify",
     )  # fmt: skip
     [refund_attempt, *_] = await settled_attempts(v3_simulator.handle, kind="refund")
-    notified = client.parse_refund_notify(
+    notified = await client.parse_refund_notify(
         refund_attempt["headers"], refund_attempt["body"].encode()
     )
     queried = await client.refund_query("V3R0001")
@@ -183,7 +183,7 @@ async def test_a_refund_that_fails_to_settle_notifies_its_outcome(
         notify_url="http://127.0.0.1:9/wechat/refund/v3/notify",
     )  # fmt: skip
     [attempt, *_] = await settled_attempts(v3_simulator.handle, kind="refund")
-    notified = client.parse_refund_notify(attempt["headers"], attempt["body"].encode())
+    notified = await client.parse_refund_notify(attempt["headers"], attempt["body"].encode())
     queried = await client.refund_query("V3R0005")
 
     assert json.loads(attempt["body"])["event_type"] == event_type
@@ -212,6 +212,6 @@ async def test_a_standalone_notify_is_accepted_by_our_client_and_a_flawed_one_is
         v3_material.config, settings.mch_id, transaction, flaw=SignatureFlaw.BAD_SIGNATURE
     )
 
-    assert client.parse_payment_notify(headers, body).out_trade_no == "V3ALONE0001"
+    assert (await client.parse_payment_notify(headers, body)).out_trade_no == "V3ALONE0001"
     with pytest.raises(InvalidNotification):
-        client.parse_payment_notify(*forged)
+        await client.parse_payment_notify(*forged)

@@ -21,6 +21,7 @@ from app.simulator.v3keys import DevMaterial, WeChatPayKey
 from app.wechat.retry import RetryPolicy
 from app.wechat.v3 import MerchantSigner, decrypt_resource, load_private_key, load_public_key
 from app.wechat.v3client import WeChatPayV3Client
+from app.wechat.v3trust import WeChatPayTrust
 from tests.hermetic import hermetic_settings
 from tests.plugins.simulator import SimulatorHandle
 from tests.simulator.helpers import fast_config
@@ -51,12 +52,18 @@ class V3Simulator:
         return merchant_signer(self.material, self.mchid)
 
     def client(
-        self, http: httpx.AsyncClient, *, key: WeChatPayKey | None = None
+        self,
+        http: httpx.AsyncClient,
+        *,
+        key: WeChatPayKey | None = None,
+        trust: WeChatPayTrust | None = None,
+        api_v3_key: str | None = None,
     ) -> WeChatPayV3Client:
-        """Our v3 client, trusting ``key`` (the first signing key unless given)."""
+        """Our v3 client, trusting ``key`` (the first signing key unless given) or ``trust``."""
         return v3_client(
-            http, self.material, api_base=self.handle.base_url, appid=self.appid, key=key
-        )
+            http, self.material, api_base=self.handle.base_url, appid=self.appid, key=key,
+            trust=trust, api_v3_key=api_v3_key,
+        )  # fmt: skip
 
     async def place_order(
         self, client: WeChatPayV3Client, out_trade_no: str, total: int = 100, **extra: Any
@@ -102,17 +109,21 @@ def v3_client(
     api_base: str,
     appid: str,
     key: WeChatPayKey | None = None,
+    trust: WeChatPayTrust | None = None,
+    api_v3_key: str | None = None,
 ) -> WeChatPayV3Client:
-    """Our ``WeChatPayV3Client`` for the generated merchant, as the service would build it."""
-    trusted = key or material.config.signing_keys[0]
+    """Our ``WeChatPayV3Client`` for the generated merchant, as the service would build it:
+    trusting ``key`` (the first signing key unless given), or ``trust`` when given."""
+    if trust is None:
+        trusted = key or material.config.signing_keys[0]
+        trust = WeChatPayTrust((trusted.serial, load_public_key(trusted.public_key_pem)))
     return WeChatPayV3Client(
         http,
         api_base=api_base,
         appid=appid,
         signer=merchant_signer(material, hermetic_settings().mch_id),
-        wechat_key=load_public_key(trusted.public_key_pem),
-        wechat_key_id=trusted.serial,
-        api_v3_key=SecretStr(material.config.api_v3_key),
+        trust=trust,
+        api_v3_key=SecretStr(api_v3_key or material.config.api_v3_key),
         retry=RetryPolicy(max_attempts=1),
     )
 

@@ -161,21 +161,21 @@ async def test_a_refund_wechat_never_saw_is_none(wechat: Any) -> None:
     assert report is None
 
 
-def test_a_genuine_payment_notify_is_our_payment(wechat: Any) -> None:
+async def test_a_genuine_payment_notify_is_our_payment(wechat: Any) -> None:
     body = _notify(PAID)
 
-    notice = gateway(wechat).parse_payment_notify(body, signed(200, body).headers)
+    notice = await gateway(wechat).parse_payment_notify(body, signed(200, body).headers)
 
     assert notice.out_trade_no == NO
     assert notice.payment is not None and notice.payment.total_fee == 990
     assert json.loads(notice.audit)["transaction_id"] == PAID["transaction_id"]
 
 
-def test_a_verified_notify_that_is_not_a_payment_is_refused(wechat: Any) -> None:
+async def test_a_verified_notify_that_is_not_a_payment_is_refused(wechat: Any) -> None:
     body = _notify({**PAID, "trade_state": "CLOSED"})
 
     with pytest.raises(InvalidNotification) as refused:
-        gateway(wechat).parse_payment_notify(body, signed(200, body).headers)
+        await gateway(wechat).parse_payment_notify(body, signed(200, body).headers)
 
     assert refused.value.kind is RefusalKind.PROTOCOL
 

@@ -30,6 +30,7 @@ from app.wechat.v3 import (
     rsa_sign,
 )
 from app.wechat.v3client import WeChatPayV3Client
+from app.wechat.v3trust import WeChatPayTrust
 from tests.wechat.vectors_v3 import (
     L5_API_V3_KEY,
     L5_BODY,
@@ -92,6 +93,10 @@ async def wechat() -> AsyncIterator[Callable[[list[Answer]], WeChatPayV3Client]]
 
     def make(answers: list[Answer]) -> WeChatPayV3Client:
         def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v3/certificates":
+                # A merchant on the public key has no platform certificates (§8.6).
+                body = {"code": "RESOURCE_NOT_EXISTS", "message": "无平台证书"}
+                return httpx.Response(404, json=body)
             seen.append(request)
             if not our_signature_holds(request):
                 return httpx.Response(401, json={"code": "SIGN_ERROR", "message": "签名错误"})
@@ -104,8 +109,7 @@ async def wechat() -> AsyncIterator[Callable[[list[Answer]], WeChatPayV3Client]]
             api_base="https://api.mch.weixin.qq.com",
             appid=APPID,
             signer=MerchantSigner(MCHID, "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB", PRIVATE),
-            wechat_key=PUBLIC,
-            wechat_key_id=KEY_ID,
+            trust=WeChatPayTrust((KEY_ID, PUBLIC)),
             api_v3_key=SecretStr(L5_API_V3_KEY),
             retry=RetryPolicy(max_attempts=2, base_delay=0),
             clock=lambda: NOW,
@@ -243,9 +247,9 @@ L5_HEADERS = {
 }
 
 
-def test_the_payment_notify_is_verified_then_decrypted(wechat: Any) -> None:
+async def test_the_payment_notify_is_verified_then_decrypted(wechat: Any) -> None:
     # §10 L5: signed with the test key, encrypted with the APIv3 key.
-    transaction = wechat([]).parse_payment_notify(L5_HEADERS, L5_BODY)
+    transaction = await wechat([]).parse_payment_notify(L5_HEADERS, L5_BODY)
 
     assert transaction.out_trade_no == "ORD20231115000001"
     assert transaction.trade_state == "SUCCESS"
@@ -261,31 +265,31 @@ def test_the_payment_notify_is_verified_then_decrypted(wechat: Any) -> None:
          RefusalKind.SIGNATURE),
     ],
 )  # fmt: skip
-def test_a_notify_not_signed_by_wechat_is_refused(
+async def test_a_notify_not_signed_by_wechat_is_refused(
     wechat: Any, headers: dict[str, str], body: bytes, kind: RefusalKind
 ) -> None:
     with pytest.raises(InvalidNotification) as refused:
-        wechat([]).parse_payment_notify(headers, body)
+        await wechat([]).parse_payment_notify(headers, body)
 
     assert refused.value.kind is kind
 
 
-def test_a_genuine_notify_for_another_merchant_is_refused(wechat: Any) -> None:
+async def test_a_genuine_notify_for_another_merchant_is_refused(wechat: Any) -> None:
     body = _notify({"appid": APPID, "mchid": "1000000001", "out_trade_no": "X1",
                     "trade_state": "SUCCESS"})  # fmt: skip
     response = signed(200, body)
 
     with pytest.raises(InvalidNotification) as refused:
-        wechat([]).parse_payment_notify(response.headers, body)
+        await wechat([]).parse_payment_notify(response.headers, body)
 
     assert refused.value.kind is RefusalKind.MERCHANT
 
 
-def test_a_notify_encrypted_with_another_key_is_refused(wechat: Any) -> None:
+async def test_a_notify_encrypted_with_another_key_is_refused(wechat: Any) -> None:
     body = _notify({"appid": APPID, "mchid": MCHID}, key="K" * 32)
 
     with pytest.raises(InvalidNotification) as refused:
-        wechat([]).parse_payment_notify(signed(200, body).headers, body)
+        await wechat([]).parse_payment_notify(signed(200, body).headers, body)
 
     assert refused.value.kind is RefusalKind.DECRYPTION
 
@@ -349,25 +353,26 @@ async def test_refund_and_refund_query(wechat: Any) -> None:
     assert sent[1] == (f"/v3/refund/domestic/refunds/{REFUND['out_refund_no']}", b"")
 
 
-def test_the_refund_notify_is_verified_decrypted_and_ours(wechat: Any) -> None:
+async def test_the_refund_notify_is_verified_decrypted_and_ours(wechat: Any) -> None:
     notice = {k: v for k, v in REFUND.items() if k != "status"}
     ours = _notify(notice | {"mchid": MCHID, "refund_status": "SUCCESS"})
     theirs = _notify(notice | {"mchid": "1000000001", "refund_status": "SUCCESS"})
     client = wechat([])
 
-    refund = client.parse_refund_notify(signed(200, ours).headers, ours)
+    refund = await client.parse_refund_notify(signed(200, ours).headers, ours)
     with pytest.raises(InvalidNotification) as refused:
-        client.parse_refund_notify(signed(200, theirs).headers, theirs)
+        await client.parse_refund_notify(signed(200, theirs).headers, theirs)
 
     assert (refund.status, refund.amount.refund) == ("SUCCESS", 400)
     assert refused.value.kind is RefusalKind.MERCHANT
 
 
-def test_notify_headers_are_read_whatever_their_case(wechat: Any) -> None:
+async def test_notify_headers_are_read_whatever_their_case(wechat: Any) -> None:
     # dict(request.headers) in Starlette gives lower-case names.
     lower = {name.lower(): value for name, value in L5_HEADERS.items()}
 
-    assert wechat([]).parse_payment_notify(lower, L5_BODY).out_trade_no == "ORD20231115000001"
+    notice = await wechat([]).parse_payment_notify(lower, L5_BODY)
+    assert notice.out_trade_no == "ORD20231115000001"
 
 
 @pytest.mark.parametrize(
@@ -379,13 +384,13 @@ def test_notify_headers_are_read_whatever_their_case(wechat: Any) -> None:
     ],
     ids=["another-appid", "no-amount"],
 )  # fmt: skip
-def test_a_genuine_notify_that_is_not_usable_is_refused(
+async def test_a_genuine_notify_that_is_not_usable_is_refused(
     wechat: Any, transaction: dict[str, Any], kind: RefusalKind
 ) -> None:
     body = _notify({"out_trade_no": "X1", "trade_state": "SUCCESS"} | transaction)
 
     with pytest.raises(InvalidNotification) as refused:
-        wechat([]).parse_payment_notify(signed(200, body).headers, body)
+        await wechat([]).parse_payment_notify(signed(200, body).headers, body)
 
     assert refused.value.kind is kind
 
