@@ -26,7 +26,7 @@ from app.products.router import admin_router as products_admin_router
 from app.products.router import router as products_router
 from app.refunds.router import admin_router as refunds_admin_router
 from app.refunds.router import notify_router as refund_notify_router
-from app.runtime import build_runtime, with_dev_v3_keys
+from app.runtime import build_runtime, warn_of_stranded_v2_orders, with_dev_v3_keys
 
 if TYPE_CHECKING:
     from app.simulator import Simulator
@@ -67,6 +67,7 @@ def create_app(
                 in_process = InProcessRoute(settings.simulator_mount_url, simulator.app)
             runtime = await build_runtime(settings, stack, transport, in_process=in_process)
             app.state.runtime = runtime
+            await warn_of_stranded_v2_orders(runtime)
             await stack.enter_async_context(
                 _background(runtime.sweeper.run_forever, settings.sweep_interval_seconds > 0)
             )

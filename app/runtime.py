@@ -7,6 +7,7 @@ server's own sweep does).
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pydantic import SecretStr
 
 from app.auth.service import AuthKeys, AuthService
 from app.config import Settings
-from app.gateway import Gateways, PaymentGateway
+from app.gateway import ApiVersion, Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
@@ -34,6 +35,8 @@ from app.wechat.client import WeChatPayClient, merchant_cert
 from app.wechat.gateway_v2 import WeChatPayV2Gateway
 from app.wechat.miniprogram import MiniProgramClient
 from app.wechat.v3setup import V3ConfigError, build_v3_gateway
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.simulator.v3keys import V3Config
@@ -100,6 +103,25 @@ async def build_runtime(
         sweeper=Sweeper(db, settings, orders, refunds),
         schema_head=schema_head(),
     )
+
+
+async def warn_of_stranded_v2_orders(runtime: Runtime) -> int:
+    """Under v3 without the APIv2 key, v2 orders can be neither queried nor refunded: said at
+    start-up when some are still unpaid or refunding, since each will need the key again.
+    Returns how many there are."""
+    if runtime.gateways.configured(ApiVersion.V2) is not None:
+        return 0
+    async with runtime.db.statement() as tx:
+        orders = await tx.orders.count_payable(ApiVersion.V2)
+        refunds = await tx.refunds.count_open(ApiVersion.V2)
+    if orders or refunds:
+        logger.warning(
+            "%d unpaid v2 orders and %d v2 refunds in flight cannot be queried, closed or "
+            "refunded without the APIv2 key: set WXPAY_API_KEY until they are settled",
+            orders,
+            refunds,
+        )
+    return orders + refunds
 
 
 def _gateways(settings: Settings, pay: WeChatPayClient, v3: PaymentGateway | None) -> Gateways:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    func,
     literal,
     or_,
     select,
@@ -172,6 +173,11 @@ _NEEDING_REVIEW = (
     .where(orders.c.review_reason.is_not(None))
     .order_by(orders.c.updated_at.desc())
     .limit(bindparam("limit"))
+)
+_UNSETTLED = (
+    select(func.count())
+    .select_from(orders)
+    .where(orders.c.api_version == bindparam("version"), orders.c.status.in_(sorted(PAYABLE)))
 )
 _PAYMENT_VIEW = select(
     orders.c.id, orders.c.status, orders.c.total_fee, orders.c.transaction_id
@@ -365,6 +371,10 @@ class OrderRepository:
         return [
             OrderRecord(*row) for row in await self._sql.fetch(_NEEDING_REVIEW, {"limit": limit})
         ]
+
+    async def count_payable(self, api_version: str) -> int:
+        """Orders of ``api_version`` that may still be paid (WeChat may still report on them)."""
+        return int(await self._sql.scalar(_UNSETTLED, {"version": api_version}))
 
     async def mark_closed(self, out_trade_no: str) -> bool:
         return await self._move(out_trade_no, OrderStatus.CLOSED, utcnow())

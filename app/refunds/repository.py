@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import ClauseElement, Table, bindparam, func, or_, select, update
 
 from app.db import UTCDateTime, utcnow
+from app.orders.models import Order
 from app.refunds.models import Refund
 from app.refunds.states import OPEN, RefundStatus, sources_of
 from app.sql import Executor, Row, UniqueViolation
@@ -71,6 +72,14 @@ _BY_KEY = select(*_ALL).where(
 )
 _BY_NO = select(*_ALL).where(refunds.c.out_refund_no == bindparam("no"))
 _OF_ORDER = select(*_ALL).where(refunds.c.order_id == bindparam("order_id")).order_by(refunds.c.id)
+_OPEN_OF_VERSION = (
+    select(func.count())
+    .select_from(refunds)
+    .where(
+        refunds.c.status.in_(sorted(OPEN)),
+        refunds.c.order_id.in_(select(Order.id).where(Order.api_version == bindparam("version"))),
+    )
+)
 _NOTE_ERROR = (
     update(refunds)
     .where(refunds.c.out_refund_no == bindparam("no"))
@@ -163,6 +172,10 @@ class RefundRepository:
         return [
             RefundRecord(*row) for row in await self._sql.fetch(_OF_ORDER, {"order_id": order_id})
         ]
+
+    async def count_open(self, api_version: str) -> int:
+        """Refunds still in flight on orders of ``api_version``."""
+        return int(await self._sql.scalar(_OPEN_OF_VERSION, {"version": api_version}))
 
     async def move(
         self,

@@ -16,9 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.runtime import warn_of_stranded_v2_orders
 from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, write_dev_material
 from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.wechat.v3 import load_public_key
+from tests.conftest import RuntimeFactory
 from tests.helpers import (
     add_product,
     create_order,
@@ -200,3 +202,26 @@ async def test_switching_to_v3_keeps_settling_the_v2_orders(
 
 async def _status(client: httpx.AsyncClient, no: str, auth: dict[str, str], want: str) -> bool:
     return (await client.get(f"/api/v1/orders/{no}", headers=auth)).json()["status"] == want
+
+
+async def test_on_v3_without_the_v2_key_start_up_warns_of_unsettled_v2_orders(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    make_runtime: RuntimeFactory,
+    v3_material: DevMaterial,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without the APIv2 key (optional under v3 in production), v2 orders can no longer be
+    queried or refunded: an operator must hear of the ones still open before dropping it."""
+    auth = await login(client, fresh_simulator)
+    await create_order(client, auth, await add_product(client))  # unpaid, on v2
+    v3 = on_v3(v3_material, tmp_path, fresh_simulator.base_url)
+    with_v2_key = await make_runtime(**v3)
+    without = await make_runtime(**v3, env="production", api_key="devapikey")
+
+    assert await warn_of_stranded_v2_orders(with_v2_key) == 0
+    assert not caplog.records
+    assert await warn_of_stranded_v2_orders(without) == 1
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "app.runtime"]
+    assert "1 unpaid v2 orders" in warning and "WXPAY_API_KEY" in warning
