@@ -9,6 +9,10 @@ service and at ``bench/reference.py``, one after the other, alternating which go
 databases alike with N orders of history and N notify audit rows (``bench/filler.py``), to
 compare with an empty database.
 
+``--api-version v3``: the service, the reference and the simulator share generated v3 keys, and
+every order goes through v3's JSAPI prepay (RSA-signed request, RSA-verified answer, RSA pay
+params) instead of v2's unified order.
+
 Run: ``.venv/bin/python bench/create_order.py`` (about 3 minutes with the defaults).
 """
 
@@ -17,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,6 +32,7 @@ import httpx
 from filler import Filler, fill
 from harness import (
     LoadResult,
+    V3Keys,
     command_line,
     cpu_seconds,
     fresh_database,
@@ -35,6 +42,7 @@ from harness import (
     run_load,
     service,
     simulator,
+    version_env,
 )
 from loadgen import request_file
 
@@ -170,13 +178,23 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=1500, help="per run")
     parser.add_argument("--time-cap", type=float, default=25.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
+    parser.add_argument("--api-version", choices=["v2", "v3"], default="v2")
     args = parser.parse_args()
     with (
+        tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-") as key_dir,
         fresh_database("ours") as ours_db,
         fresh_database("ref") as ref_db,
-        simulator(args.latency_ms) as sim,
     ):
-        with service(ours_db, 1, sim.url) as ours:
+        keys = V3Keys.under(Path(key_dir)) if args.api_version == "v3" else None
+        results = bench_databases(args, ours_db, ref_db, version_env(keys))
+    report(results, args.rounds, args.latency_ms)
+
+
+def bench_databases(
+    args: argparse.Namespace, ours_db: str, ref_db: str, env: dict[str, str]
+) -> dict[Key, list[LoadResult]]:
+    with simulator(args.latency_ms, extra=env) as sim:
+        with service(ours_db, 1, sim.url, extra=env) as ours:
             tokens = asyncio.run(log_in_users(ours.url, sim.url, args.users))
             product_id = asyncio.run(add_product(ours.url))
         asyncio.run(copy_accounts(ours_db, ref_db))
@@ -186,10 +204,12 @@ def main() -> None:
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
         spec = order_requests(tokens, product_id)
         run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
-        with service(ours_db, 1, sim.url) as ours, reference(ref_db, 1, sim.url) as ref:
+        with (
+            service(ours_db, 1, sim.url, extra=env) as ours,
+            reference(ref_db, 1, sim.url, extra=env) as ref,
+        ):
             urls = {"ours": ours.url, "reference": ref.url}
-            results = bench_levels(run, urls, args.in_flight, args.rounds)
-    report(results, args.rounds, args.latency_ms)
+            return bench_levels(run, urls, args.in_flight, args.rounds)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ from typing import Any
 import asyncpg
 from starlette.types import ASGIApp, Message
 
+from app.config import DEV_MCH_ID
+from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, dev_material
+from app.simulator.v3keys import DevMaterial
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 PG = "postgres@127.0.0.1:5432"
@@ -138,11 +142,45 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class V3Keys:
+    """One generated v3 merchant (``app.simulator.v3files``), shared by the service, the
+    reference and the simulator, so all three sign and verify with the same keys."""
+
+    material: DevMaterial
+    directory: Path
+
+    @classmethod
+    def under(cls, key_dir: Path) -> V3Keys:
+        material, directory = dev_material(key_dir, DEV_MCH_ID, certificate_mode=False)
+        return cls(material, directory)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The service's v3 settings; the reference reads the same ones."""
+        return {
+            "WXPAY_API_VERSION": "v3",
+            "WXPAY_API_V3_KEY": self.material.config.api_v3_key,
+            "WXPAY_MCH_PRIVATE_KEY_PATH": str(self.directory / MERCHANT_PRIVATE_KEY),
+            "WXPAY_MCH_CERT_SERIAL_NO": self.material.config.merchant_serial_no,
+            "WXPAY_WECHATPAY_PUBLIC_KEY_PATH": str(self.directory / WECHATPAY_PUBLIC_KEY),
+            "WXPAY_WECHATPAY_PUBLIC_KEY_ID": self.material.wechatpay_public_key_id,
+            "SIM_V3_DIR": str(self.directory.parent),
+        }
+
+
+def version_env(keys: V3Keys | None) -> dict[str, str]:
+    return keys.env if keys else {}
+
+
 @contextmanager
 def service(
-    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9"
+    database: str,
+    workers: int,
+    wechat_url: str = "http://127.0.0.1:9",
+    extra: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    """The service itself: ``uvicorn app.main:app`` on PostgreSQL."""
+    """The service itself: ``uvicorn app.main:app`` on PostgreSQL; ``extra`` adds settings."""
     port = free_port()
     env = {
         "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg"),
@@ -151,6 +189,7 @@ def service(
         "WXPAY_SIMULATOR_MOUNT": "false",
         "WXPAY_SWEEP_INTERVAL_SECONDS": "0",
         "WXPAY_LOG_LEVEL": "WARNING",
+        **(extra or {}),
     }
     command = uvicorn_command("app.main:app", port, workers)
     with server_process(command, env, "/readyz", port, cwd=APP_ROOT) as s:
@@ -159,7 +198,10 @@ def service(
 
 @contextmanager
 def reference(
-    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9"
+    database: str,
+    workers: int,
+    wechat_url: str = "http://127.0.0.1:9",
+    extra: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """The minimal raw-asyncpg reference handlers (bench/reference.py) under uvicorn."""
     port = free_port()
@@ -167,6 +209,7 @@ def reference(
         "REF_DATABASE_URL": pg_url(database),
         "REF_PAY_API_BASE": wechat_url,
         "PYTHONPATH": str(BENCH),
+        **(extra or {}),
     }
     command = uvicorn_command("reference:app", port, workers)
     with server_process(command, env, "/healthz", port) as s:
@@ -174,10 +217,11 @@ def reference(
 
 
 @contextmanager
-def simulator(latency_ms: float) -> Iterator[Server]:
-    """The local WeChat (bench/sim_app.py) in its own process, answering after ``latency_ms``."""
+def simulator(latency_ms: float, extra: dict[str, str] | None = None) -> Iterator[Server]:
+    """The local WeChat (bench/sim_app.py) in its own process, answering after ``latency_ms``;
+    with ``SIM_V3_DIR`` in ``extra`` it also speaks v3 with those keys."""
     port = free_port()
-    env = {"SIM_LATENCY_MS": str(latency_ms), "PYTHONPATH": str(BENCH)}
+    env = {"SIM_LATENCY_MS": str(latency_ms), "PYTHONPATH": str(BENCH), **(extra or {})}
     command = uvicorn_command("sim_app:app", port, 1)
     with server_process(command, env, "/_control/latency", port) as s:
         yield s

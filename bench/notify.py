@@ -9,6 +9,10 @@ After each run the database must show exactly the expected paid orders and audit
 ``--filler N`` first fills both databases alike with N orders of history and N notify audit rows
 (``bench/filler.py``), to compare with an empty database.
 
+``--api-version v3`` measures WeChat Pay v3 instead: the service and the reference run with the
+same generated v3 keys, and the bodies are v3 notifies (resource encrypted with the APIv3 key,
+``Wechatpay-*`` headers signed with WeChat Pay's key), posted to ``/wechat/pay/v3/notify``.
+
 Run: ``.venv/bin/python bench/notify.py`` (about 3 minutes with the defaults).
 """
 
@@ -18,13 +22,16 @@ import argparse
 import asyncio
 import datetime as dt
 import random
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from filler import Filler, fill
 from harness import (
     LoadResult,
+    V3Keys,
     command_line,
     fresh_database,
     median,
@@ -32,16 +39,59 @@ from harness import (
     reference,
     run_load,
     service,
+    version_env,
 )
 from loadgen import request_file
 
 from app.config import Settings
 from app.simulator.messages import payment_notify_body
+from app.simulator.v3envelope import WeChatPayKeys
+from app.simulator.v3messages import notify_body as v3_notify_body
+from app.wechat.gateway_v3 import rfc3339
 
-NOTIFY = "/wechat/pay/notify"
 FEE = 990
 MIXES = {"unique": 0.0, "dup30": 0.3}
 XML_HEADERS = {"Content-Type": "text/xml"}
+Message = tuple[dict[str, str], str]  # headers, body
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """What differs between v2 and v3 notifies: the path, the acknowledgement, the message."""
+
+    name: str
+    path: str
+    ok_status: int
+    keys: V3Keys | None
+    wechat: WeChatPayKeys | None  # WeChat Pay's signing key (v3), loaded once
+
+    @classmethod
+    def of(cls, name: str, key_dir: Path) -> Version:
+        if name == "v2":
+            return cls(name, "/wechat/pay/notify", 200, None, None)
+        keys = V3Keys.under(key_dir)
+        wechat = WeChatPayKeys(keys.material.config, Settings(_env_file=None).mch_id)
+        return cls(name, "/wechat/pay/v3/notify", 204, keys, wechat)
+
+    def message(self, settings: Settings, out_trade_no: str, transaction_id: str) -> Message:
+        """A notify as WeChat sends it (PROTOCOL.md §5 for v2, §8.5 for v3)."""
+        if self.keys is None or self.wechat is None:
+            return XML_HEADERS, notify_body(settings, out_trade_no, transaction_id)
+        now = dt.datetime.now(dt.UTC)
+        transaction = {
+            "appid": settings.appid, "mchid": settings.mch_id, "out_trade_no": out_trade_no,
+            "transaction_id": transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
+            "trade_state_desc": "支付成功", "bank_type": "OTHERS", "success_time": rfc3339(now),
+            "payer": {"openid": "o-bench"},
+            "amount": {"total": FEE, "payer_total": FEE, "currency": "CNY",
+                       "payer_currency": "CNY"},
+        }  # fmt: skip
+        body = v3_notify_body(
+            event_type="TRANSACTION.SUCCESS", summary="支付成功", original_type="transaction",
+            resource=transaction, api_v3_key=self.keys.material.config.api_v3_key, now=now,
+        )  # fmt: skip
+        headers = {"Content-Type": "application/json", **self.wechat.signature_headers(body)}
+        return headers, body.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +100,7 @@ class Batch:
 
     prefix: str
     numbers: list[str]
-    requests: list[str]
+    requests: list[Message]
 
 
 async def seed(database: str) -> None:
@@ -67,24 +117,34 @@ async def seed(database: str) -> None:
         await conn.close()
 
 
-async def insert_orders(database: str, numbers: list[str]) -> None:
+async def insert_orders(database: str, numbers: list[str], version: str) -> None:
     now = dt.datetime.now(dt.UTC)
     user_id, product_id = 1, 1
+    sign_type = "RSA" if version == "v3" else "MD5"
     records = [
-        (no, user_id, "o-bench", product_id, 1, FEE, "shop-goods", "NOTPAY", "MD5",
-         "127.0.0.1", now + dt.timedelta(minutes=30), now, now)
+        (no, user_id, "o-bench", product_id, 1, FEE, "shop-goods", "NOTPAY", sign_type,
+         "127.0.0.1", now + dt.timedelta(minutes=30), now, now, version)
         for no in numbers
     ]  # fmt: skip
     columns = [
         "out_trade_no", "user_id", "openid", "product_id", "quantity", "total_fee",
         "description", "status", "sign_type", "client_ip", "time_expire", "created_at",
-        "updated_at",
+        "updated_at", "api_version",
     ]  # fmt: skip
     conn = await asyncpg.connect(pg_url(database))
     try:
         await conn.copy_records_to_table("orders", records=records, columns=columns)
     finally:
         await conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    settings: Settings
+    version: Version
+    databases: dict[str, str]
+    concurrency: int
+    time_cap: float
 
 
 def notify_body(settings: Settings, out_trade_no: str, transaction_id: str) -> str:
@@ -95,14 +155,14 @@ def notify_body(settings: Settings, out_trade_no: str, transaction_id: str) -> s
     return body.decode()
 
 
-def make_batch(settings: Settings, prefix: str, count: int, duplicates: float) -> Batch:
+def make_batch(run: Run, prefix: str, count: int, duplicates: float) -> Batch:
     """``count`` requests: unique notifies, with ``duplicates`` of them repeating an earlier
-    body sent at least 200 requests before (so it has been answered)."""
+    message sent at least 200 requests before (so it has been answered)."""
     rng = random.Random(prefix)
     unique = count - round(count * duplicates)
     numbers = [f"{prefix}{i:08d}" for i in range(unique)]
-    bodies = [notify_body(settings, no, f"42{no}") for no in numbers]
-    requests: list[str] = []
+    bodies = [run.version.message(run.settings, no, f"42{no}") for no in numbers]
+    requests: list[Message] = []
     sent = 0
     while len(requests) < count:
         repeat = sent > 200 and (sent >= unique or rng.random() < duplicates)
@@ -134,18 +194,10 @@ async def check_outcome(database: str, batch: Batch) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
-    settings: Settings
-    databases: dict[str, str]
-    concurrency: int
-    time_cap: float
-
-
 def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[str, LoadResult]:
     for database in run.databases.values():
-        asyncio.run(insert_orders(database, batch.numbers))
-    spec = request_file("POST", NOTIFY, [(XML_HEADERS, body) for body in batch.requests])
+        asyncio.run(insert_orders(database, batch.numbers, run.version.name))
+    spec = request_file("POST", run.version.path, batch.requests)
     results: dict[str, LoadResult] = {}
     for target in sorted(urls, key=lambda t: t != first):
         results[target] = run_load(
@@ -154,7 +206,7 @@ def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[st
             concurrency=run.concurrency,
             count=len(batch.requests),
             time_cap=run.time_cap,
-            ok_status=200,
+            ok_status=run.version.ok_status,
         )
         if results[target].ok == len(batch.requests):
             asyncio.run(check_outcome(run.databases[target], batch))
@@ -167,17 +219,18 @@ Key = tuple[int, str, str]  # workers, mix, target
 def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
+    env = version_env(run.version.keys)
     with (
-        service(run.databases["ours"], workers) as ours,
-        reference(run.databases["reference"], workers) as ref,
+        service(run.databases["ours"], workers, extra=env) as ours,
+        reference(run.databases["reference"], workers, extra=env) as ref,
     ):
         urls = {"ours": ours.url, "reference": ref.url}
-        warmup = make_batch(run.settings, f"W{workers}", min(count, 1000), 0.0)
+        warmup = make_batch(run, f"W{workers}", min(count, 1000), 0.0)
         measure(run, urls, warmup, "ours")
         for mix, duplicates in MIXES.items():
             for index in range(rounds):
                 prefix = f"N{workers}{mix[0]}{index}"
-                batch = make_batch(run.settings, prefix, count, duplicates)
+                batch = make_batch(run, prefix, count, duplicates)
                 first = ("ours", "reference")[index % 2]
                 for target, result in measure(run, urls, batch, first).items():
                     results[(workers, mix, target)].append(result)
@@ -185,7 +238,7 @@ def bench_workers(
 
 
 def _line(result: LoadResult) -> str:
-    bad = {k: v for k, v in result.statuses.items() if k not in ("200",)}
+    bad = {k: v for k, v in result.statuses.items() if k not in ("200", "204")}
     errors = f" errors={bad}" if bad else ""
     return f"{result.rate:7.0f}/s p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms{errors}"
 
@@ -215,17 +268,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
+    parser.add_argument("--api-version", choices=["v2", "v3"], default="v2")
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    with fresh_database("ours") as ours_db, fresh_database("ref") as ref_db:
+    with (
+        tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-") as key_dir,
+        fresh_database("ours") as ours_db,
+        fresh_database("ref") as ref_db,
+    ):
+        version = Version.of(args.api_version, Path(key_dir))
         databases = {"ours": ours_db, "reference": ref_db}
         for database in databases.values():
             asyncio.run(seed(database))
             if args.filler:
                 filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
-        run = Run(settings, databases, args.concurrency, args.time_cap)
+        run = Run(settings, version, databases, args.concurrency, args.time_cap)
         for workers in args.workers:
             bench_workers(run, workers, args.rounds, args.requests, results)
     report(results, args.rounds)

@@ -14,6 +14,15 @@ dependency injection, SQLAlchemy and service structure, not protocol code.
   transport (signed XML, response parsed and verified), ``UPDATE`` prepay (autocommit), pay
   params, JSON reply.
 
+With ``WXPAY_API_VERSION=v3`` and the service's v3 settings (``WXPAY_API_V3_KEY`` and the key
+files), the same two paths do WeChat Pay v3's work instead, with ``app.wechat.v3``'s functions:
+
+- ``POST /wechat/pay/v3/notify``: the RSA signature over the raw body checked with WeChat Pay's
+  public key, the resource decrypted (AES-256-GCM), appid/mchid; then the same transaction;
+  204, or 400 with a JSON FAIL.
+- ``POST /api/v1/orders``: JSAPI prepay signed with the merchant key (RSA), the answer's
+  signature verified (RSA), the pay params signed (RSA); the same database work.
+
 Run: ``REF_DATABASE_URL=postgresql://... REF_PAY_API_BASE=http://127.0.0.1:9100
 PYTHONPATH=bench uvicorn reference:app``.
 """
@@ -25,7 +34,9 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -36,6 +47,13 @@ from app.httpclient import build_http_client
 from app.runtime import build_auth_keys
 from app.wechat.signing import SignType, build_pay_params, new_nonce, sign_type_of, verify
 from app.wechat.timefmt import from_wechat_time, to_wechat_time
+from app.wechat.v3 import (
+    MerchantSigner,
+    decrypt_resource,
+    load_private_key,
+    load_public_key,
+    verify_wechat_signature,
+)
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES, XmlRejected, from_xml, to_signed_xml, to_xml
 
 Scope = MutableMapping[str, Any]
@@ -52,6 +70,26 @@ XML = b"application/xml"
 JSON = b"application/json"
 OK_XML = to_xml({"return_code": "SUCCESS", "return_msg": "OK"})
 FAIL_XML = to_xml({"return_code": "FAIL", "return_msg": "refused"})
+FAIL_JSON = b'{"code":"FAIL","message":"refused"}'
+V3 = SETTINGS.api_version == "v3"
+V3_NOTIFY_URL = "http://127.0.0.1:8000/wechat/pay/v3/notify"
+ACKNOWLEDGED = ("PAID", "DUPLICATE")
+
+
+class V3Keys:
+    """The merchant's signer and WeChat Pay's public key, loaded once (v3 only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.api_v3_key and settings.mch_cert_serial_no
+        assert settings.merchant_private_key_path and settings.wechatpay_public_key_path
+        key = load_private_key(Path(settings.merchant_private_key_path).read_bytes())
+        self.signer = MerchantSigner(settings.mch_id, settings.mch_cert_serial_no.upper(), key)
+        self.wechat = load_public_key(Path(settings.wechatpay_public_key_path).read_bytes())
+        self.wechat_id = settings.wechatpay_public_key_id or ""
+        self.api_v3_key = settings.api_v3_key.get_secret_value()
+
+
+V3_KEYS = V3Keys(SETTINGS) if V3 else None
 
 
 class State:
@@ -70,10 +108,10 @@ AUDIT_SQL = """INSERT INTO payment_notifies (received_at, verdict, raw, detail, 
 SESSION_SQL = """SELECT s.user_id, u.openid, s.expires_at FROM auth_sessions s
  JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1"""
 PRODUCT_SQL = "SELECT price_fen, description FROM products WHERE id = $1 AND active"
-INSERT_SQL = """INSERT INTO orders (out_trade_no, user_id, openid, product_id, quantity,
- total_fee, description, status, sign_type, client_ip, time_expire, created_at, updated_at)
- VALUES ($1, $2, $3, $4, $5, $6, $7, 'NOTPAY', 'MD5', $8, $9, now(), now())
- RETURNING id, created_at"""
+INSERT_SQL = f"""INSERT INTO orders (out_trade_no, user_id, openid, product_id, quantity,
+ total_fee, description, status, sign_type, client_ip, time_expire, created_at, updated_at,
+ api_version) VALUES ($1, $2, $3, $4, $5, $6, $7, 'NOTPAY', '{"RSA" if V3 else "MD5"}', $8, $9,
+ now(), now(), '{SETTINGS.api_version}') RETURNING id, created_at"""
 PREPAY_SQL = """UPDATE orders SET prepay_id = $2, prepay_expires_at = $3, prepay_error = NULL,
  updated_at = now() WHERE out_trade_no = $1 AND status IN ('NOTPAY', 'PAYERROR')"""
 
@@ -92,14 +130,65 @@ async def payment_notify(body: bytes) -> Reply:
     no, txid, fee = fields["out_trade_no"], fields["transaction_id"], int(fields["total_fee"])
     paid_at = from_wechat_time(fields["time_end"])
     cash_fee = int(fields["cash_fee"]) if fields.get("cash_fee") else None
+    payment = (no, fee, txid, paid_at, cash_fee, fields.get("bank_type"))
+    verdict = await settle(payment, json.dumps(fields, ensure_ascii=False))
+    return (200, OK_XML, XML) if verdict in ACKNOWLEDGED else (200, FAIL_XML, XML)
+
+
+async def settle(payment: tuple[Any, ...], raw: str) -> str:
+    """The guarded UPDATE and the audit INSERT in one transaction; the verdict."""
+    no, fee, txid = payment[:3]
     async with state.pool.acquire() as conn, conn.transaction():
-        paid = await conn.fetchval(
-            PAY_SQL, no, fee, txid, paid_at, cash_fee, fields.get("bank_type")
-        )
+        paid = await conn.fetchval(PAY_SQL, *payment)
         verdict = "PAID" if paid is not None else await _unpaid_verdict(conn, no, txid, fee)
-        raw = json.dumps(fields, ensure_ascii=False)
         await conn.execute(AUDIT_SQL, verdict, raw, no, txid, fee)
-    return (200, OK_XML, XML) if verdict in ("PAID", "DUPLICATE") else (200, FAIL_XML, XML)
+    return verdict
+
+
+async def payment_notify_v3(scope: Scope, body: bytes) -> Reply:
+    assert V3_KEYS is not None
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    try:
+        transaction = _open_v3_notify(V3_KEYS, headers, body)
+        amount = transaction["amount"]
+        no, txid, fee = transaction["out_trade_no"], transaction["transaction_id"], amount["total"]
+        paid_at = dt.datetime.fromisoformat(transaction["success_time"])
+        payment = (no, int(fee), txid, paid_at, amount.get("payer_total"), transaction["bank_type"])
+    except (ValueError, KeyError, TypeError):
+        return 400, FAIL_JSON, JSON
+    verdict = await settle(payment, json.dumps(transaction, ensure_ascii=False))
+    return (204, b"", JSON) if verdict in ACKNOWLEDGED else (400, FAIL_JSON, JSON)
+
+
+def _open_v3_notify(keys: V3Keys, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    if headers.get("wechatpay-serial") != keys.wechat_id:
+        raise ValueError("unknown key")
+    verify_wechat_signature(
+        timestamp=headers.get("wechatpay-timestamp", ""),
+        nonce=headers.get("wechatpay-nonce", ""),
+        body=body,
+        signature=headers.get("wechatpay-signature", ""),
+        key=keys.wechat,
+        now=int(time.time()),
+    )
+    envelope = json.loads(body)
+    resource = envelope["resource"]
+    if envelope["resource_type"] != "encrypt-resource" or resource["algorithm"] != (
+        "AEAD_AES_256_GCM"
+    ):
+        raise ValueError("not an encrypted resource")
+    transaction: dict[str, Any] = json.loads(
+        decrypt_resource(
+            keys.api_v3_key,
+            nonce=resource["nonce"],
+            associated_data=resource.get("associated_data") or "",
+            ciphertext=resource["ciphertext"],
+        )
+    )
+    ours = (transaction["appid"], transaction["mchid"]) == (SETTINGS.appid, SETTINGS.mch_id)
+    if not ours or transaction["trade_state"] != "SUCCESS":
+        raise ValueError("not a payment of ours")
+    return transaction
 
 
 def _is_wechat(fields: dict[str, str], sign_type: SignType) -> bool:
@@ -142,14 +231,18 @@ async def create_order(scope: Scope, body: bytes) -> Reply:
                 return _error(404, "PRODUCT_NOT_FOUND")
             order = _new_order(user, product, product_id, quantity, scope, now)
             row = await conn.fetchrow(INSERT_SQL, *order.values())
-    prepay_id = await unified_order(order)
+    prepay_id = await (jsapi_prepay(order) if V3_KEYS else unified_order(order))
     async with state.pool.acquire() as conn:
         await conn.execute(
             PREPAY_SQL, order["out_trade_no"], prepay_id, now + dt.timedelta(hours=2)
         )
-    params = build_pay_params(
-        appid=SETTINGS.appid, prepay_id=prepay_id, api_key=API_KEY, sign_type=SignType.MD5
-    )
+    if V3_KEYS:
+        timestamp = str(int(time.time()))
+        params = V3_KEYS.signer.pay_params(SETTINGS.appid, prepay_id, timestamp=timestamp)
+    else:
+        params = build_pay_params(
+            appid=SETTINGS.appid, prepay_id=prepay_id, api_key=API_KEY, sign_type=SignType.MD5
+        )
     return 201, json.dumps(_order_out(order, row, params)).encode(), JSON
 
 
@@ -205,6 +298,46 @@ async def unified_order(order: dict[str, Any]) -> str:
     return answer["prepay_id"]
 
 
+async def jsapi_prepay(order: dict[str, Any]) -> str:
+    """v3 JSAPI prepay (PROTOCOL.md §8.1): signed request, verified answer."""
+    assert V3_KEYS is not None
+    path = "/v3/pay/transactions/jsapi"
+    fields = {
+        "appid": SETTINGS.appid,
+        "mchid": SETTINGS.mch_id,
+        "description": order["description"],
+        "out_trade_no": order["out_trade_no"],
+        "notify_url": V3_NOTIFY_URL,
+        "amount": {"total": order["total_fee"], "currency": "CNY"},
+        "payer": {"openid": order["openid"]},
+        "time_expire": order["time_expire"].isoformat(timespec="seconds"),
+        "attach": f"p{order['product_id']}x{order['quantity']}",
+    }
+    content = json.dumps(fields, ensure_ascii=False).encode()
+    authorization = V3_KEYS.signer.authorization(
+        "POST", path, content, timestamp=str(int(time.time()))
+    )
+    headers = {
+        "Authorization": authorization,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Wechatpay-Serial": V3_KEYS.wechat_id,
+    }
+    reply = await state.http.post(PAY_API + path, content=content, headers=headers)
+    verify_wechat_signature(
+        timestamp=reply.headers.get("Wechatpay-Timestamp", ""),
+        nonce=reply.headers.get("Wechatpay-Nonce", ""),
+        body=reply.content,
+        signature=reply.headers.get("Wechatpay-Signature", ""),
+        key=V3_KEYS.wechat,
+        now=int(time.time()),
+    )
+    if reply.status_code != 200 or reply.headers.get("Wechatpay-Serial") != V3_KEYS.wechat_id:
+        raise RuntimeError(f"JSAPI prepay refused: {reply.text}")
+    prepay_id: str = json.loads(reply.content)["prepay_id"]
+    return prepay_id
+
+
 def _order_out(
     order: dict[str, Any], row: asyncpg.Record, params: dict[str, str]
 ) -> dict[str, Any]:
@@ -257,6 +390,8 @@ async def _route(scope: Scope, body: bytes) -> Reply:
     method, path = scope["method"], scope["path"]
     if method == "POST" and path == "/wechat/pay/notify":
         return await payment_notify(body)
+    if method == "POST" and path == "/wechat/pay/v3/notify" and V3:
+        return await payment_notify_v3(scope, body)
     if method == "POST" and path == "/api/v1/orders":
         return await create_order(scope, body)
     if path == "/healthz":

@@ -8,13 +8,21 @@ from ``SIM_LATENCY_MS``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from app.config import Settings
 from app.simulator.config import SimulatorConfig
 from app.simulator.core import create_simulator_app
+from app.simulator.v3files import dev_material
+
+_settings = Settings(_env_file=None)
+_v3_dir = os.environ.get("SIM_V3_DIR")  # v3 keys written by the benchmark (harness.V3Keys)
+_v3 = dev_material(Path(_v3_dir), _settings.mch_id, certificate_mode=False)[0] if _v3_dir else None
 
 app = create_simulator_app(
     SimulatorConfig.from_settings(
-        Settings(_env_file=None), latency_ms=float(os.environ["SIM_LATENCY_MS"])
+        _settings,
+        latency_ms=float(os.environ["SIM_LATENCY_MS"]),
+        v3=_v3.config if _v3 else None,
     )
 )
