@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from app.simulator.v3envelope import WeChatPayKeys, encode_json
 from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.simulator.v3messages import encrypt_resource, signed_notify
 from app.wechat.gateway_v3 import rfc3339
+from app.wechat.v3 import load_private_key, rsa_sign
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES
 from tests.conftest import ClientFactory
 from tests.helpers import add_product, create_order, login, scalar
@@ -138,6 +140,21 @@ def resigned(change: Callable[[Scene, bytes], bytes]) -> Attack:
     return attack
 
 
+def signed_at(offset: int) -> Attack:
+    """WeChat's genuine signature, made ``offset`` seconds from now: a real notify replayed
+    after its five-minute window (or dated ahead), so only the window can refuse it (§8.3)."""
+
+    def attack(scene: Scene) -> tuple[dict[str, str], bytes]:
+        _, body = scene.genuine()
+        wechat = load_private_key(scene.material.config.signing_keys[0].private_key_pem)
+        timestamp, nonce = str(int(time.time()) + offset), "r" * 32
+        signature = rsa_sign(f"{timestamp}\n{nonce}\n{body.decode()}\n", wechat)
+        headers = {**scene.signed(body), "Wechatpay-Timestamp": timestamp}
+        return {**headers, "Wechatpay-Nonce": nonce, "Wechatpay-Signature": signature}, body
+
+    return attack
+
+
 def transaction(**changes: Any) -> Attack:
     return lambda scene: scene.genuine(**changes)
 
@@ -160,6 +177,8 @@ ATTACKS: dict[str, Attack] = {
     "SIGNTEST probe": with_header("Wechatpay-Signature", lambda v: "WECHATPAY/SIGNTEST/" + v),
     "stale timestamp": with_header("Wechatpay-Timestamp", lambda v: str(int(v) - 600)),
     "timestamp in the future": with_header("Wechatpay-Timestamp", lambda v: str(int(v) + 600)),
+    "genuine, replayed after its window": signed_at(-301),
+    "genuine, dated 6 minutes ahead": signed_at(+360),
     "unknown serial": with_header("Wechatpay-Serial", lambda v: "PUB_KEY_ID_" + "9" * 32),
     "no signature": without("Wechatpay-Signature"),
     "no timestamp": without("Wechatpay-Timestamp"),
