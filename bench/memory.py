@@ -17,16 +17,16 @@ from typing import Any
 
 from harness import command_line, fresh_database, rss_mb, run_load, service
 from loadgen import request_file
-from notify import NOTIFY, XML_HEADERS, insert_orders, make_batch, seed
+from notify import NOTIFY, V2, insert_orders, make_batch, seed
 
 from app.config import Settings
 
 
 def specs(settings: Settings, database: str) -> list[tuple[dict[str, Any], int]]:
     """(requests, expected status) pairs; the notifies repeat 100 already-paid orders."""
-    batch = make_batch(settings, "M", 100, 0.0)
+    batch = make_batch(V2, settings, "M", 100, 0.0)
     asyncio.run(insert_orders(database, batch.numbers))
-    notifies = request_file("POST", NOTIFY, [(XML_HEADERS, b) for b in batch.requests])
+    notifies = request_file("POST", NOTIFY, batch.requests)
     products = request_file("GET", "/api/v1/products", [({}, "")])
     return [(products, 200), (notifies, 200)]
 

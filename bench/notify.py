@@ -49,6 +49,7 @@ from app.simulator.v3envelope import WeChatPayKeys
 from app.simulator.v3messages import notify_body as v3_notify_body
 from app.wechat.gateway_v3 import rfc3339
 
+NOTIFY = "/wechat/pay/notify"
 FEE = 990
 MIXES = {"unique": 0.0, "dup30": 0.3}
 XML_HEADERS = {"Content-Type": "text/xml"}
@@ -68,7 +69,7 @@ class Version:
     @classmethod
     def of(cls, name: str, key_dir: Path) -> Version:
         if name == "v2":
-            return cls(name, "/wechat/pay/notify", 200, None, None)
+            return V2
         keys = V3Keys.under(key_dir)
         wechat = WeChatPayKeys(keys.material.config, Settings(_env_file=None).mch_id)
         return cls(name, "/wechat/pay/v3/notify", 204, keys, wechat)
@@ -94,6 +95,9 @@ class Version:
         return headers, body.decode()
 
 
+V2 = Version("v2", NOTIFY, 200, None, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """One round's orders (the same numbers in both databases) and its request list."""
@@ -117,7 +121,7 @@ async def seed(database: str) -> None:
         await conn.close()
 
 
-async def insert_orders(database: str, numbers: list[str], version: str) -> None:
+async def insert_orders(database: str, numbers: list[str], version: str = "v2") -> None:
     now = dt.datetime.now(dt.UTC)
     user_id, product_id = 1, 1
     sign_type = "RSA" if version == "v3" else "MD5"
@@ -155,13 +159,15 @@ def notify_body(settings: Settings, out_trade_no: str, transaction_id: str) -> s
     return body.decode()
 
 
-def make_batch(run: Run, prefix: str, count: int, duplicates: float) -> Batch:
+def make_batch(
+    version: Version, settings: Settings, prefix: str, count: int, duplicates: float
+) -> Batch:
     """``count`` requests: unique notifies, with ``duplicates`` of them repeating an earlier
     message sent at least 200 requests before (so it has been answered)."""
     rng = random.Random(prefix)
     unique = count - round(count * duplicates)
     numbers = [f"{prefix}{i:08d}" for i in range(unique)]
-    bodies = [run.version.message(run.settings, no, f"42{no}") for no in numbers]
+    bodies = [version.message(settings, no, f"42{no}") for no in numbers]
     requests: list[Message] = []
     sent = 0
     while len(requests) < count:
@@ -225,12 +231,12 @@ def bench_workers(
         reference(run.databases["reference"], workers, extra=env) as ref,
     ):
         urls = {"ours": ours.url, "reference": ref.url}
-        warmup = make_batch(run, f"W{workers}", min(count, 1000), 0.0)
+        warmup = make_batch(run.version, run.settings, f"W{workers}", min(count, 1000), 0.0)
         measure(run, urls, warmup, "ours")
         for mix, duplicates in MIXES.items():
             for index in range(rounds):
                 prefix = f"N{workers}{mix[0]}{index}"
-                batch = make_batch(run, prefix, count, duplicates)
+                batch = make_batch(run.version, run.settings, prefix, count, duplicates)
                 first = ("ours", "reference")[index % 2]
                 for target, result in measure(run, urls, batch, first).items():
                     results[(workers, mix, target)].append(result)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness import fresh_database, run_load, service
 from loadgen import request_file
-from notify import NOTIFY, XML_HEADERS, insert_orders, make_batch, seed
+from notify import NOTIFY, V2, insert_orders, make_batch, seed
 
 from app.config import Settings
 
@@ -34,9 +34,9 @@ def main() -> None:
     py_spy = Path(sys.executable).parent / "py-spy"
     with fresh_database("prof") as database, service(database, 1) as ours:
         asyncio.run(seed(database))
-        batch = make_batch(settings, "P", args.requests, args.duplicates)
+        batch = make_batch(V2, settings, "P", args.requests, args.duplicates)
         asyncio.run(insert_orders(database, batch.numbers))
-        spec = request_file("POST", NOTIFY, [(XML_HEADERS, b) for b in batch.requests])
+        spec = request_file("POST", NOTIFY, batch.requests)
         command = [
             str(py_spy), "record", "--pid", str(ours.pid), "--rate", "250", "--nonblocking",
             "--format", args.format, "--output", args.out,

@@ -64,7 +64,7 @@ from harness import (
     uvicorn_command,
 )
 from loadgen import request_file
-from notify import NOTIFY, XML_HEADERS, insert_orders, make_batch
+from notify import NOTIFY, V2, insert_orders, make_batch
 
 from app.config import Settings
 
@@ -177,9 +177,9 @@ def prepare(
         time_cap=60,
         ok_status=201,
     )
-    batch = make_batch(settings, "TL", NOTIFY_ORDERS, 0.0)
+    batch = make_batch(V2, settings, "TL", NOTIFY_ORDERS, 0.0)
     asyncio.run(insert_orders(database, batch.numbers))
-    notifies = request_file("POST", NOTIFY, [(XML_HEADERS, b) for b in batch.requests])
+    notifies = request_file("POST", NOTIFY, batch.requests)
     paid = run_load(
         ours.url, notifies, concurrency=16, count=NOTIFY_ORDERS, time_cap=60, ok_status=200
     )
