@@ -46,6 +46,10 @@ class SweepReport:
     refunds: dict[str, str] = field(default_factory=dict)
 
 
+# What order query may report that leaves a claimed order as it was (None: WeChat never saw it).
+_UNCHANGED = frozenset({None, OrderStatus.NOTPAY})
+
+
 class Sweeper:
     """Built once, by the composition root, from the same services the routes use."""
 
@@ -97,10 +101,14 @@ class Sweeper:
     async def _reconcile(self, claimed: OrderRecord) -> str:
         out_trade_no = claimed.out_trade_no
         try:
-            await self._orders.sync_with_wechat(claimed)
-            order = await self._reload(out_trade_no)
+            reported = await self._orders.sync_with_wechat(claimed)
+            # Unpaid at WeChat (or unknown there) changes nothing: the claimed row, leased to
+            # this pass, is still current, so it is not read again.
+            unchanged = reported in _UNCHANGED
+            order = claimed if unchanged else await self._reload(out_trade_no)
             if order.status in PAYABLE and order.time_expire <= utcnow():
-                await self._orders.expire(order)
+                if await self._orders.expire(order):
+                    return str(OrderStatus.CLOSED)
                 order = await self._reload(out_trade_no)
         except (WeChatRejected, WeChatUnavailable) as exc:
             logger.warning("sweep could not settle %s: %r", out_trade_no, exc)

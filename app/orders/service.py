@@ -190,16 +190,18 @@ class OrderService:
                 await tx.orders.mark_payment_failed(order.out_trade_no)
         return report.status
 
-    async def expire(self, order: OrderRecord) -> None:
-        """Close an order whose ``time_expire`` has passed (the sweep has queried it first)."""
-        await self._close(order)
+    async def expire(self, order: OrderRecord) -> bool:
+        """Close an order whose ``time_expire`` has passed (the sweep has queried it first).
+        True when this call closed it; False when something else decided first (the user
+        paid, or another writer moved it)."""
+        return await self._close(order)
 
-    async def _close(self, order: OrderRecord) -> None:
+    async def _close(self, order: OrderRecord) -> bool:
         if await self._gateway(order).close(order.out_trade_no) is CloseOutcome.PAID:
             await self.sync_with_wechat(order)  # the user paid first: record the payment
-            return
+            return False
         async with self._db.statement() as tx:
-            await tx.orders.mark_closed(order.out_trade_no)
+            return await tx.orders.mark_closed(order.out_trade_no)
 
     def _gateway(self, order: OrderRecord) -> PaymentGateway:
         return self._gateways.of(order.api_version)
