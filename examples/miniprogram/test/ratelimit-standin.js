@@ -44,6 +44,7 @@ async function startThrottlingStandIn(target) {
     refuse(method, path, { times, status, code }) {
       rules.push({ method, path, remaining: times, status, code })
     },
+    clear: () => { rules.length = 0 },
     close: () => new Promise((resolve) => { server.close(resolve); server.closeAllConnections() }),
   }
 }
