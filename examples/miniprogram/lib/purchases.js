@@ -37,9 +37,9 @@ function createPurchases({ wx, api, wechat, sleep = realSleep, confirmWaitMs = 2
     try {
       order = await api.createOrder(productId, quantity, purchase.key)
     } catch (error) {
-      if (error.code !== 'ORDER_NOT_PAYABLE' || !purchase.outTradeNo) throw ended(error)
-      // The stored key's order got paid or closed meanwhile: that purchase is over and this
-      // tap starts a new one.
+      if (error.code !== 'ORDER_NOT_PAYABLE') throw ended(error)
+      // Only a stored key can name an order that is no longer payable: it was paid, closed or
+      // expired meanwhile. That purchase is over, and this tap starts a new one.
       purchase = newPurchase(productId, quantity)
       order = await api.createOrder(productId, quantity, purchase.key).catch((e) => { throw ended(e) })
     }

@@ -28,7 +28,9 @@ Page({
 
   async refresh() {
     try {
-      this.show(await getApp().api.getOrder(this.outTradeNo))
+      const app = getApp()
+      await app.ready // the start-up wx.checkSession decides whether the stored token is tried
+      this.show(await app.api.getOrder(this.outTradeNo))
     } catch (error) {
       this.setData({ error: messageOf(error) })
     }
