@@ -78,6 +78,8 @@ function createPurchases({ wx, api, wechat, sleep = realSleep, confirmWaitMs = 2
     return order
   }
 
+  // One purchase at a time: choosing another product or quantity starts a new one (the earlier
+  // order stays payable from its status page until it expires).
   function purchaseFor(productId, quantity) {
     const stored = wx.getStorageSync(PURCHASE_KEY)
     if (stored && stored.productId === productId && stored.quantity === quantity) return stored
