@@ -8,7 +8,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed-stamp
 FAST := not browser and not reliability
 
-.PHONY: install migrate run test test-browser test-reliability lint format bench clean
+.PHONY: install migrate run test test-browser test-reliability test-miniprogram lint format bench clean
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ test-browser: install
 test-reliability: install
 	WXPAY_TEST_DATABASE_URL="$${WXPAY_TEST_DATABASE_URL:-$(LOCAL_PG)}" \
 		$(BIN)/pytest -m reliability tests/reliability
+
+# The example mini-program (examples/miniprogram): its client module and pages, run by Node's
+# test runner against the service on free ports (temporary SQLite, demo products, the simulator
+# mounted; v2 MD5, v2 HMAC-SHA256 and v3 RSA). Needs `node` (18 or newer); about a minute.
+test-miniprogram: install
+	$(BIN)/python -m tests.miniprogram.harness
 
 lint: install
 	$(BIN)/ruff check app tests bench alembic

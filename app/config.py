@@ -29,6 +29,8 @@ DEV_API_KEY = "devapikey0123456789abcdefghijklm"  # 32 characters, like a real A
 DEV_SECRET_KEY = "dev-secret-key-not-for-production-use-000000"
 DEV_ADMIN_TOKEN = "dev-admin-token"
 _DEV_SECRETS = {DEV_APP_SECRET, DEV_API_KEY, DEV_SECRET_KEY, DEV_ADMIN_TOKEN}
+# A bearer token shorter-lived than this would send users back to wx.login all the time.
+PRODUCTION_MIN_SESSION_TTL = 60
 
 
 # get_settings() reads this dotenv file, relative to the working directory: ".env" while the
@@ -120,7 +122,9 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
-    session_ttl_seconds: int = Field(default=86_400, ge=60)
+    # Seconds; production wants at least PRODUCTION_MIN_SESSION_TTL. Dev allows a few seconds so
+    # the mini-program tests can watch a real token expire mid-purchase.
+    session_ttl_seconds: int = Field(default=86_400, ge=1)
 
     http_connect_timeout: float = Field(default=3.0, gt=0)
     http_read_timeout: float = Field(default=10.0, gt=0)
@@ -268,6 +272,8 @@ class Settings(BaseSettings):
             bad.append("WXPAY_NOTIFY_URL (must be an https:// URL)")
         if self.refund_notify_url and not self.refund_notify_url.startswith("https://"):
             bad.append("WXPAY_REFUND_NOTIFY_URL (must be an https:// URL when set)")
+        if self.session_ttl_seconds < PRODUCTION_MIN_SESSION_TTL:
+            bad.append(f"WXPAY_SESSION_TTL_SECONDS (at least {PRODUCTION_MIN_SESSION_TTL})")
         if bad:
             raise ConfigError(
                 "refusing to start in production; set these to real values: " + ", ".join(bad)

@@ -83,6 +83,16 @@ def test_production_refuses_a_plain_http_refund_notify_url() -> None:
         settings.check_production()
 
 
+def test_production_refuses_a_session_lifetime_under_a_minute() -> None:
+    # Dev allows a few seconds (the mini-program tests expire a real token); production not.
+    short = hermetic_settings(**PRODUCTION, session_ttl_seconds=59)
+    hermetic_settings(session_ttl_seconds=2)  # accepted in dev
+
+    with pytest.raises(ConfigError, match="WXPAY_SESSION_TTL_SECONDS"):
+        short.check_production()
+    hermetic_settings(**PRODUCTION, session_ttl_seconds=60).check_production()
+
+
 def test_explicit_upstream_urls_win_over_the_dev_simulator_mount() -> None:
     default = hermetic_settings()
     explicit = hermetic_settings(
