@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     wechat_max_attempts: int = Field(default=3, ge=1, le=10)
 
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Every route's request body (the notify URLs keep their own, smaller limit).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # Unpaid orders expire at WeChat after this long (time_expire); WeChat wants >= 5 minutes.
     order_ttl_minutes: int = Field(default=30, ge=5, le=7 * 24 * 60)

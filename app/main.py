@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from app.auth.router import router as auth_router
+from app.bodylimit import BodySizeLimit
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.health import router as health_router
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from app.simulator.v3keys import V3Config
 
 logger = logging.getLogger(__name__)
+# WeChat's notify URLs: their own body limit and XML replies (app.inbound).
+NOTIFY_PREFIX = "/wechat/"
 
 
 @asynccontextmanager
@@ -82,6 +85,9 @@ def create_app(
         '`{"error": {"code", "message"}}`; the notify URL answers in WeChat\'s XML.',
     )
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=(NOTIFY_PREFIX,)
+    )
     for router in (
         health_router,
         auth_router,

@@ -2,8 +2,8 @@
 
 A case names a request (``method``, ``path``, ``headers``, and a body: ``body`` text,
 ``body_file`` exact bytes beside it, ``body_b64``, or ``body_repeat`` for large bodies made at
-run time) and what must come back (``expect``: ``"4xx"``, ``"fail"`` for a WeChat XML FAIL, or
-``{"status": N}``). ``{{NAME}}`` placeholders are filled from the scenario's fixtures; a case
+run time; ``chunked`` sends it with no Content-Length) and what must come back (``expect``:
+``"4xx"``, ``"fail"`` for a WeChat XML FAIL, or ``{"status": N}``). ``{{NAME}}`` placeholders are filled from the scenario's fixtures; a case
 with ``sign`` gets ``{{SIGN}}`` replaced by a signature made with the real key over the body's
 fields (with ``sign.over`` overriding some, e.g. to move a valid signature onto another order,
 and ``sign.encoding`` sending the signed document in another encoding). The fields to sign are
@@ -35,6 +35,7 @@ class Case:
     headers: dict[str, str]
     body: bytes
     expect: Any
+    chunked: bool = False  # sent as a stream with no Content-Length
 
 
 def load_cases() -> list[tuple[str, dict[str, Any]]]:
@@ -59,6 +60,7 @@ def render(name: str, spec: dict[str, Any], values: dict[str, str], api_key: str
         headers=headers,
         body=body,
         expect=spec["expect"],
+        chunked=bool(request.get("chunked", False)),
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -171,9 +172,15 @@ async def _state(engine: AsyncEngine) -> tuple[Any, ...]:
 
 
 async def _send(http: httpx.AsyncClient, service: ServiceProcess, case: Case) -> httpx.Response:
+    content = _chunks(case.body) if case.chunked else case.body or None
     return await http.request(
-        case.method, service.base_url + case.path, headers=case.headers, content=case.body or None
+        case.method, service.base_url + case.path, headers=case.headers, content=content
     )
+
+
+async def _chunks(body: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
 
 
 def _judge(case: Case, response: httpx.Response, secrets: list[str]) -> list[str]:
