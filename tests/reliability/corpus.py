@@ -3,11 +3,12 @@
 A case names a request (``method``, ``path``, ``headers``, and a body: ``body`` text,
 ``body_file`` exact bytes beside it, ``body_b64``, or ``body_repeat`` for large bodies made at
 run time; ``chunked`` sends it with no Content-Length) and what must come back (``expect``:
-``"4xx"``, ``"fail"`` for a WeChat XML FAIL, or ``{"status": N}``). ``{{NAME}}`` placeholders are filled from the scenario's fixtures; a case
-with ``sign`` gets ``{{SIGN}}`` replaced by a signature made with the real key over the body's
-fields (with ``sign.over`` overriding some, e.g. to move a valid signature onto another order,
-and ``sign.encoding`` sending the signed document in another encoding). The fields to sign are
-read leniently, by pattern, so a case can sign a form the service must refuse to read.
+``"4xx"``, ``"fail"`` for a WeChat XML FAIL, or ``{"status": N}``). ``{{NAME}}`` placeholders
+are filled from the scenario's fixtures; a case with ``sign`` gets ``{{SIGN}}`` replaced by a
+signature made with the real key over the body's fields (with ``sign.over`` overriding some,
+e.g. to move a valid signature onto another order, and ``sign.encoding`` sending the signed
+document in another encoding). The fields to sign are read leniently, by pattern, so a case
+can sign a form the service must refuse to read.
 """
 
 from __future__ import annotations
