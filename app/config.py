@@ -29,6 +29,7 @@ DEV_API_KEY = "devapikey0123456789abcdefghijklm"  # 32 characters, like a real A
 DEV_SECRET_KEY = "dev-secret-key-not-for-production-use-000000"
 DEV_ADMIN_TOKEN = "dev-admin-token"
 _DEV_SECRETS = {DEV_APP_SECRET, DEV_API_KEY, DEV_SECRET_KEY, DEV_ADMIN_TOKEN}
+_MIN_DISTINCT_CHARACTERS = 8
 
 
 # get_settings() reads this dotenv file, relative to the working directory: ".env" while the
@@ -116,6 +117,9 @@ class Settings(BaseSettings):
     miniprogram_api_base: str | None = None
     pay_api_base: str | None = None
     simulator_mount: bool = True
+    # /docs, /redoc and /openapi.json list every route, the admin API included: served in
+    # dev, and in production only when asked for.
+    docs: bool = False
 
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
@@ -154,6 +158,10 @@ class Settings(BaseSettings):
     def uses_simulator_mount(self) -> bool:
         """Whether the dev simulator is mounted at ``/sim`` in the service process."""
         return not self.is_production and self.simulator_mount
+
+    @property
+    def serves_docs(self) -> bool:
+        return self.docs or not self.is_production
 
     @property
     def miniprogram_api(self) -> str:
@@ -232,7 +240,11 @@ class Settings(BaseSettings):
             # Merchants who sign up today have only v3 credentials: the v2 key is optional,
             # and without it old v2 orders cannot be queried or refunded.
             secrets.pop("WXPAY_API_KEY")
+        if self.api_v3_key is not None:
+            secrets["WXPAY_API_V3_KEY"] = self.api_v3_key
         bad = [name for name, value in secrets.items() if _is_unsafe(value)]
+        bad += _identical(secrets)
+        bad += _plain_http_upstreams(self)
         if self.api_version == "v3":
             bad += [f"{name} (WXPAY_API_VERSION=v3)" for name in self.v3_missing]
             if self.api_v3_key is not None and len(self.api_v3_key.get_secret_value()) != 32:
@@ -254,8 +266,35 @@ class Settings(BaseSettings):
 
 
 def _is_unsafe(value: SecretStr) -> bool:
+    """Missing, a development default, or weak: shorter than 16 characters, or made of fewer
+    than 8 different ones ("aaaa…", "abab…", a date)."""
     raw = value.get_secret_value()
-    return len(raw) < 16 or raw in _DEV_SECRETS
+    return len(raw) < 16 or raw in _DEV_SECRETS or len(set(raw)) < _MIN_DISTINCT_CHARACTERS
+
+
+def _identical(secrets: dict[str, SecretStr]) -> list[str]:
+    """Pairs of secrets with the same value: one leak (an admin token in a shell history)
+    would give away the other (the key that signs payments)."""
+    names = sorted(secrets)
+    return [
+        f"{first}/{second} (identical; each secret must be its own)"
+        for i, first in enumerate(names)
+        for second in names[i + 1 :]
+        if secrets[first].get_secret_value() == secrets[second].get_secret_value()
+    ]
+
+
+def _plain_http_upstreams(settings: Settings) -> list[str]:
+    # code2session sends the AppSecret in its query string: over http it travels in clear.
+    bases = {
+        "WXPAY_MINIPROGRAM_API_BASE": settings.miniprogram_api,
+        "WXPAY_PAY_API_BASE": settings.pay_api,
+    }
+    return [
+        f"{name} (must be an https:// URL)"
+        for name, base in bases.items()
+        if not base.startswith("https://")
+    ]
 
 
 @lru_cache(maxsize=1)

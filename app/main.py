@@ -83,6 +83,10 @@ def create_app(
         telemetry=_telemetry(settings.telemetry),
         description="Login, orders and WeChat Pay for mini-programs. Every error is "
         '`{"error": {"code", "message"}}`; the notify URL answers in WeChat\'s XML.',
+        # Nowhere in production unless WXPAY_DOCS=true: they list the admin routes.
+        openapi_url="/openapi.json" if settings.serves_docs else None,
+        docs_url="/docs" if settings.serves_docs else None,
+        redoc_url="/redoc" if settings.serves_docs else None,
     )
     install_error_handlers(app)
     app.add_middleware(
