@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from app.auth.router import admin_router as auth_admin_router
 from app.auth.router import router as auth_router
 from app.bodylimit import BodySizeLimit
 from app.config import Settings, get_settings
@@ -95,6 +96,7 @@ def create_app(
     for router in (
         health_router,
         auth_router,
+        auth_admin_router,
         products_router,
         products_admin_router,
         orders_router,

@@ -16,6 +16,7 @@ from app.db import utcnow
 from app.errors import (
     InvalidLoginCode,
     LoginBlocked,
+    NotFound,
     RateLimited,
     SessionExpired,
     SessionInvalid,
@@ -46,6 +47,7 @@ class CurrentUser:
     id: int
     openid: str
     session_expires_at: dt.datetime
+    session_id: int  # the session the request's token belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,28 @@ class AuthService:
             raise SessionInvalid()
         if row.expires_at <= utcnow():
             raise SessionExpired()
-        return CurrentUser(id=row.user_id, openid=row.openid, session_expires_at=row.expires_at)
+        return CurrentUser(
+            id=row.user_id,
+            openid=row.openid,
+            session_expires_at=row.expires_at,
+            session_id=row.session_id,
+        )
+
+    async def logout(self, user: CurrentUser) -> None:
+        """Revoke the session the request's token belongs to; its other sessions stay."""
+        async with self._db.statement() as tx:
+            await tx.auth.delete_session(user.session_id)
+        logger.info("logout user_id=%s", user.id)
+
+    async def revoke_sessions(self, openid: str) -> int:
+        """Revoke every session of the user ``openid`` (``NotFound`` if unknown); how many."""
+        async with self._db.transaction() as tx:
+            user_id = await tx.auth.find_user_id(openid)
+            if user_id is None:
+                raise NotFound("No such user.")
+            revoked = await tx.auth.delete_user_sessions(user_id)
+        logger.info("sessions revoked user_id=%s count=%s", user_id, revoked)
+        return revoked
 
 
 def _login_error(exc: WeChatRejected) -> Exception:
