@@ -133,6 +133,16 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = []
     # Every route's request body (the notify URLs keep their own, smaller limit).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Shared across replicas through the database (app.ratelimits). Each login costs a
+    # code2session call against the AppID's quota; the defaults never trip a benchmark.
+    login_rate_per_ip_per_minute: int = Field(default=600, ge=1)
+    login_rate_per_minute: int = Field(default=6000, ge=1)
+    # Calls to WeChat a user can cause on one order (?sync=true, fresh pay params).
+    order_wechat_calls_per_minute: int = Field(default=20, ge=1)
+    # Refused notifies: how long their digest and excerpt are kept, and how many one source
+    # may add per minute (the rest are answered FAIL without a row).
+    refused_notify_retention_days: int = Field(default=30, ge=1)
+    refused_notifies_per_source_per_minute: int = Field(default=600, ge=1)
 
     # Unpaid orders expire at WeChat after this long (time_expire); WeChat wants >= 5 minutes.
     order_ttl_minutes: int = Field(default=30, ge=5, le=7 * 24 * 60)

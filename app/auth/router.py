@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.auth.schemas import LoginRequest, LoginResponse, RevokedSessions, SessionResponse
 from app.db import utcnow
-from app.deps import AdminDep, AuthServiceDep, CurrentUserDep
+from app.deps import AdminDep, AuthServiceDep, CurrentUserDep, SettingsDep
 from app.errors import error_responses
+from app.netutil import client_ip
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 admin_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"], dependencies=[AdminDep])
@@ -17,8 +18,14 @@ admin_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"], dependenc
     responses=error_responses(401, 403, 422, 429, 502, 503),
     summary="Exchange a wx.login code for a session token",
 )
-async def login(body: LoginRequest, auth: AuthServiceDep, response: Response) -> LoginResponse:
-    issued = await auth.login(body.code)
+async def login(
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> LoginResponse:
+    issued = await auth.login(body.code, client_ip(request, settings.trusted_proxies))
     # A bearer token: no cache (a proxy's, the mini-program's HTTP layer) may keep it.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"

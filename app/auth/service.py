@@ -21,6 +21,7 @@ from app.errors import (
     SessionExpired,
     SessionInvalid,
 )
+from app.ratelimits.service import Limit, RateLimiter
 from app.security import SecretBox, hash_token, new_token
 from app.wechat.errors import WeChatRejected
 from app.wechat.miniprogram import MiniProgramClient
@@ -59,17 +60,38 @@ class AuthKeys:
     ttl_seconds: int
 
 
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """Logins per client IP and overall: each one costs a code2session call against the
+    AppID's daily quota, bad codes included."""
+
+    per_ip: Limit
+    overall: Limit
+
+
 class AuthService:
-    def __init__(self, db: Database, keys: AuthKeys, wechat: MiniProgramClient) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: AuthKeys,
+        wechat: MiniProgramClient,
+        limiter: RateLimiter,
+        limits: LoginLimits,
+    ) -> None:
         self._db = db
         self._keys = keys
         self._wechat = wechat
+        self._limiter = limiter
+        self._limits = limits
 
-    async def login(self, code: str) -> IssuedToken:
+    async def login(self, code: str, client_ip: str) -> IssuedToken:
         """Exchange a ``wx.login`` code for our own bearer token.
 
-        WeChat is called before any transaction opens; nothing is stored when it fails.
+        Past the per-IP or the overall login limit, ``TooManyRequests`` before WeChat is
+        called. WeChat is called before any transaction opens; nothing is stored when it fails.
         """
+        await self._limiter.check(f"login:ip:{client_ip}", self._limits.per_ip)
+        await self._limiter.check("login:all", self._limits.overall)
         try:
             result = await self._wechat.code2session(code)
         except WeChatRejected as exc:
