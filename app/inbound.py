@@ -94,7 +94,9 @@ def refused_body(body: bytes) -> str:
     # PostgreSQL text cannot hold NUL; keep it visible without storing the byte.
     excerpt = body[:_EXCERPT].decode("utf-8", errors="replace").replace("\x00", "\\x00")
     digest = hashlib.sha256(body).hexdigest()
-    return json.dumps({"sha256": digest, "bytes": len(body), "excerpt": excerpt})
+    return json.dumps(
+        {"sha256": digest, "bytes": len(body), "excerpt": excerpt}, ensure_ascii=False
+    )
 
 
 class RefusalBudget:

@@ -79,6 +79,9 @@ async def test_every_hostile_case_is_refused_without_a_trace(
 
     log = service.log_text()
     assert failures == [], "\n".join(failures)
+    # Refused bodies are kept as a digest and a 256-character excerpt, never in full (issue
+    # 15); a control character takes 6 in JSON.
+    assert await _largest_refused_row(engine) < 256 * 6 + 200
     assert [s for s in secrets if s in log] == []
     assert [m for m in LEAK_MARKERS if m in log] == []
     record_figures(
@@ -164,6 +167,14 @@ async def _secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
         settings.secret_key.get_secret_value(),
     ]
     return configured + session_keys
+
+
+async def _largest_refused_row(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        sql = "SELECT max(length(raw)) FROM payment_notifies WHERE raw LIKE '{\"sha256\"%'"
+        largest = (await conn.execute(text(sql))).scalar()
+    assert largest is not None  # the corpus has refused notifies
+    return int(largest)
 
 
 async def _state(engine: AsyncEngine) -> tuple[Any, ...]:
