@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     miniprogram_api_base: str | None = None
     pay_api_base: str | None = None
     simulator_mount: bool = True
+    # Hosts besides this service's own that the mounted simulator may send notifies to.
+    simulator_notify_hosts: Annotated[list[str], NoDecode] = []
+    # The mount's one-process lock (app.devmount), relative to the working directory.
+    simulator_lock_path: str = "var/sim-mount.lock"
     # /docs, /redoc and /openapi.json list every route, the admin API included: served in
     # dev, and in production only when asked for.
     docs: bool = False
@@ -154,10 +158,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_proxies(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("trusted_proxies"), str):
-            raw = data["trusted_proxies"]
-            data = {**data, "trusted_proxies": [p.strip() for p in raw.split(",") if p.strip()]}
+    def _split_lists(cls, data: object) -> object:
+        for name in ("trusted_proxies", "simulator_notify_hosts"):
+            if isinstance(data, dict) and isinstance(data.get(name), str):
+                data = {**data, name: [p.strip() for p in data[name].split(",") if p.strip()]}
         return data
 
     @property

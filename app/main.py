@@ -17,6 +17,7 @@ from app.auth.router import admin_router as auth_admin_router
 from app.auth.router import router as auth_router
 from app.bodylimit import BodySizeLimit
 from app.config import Settings, get_settings
+from app.devmount import AllowedHostsTransport, mount_lock, notify_targets
 from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
@@ -67,6 +68,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             in_process = None
             if simulator is not None:
+                stack.enter_context(mount_lock(settings.simulator_lock_path))
                 await stack.enter_async_context(simulator)
                 in_process = InProcessRoute(settings.simulator_mount_url, simulator.app)
             runtime = await build_runtime(settings, stack, transport, in_process=in_process)
@@ -122,15 +124,16 @@ def _dev_simulator(settings: Settings, app: FastAPI, v3: V3Config | None) -> Sim
 
     Its notifies to this service's address are answered by ``app`` in process, as the
     service's calls to the mount are (see ``build_runtime``): both ends are this process, so
-    neither depends on ``WXPAY_SELF_BASE_URL`` naming the port uvicorn was really given.
+    neither depends on ``WXPAY_SELF_BASE_URL`` naming the port uvicorn was really given. It
+    notifies no other host unless ``WXPAY_SIMULATOR_NOTIFY_HOSTS`` lists it, and only one
+    process may serve it (``app.devmount``).
     """
     if not settings.uses_simulator_mount:
         return None
     from app.simulator import Simulator, SimulatorConfig
 
-    to_service = InProcessTransport(
-        InProcessRoute(settings.self_base_url, app), httpx.AsyncHTTPTransport()
-    )
+    network = AllowedHostsTransport(httpx.AsyncHTTPTransport(), notify_targets(settings))
+    to_service = InProcessTransport(InProcessRoute(settings.self_base_url, app), network)
     config = SimulatorConfig.from_settings(settings, v3=v3)
     return Simulator(config, notify_transport=to_service)
 
