@@ -18,6 +18,7 @@ from app.auth.router import router as auth_router
 from app.bodylimit import BodySizeLimit
 from app.config import Settings, get_settings
 from app.devmount import AllowedHostsTransport, mount_lock, notify_targets
+from app.docs import install_offline_docs
 from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 # WeChat's notify URLs: their own body limit and XML replies (app.inbound).
 NOTIFY_PREFIX = "/wechat/"
+OPENAPI_URL = "/openapi.json"
 
 
 @asynccontextmanager
@@ -86,11 +88,14 @@ def create_app(
         telemetry=_telemetry(settings.telemetry),
         description="Login, orders and WeChat Pay for mini-programs. Every error is "
         '`{"error": {"code", "message"}}`; the notify URL answers in WeChat\'s XML.',
-        # Nowhere in production unless WXPAY_DOCS=true: they list the admin routes.
-        openapi_url="/openapi.json" if settings.serves_docs else None,
-        docs_url="/docs" if settings.serves_docs else None,
-        redoc_url="/redoc" if settings.serves_docs else None,
+        # Nowhere in production unless WXPAY_DOCS=true: they list the admin routes. The pages
+        # themselves are ours (app.docs): FastAPI's load their scripts from a CDN.
+        openapi_url=OPENAPI_URL if settings.serves_docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
+    if settings.serves_docs:
+        install_offline_docs(app, OPENAPI_URL)
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=(NOTIFY_PREFIX,)
