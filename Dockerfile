@@ -11,6 +11,9 @@ RUN /opt/venv/bin/pip install .
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# Production unless told otherwise: an image started without its .env refuses to run on
+# development secrets instead of mounting the WeChat simulator at /sim.
+ENV WXPAY_ENV=production
 RUN useradd --create-home --uid 10001 wxpay
 WORKDIR /srv
 COPY --from=build /opt/venv /opt/venv

@@ -31,6 +31,7 @@ DEV_ADMIN_TOKEN = "dev-admin-token"
 _DEV_SECRETS = {DEV_APP_SECRET, DEV_API_KEY, DEV_SECRET_KEY, DEV_ADMIN_TOKEN}
 # A bearer token shorter-lived than this would send users back to wx.login all the time.
 PRODUCTION_MIN_SESSION_TTL = 60
+_MIN_DISTINCT_CHARACTERS = 8
 
 
 # get_settings() reads this dotenv file, relative to the working directory: ".env" while the
@@ -119,6 +120,13 @@ class Settings(BaseSettings):
     miniprogram_api_base: str | None = None
     pay_api_base: str | None = None
     simulator_mount: bool = True
+    # Hosts besides this service's own that the mounted simulator may send notifies to.
+    simulator_notify_hosts: Annotated[list[str], NoDecode] = []
+    # The mount's one-process lock (app.devmount), relative to the working directory.
+    simulator_lock_path: str = "var/sim-mount.lock"
+    # /docs, /redoc and /openapi.json list every route, the admin API included: served in
+    # dev, and in production only when asked for.
+    docs: bool = False
 
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
@@ -132,6 +140,18 @@ class Settings(BaseSettings):
     wechat_max_attempts: int = Field(default=3, ge=1, le=10)
 
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Every route's request body (the notify URLs keep their own, smaller limit).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Shared across replicas through the database (app.ratelimits). Each login costs a
+    # code2session call against the AppID's quota; the defaults never trip a benchmark.
+    login_rate_per_ip_per_minute: int = Field(default=600, ge=1)
+    login_rate_per_minute: int = Field(default=6000, ge=1)
+    # Calls to WeChat a user can cause on one order (?sync=true, fresh pay params).
+    order_wechat_calls_per_minute: int = Field(default=20, ge=1)
+    # Refused notifies: how long their digest and excerpt are kept, and how many one source
+    # may add per minute (the rest are answered FAIL without a row).
+    refused_notify_retention_days: int = Field(default=30, ge=1)
+    refused_notifies_per_source_per_minute: int = Field(default=600, ge=1)
 
     # Unpaid orders expire at WeChat after this long (time_expire); WeChat wants >= 5 minutes.
     order_ttl_minutes: int = Field(default=30, ge=5, le=7 * 24 * 60)
@@ -143,10 +163,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_proxies(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("trusted_proxies"), str):
-            raw = data["trusted_proxies"]
-            data = {**data, "trusted_proxies": [p.strip() for p in raw.split(",") if p.strip()]}
+    def _split_lists(cls, data: object) -> object:
+        for name in ("trusted_proxies", "simulator_notify_hosts"):
+            if isinstance(data, dict) and isinstance(data.get(name), str):
+                data = {**data, name: [p.strip() for p in data[name].split(",") if p.strip()]}
         return data
 
     @property
@@ -157,6 +177,10 @@ class Settings(BaseSettings):
     def uses_simulator_mount(self) -> bool:
         """Whether the dev simulator is mounted at ``/sim`` in the service process."""
         return not self.is_production and self.simulator_mount
+
+    @property
+    def serves_docs(self) -> bool:
+        return self.docs or not self.is_production
 
     @property
     def miniprogram_api(self) -> str:
@@ -257,7 +281,11 @@ class Settings(BaseSettings):
             # Merchants who sign up today have only v3 credentials: the v2 key is optional,
             # and without it old v2 orders cannot be queried or refunded.
             secrets.pop("WXPAY_API_KEY")
+        if self.api_v3_key is not None:
+            secrets["WXPAY_API_V3_KEY"] = self.api_v3_key
         bad = [name for name, value in secrets.items() if _is_unsafe(value)]
+        bad += _identical(secrets)
+        bad += _plain_http_upstreams(self)
         if self.api_version == "v3":
             bad += [f"{name} (WXPAY_API_VERSION=v3)" for name in self.v3_missing]
             if self.api_v3_key is not None and len(self.api_v3_key.get_secret_value()) != 32:
@@ -281,8 +309,35 @@ class Settings(BaseSettings):
 
 
 def _is_unsafe(value: SecretStr) -> bool:
+    """Missing, a development default, or weak: shorter than 16 characters, or made of fewer
+    than 8 different ones ("aaaa…", "abab…", a date)."""
     raw = value.get_secret_value()
-    return len(raw) < 16 or raw in _DEV_SECRETS
+    return len(raw) < 16 or raw in _DEV_SECRETS or len(set(raw)) < _MIN_DISTINCT_CHARACTERS
+
+
+def _identical(secrets: dict[str, SecretStr]) -> list[str]:
+    """Pairs of secrets with the same value: one leak (an admin token in a shell history)
+    would give away the other (the key that signs payments)."""
+    names = sorted(secrets)
+    return [
+        f"{first}/{second} (identical; each secret must be its own)"
+        for i, first in enumerate(names)
+        for second in names[i + 1 :]
+        if secrets[first].get_secret_value() == secrets[second].get_secret_value()
+    ]
+
+
+def _plain_http_upstreams(settings: Settings) -> list[str]:
+    # code2session sends the AppSecret in its query string: over http it travels in clear.
+    bases = {
+        "WXPAY_MINIPROGRAM_API_BASE": settings.miniprogram_api,
+        "WXPAY_PAY_API_BASE": settings.pay_api,
+    }
+    return [
+        f"{name} (must be an https:// URL)"
+        for name, base in bases.items()
+        if not base.startswith("https://")
+    ]
 
 
 @lru_cache(maxsize=1)

@@ -28,6 +28,7 @@ class AppError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
     message = "Internal error."
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         self.message = message or self.message
@@ -89,6 +90,17 @@ class RateLimited(AppError):
     message = "WeChat rate limit reached; retry in a minute."
 
 
+class TooManyRequests(AppError):
+    """Our own limit (per IP, per order, overall), not WeChat's."""
+
+    status = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many requests; retry in {retry_after} s.")
+        self.retry_after = retry_after
+
+
 class UpstreamRejected(AppError):
     status = 502
     code = "WECHAT_REJECTED"
@@ -118,7 +130,10 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status, exc.code, exc.message)
+    response = error_response(exc.status, exc.code, exc.message)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def upstream_rejected(exc: WeChatRejected) -> UpstreamRejected:

@@ -8,6 +8,8 @@ deadline passed) is answered so that WeChat sends the notify again, so nothing i
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,13 +20,16 @@ from starlette.requests import ClientDisconnect
 
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import MAX_NOTIFY_BYTES, ApiVersion, Gateways, PaymentGateway
+from app.netutil import forwarded_client
+from app.ratelimits.service import Limit, RateLimiter
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_NOT_PROCESSED: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, TimeoutError)
 # WeChat waits 5 s for the answer; leave room for the network.
 NOTIFY_DEADLINE_SECONDS = 4.0
-_EXCERPT = 8192
+# What is kept of a refused body: its digest, its length and this much of its start.
+_EXCERPT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +41,7 @@ class NotifyOutcome:
     detail: str  # safe to send back to whoever posted it
 
 
-NotifyHandler = Callable[[PaymentGateway, bytes, Mapping[str, str]], Awaitable[NotifyOutcome]]
+NotifyHandler = Callable[[PaymentGateway, bytes, Mapping[str, str], str], Awaitable[NotifyOutcome]]
 
 
 async def receive_notify(
@@ -57,7 +62,8 @@ async def receive_notify(
         return gateway.notify_reply(False, "body too large", 413)
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
-            outcome = await handle(gateway, body, request.headers)
+            peer = request.client.host if request.client else ""
+            outcome = await handle(gateway, body, request.headers, peer)
     except NOTIFY_NOT_PROCESSED as exc:
         logger.error("%s not processed, WeChat will retry: %s", what, type(exc).__name__)
         return gateway.notify_reply(False, "temporarily unavailable", 503)
@@ -81,7 +87,31 @@ async def read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def body_excerpt(body: bytes) -> str:
-    """What is kept of a refused body: the start, as text."""
+def refused_body(body: bytes) -> str:
+    """What is kept of a refused body: its SHA-256 and length, which tell repeats apart and
+    match a copy someone reports, and the start as text, which says what it was. Anyone can
+    post junk, so no more than that: the audit table must not grow with what strangers send."""
     # PostgreSQL text cannot hold NUL; keep it visible without storing the byte.
-    return body[:_EXCERPT].decode("utf-8", errors="replace").replace("\x00", "\\x00")
+    excerpt = body[:_EXCERPT].decode("utf-8", errors="replace").replace("\x00", "\\x00")
+    digest = hashlib.sha256(body).hexdigest()
+    return json.dumps(
+        {"sha256": digest, "bytes": len(body), "excerpt": excerpt}, ensure_ascii=False
+    )
+
+
+class RefusalBudget:
+    """How many refused notifies one source may add to the audit trail per minute. Past it the
+    sender still gets its FAIL, and only a log line (one per refusal) says so."""
+
+    def __init__(self, limiter: RateLimiter, per_minute: int, trusted_proxies: list[str]) -> None:
+        self._limiter = limiter
+        self._limit = Limit(per_minute)
+        self._trusted = trusted_proxies
+
+    async def allows(self, headers: Mapping[str, str], peer: str) -> bool:
+        """Count one refusal from the sender; whether it may still be recorded."""
+        source = forwarded_client(peer, headers.get("x-forwarded-for", ""), self._trusted)
+        if await self._limiter.allows(f"refused-notify:{source}", self._limit):
+            return True
+        logger.warning("refused notify from %s not recorded: over its budget", source)
+        return False

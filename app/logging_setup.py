@@ -3,36 +3,77 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
+from typing import Any
 
 from app.config import Settings
 
+# Values that are secret whoever logs them: code2session's AppSecret travels in its query
+# string (uvicorn's access log prints the query of a call to the mounted /sim), and its
+# answer carries the user's session_key, which no setting knows in advance.
+_SECRET_SHAPES = (
+    r"(?<=[?&]secret=)[^&\s\"']+",
+    r"(?<=[?&]access_token=)[^&\s\"']+",
+    r"(?<=session_key=)[^&\s\"']+",
+    r"(?<=\"session_key\": \")[^\"]+",
+    r"(?<=\"session_key\":\")[^\"]+",
+    r"(?<='session_key': ')[^']+",
+)
+REDACTED = "***"
+
 
 class RedactSecrets(logging.Filter):
-    """Replaces any configured secret that slips into a log record with ``***``.
+    """Replaces any configured secret, and any value in a secret's place (``secret=…``,
+    ``session_key``), that slips into a log record with ``***``.
 
     The code never logs secrets on purpose; this filter catches the accident (an exception
-    message quoting a request, say).
+    message quoting a request, an access log line with a query string). Arguments are redacted
+    one by one, so a formatter that reads them (uvicorn's access log) still works.
     """
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 8]
+        literals = [re.escape(s) for s in sorted(set(secrets), key=len, reverse=True)]
+        self._pattern = re.compile("|".join([*literals, *_SECRET_SHAPES]))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._redact_arg(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: self._redact_arg(arg) for key, arg in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        if self._pattern.search(record.getMessage()):
+            # Split between the message and its arguments; only the joined text shows it.
+            record.msg, record.args = self.redact(record.getMessage()), None
         return True
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text)
+
+    def _redact_arg(self, arg: Any) -> Any:
+        if isinstance(arg, str):
+            return self.redact(arg)
+        if isinstance(arg, int | float | type(None)):
+            return arg
+        text = str(arg)
+        return self.redact(text) if self._pattern.search(text) else arg
 
 
 def configure_logging(settings: Settings) -> None:
     secrets = [
-        settings.app_secret.get_secret_value(),
-        settings.api_key.get_secret_value(),
-        settings.secret_key.get_secret_value(),
-        settings.admin_token.get_secret_value(),
+        value.get_secret_value()
+        for value in (
+            settings.app_secret,
+            settings.api_key,
+            settings.secret_key,
+            settings.admin_token,
+            settings.api_v3_key,
+        )
+        if value is not None and len(value.get_secret_value()) >= 8
     ]
     root = logging.getLogger()
     if not root.handlers:
@@ -42,6 +83,22 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs every request URL at INFO, and code2session's URL carries the AppSecret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     redactor = RedactSecrets(secrets)
-    for handler in root.handlers:
+    for handler in _every_handler():
         handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]
         handler.addFilter(redactor)
+
+
+def _every_handler() -> Iterator[logging.Handler]:
+    """The root's handlers and those of every logger that has its own (uvicorn's access and
+    error logs do not propagate to the root, so a filter on the root alone misses them)."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    seen: set[int] = set()
+    for logger in loggers:
+        for handler in logger.handlers:
+            if id(handler) not in seen:
+                seen.add(id(handler))
+                yield handler

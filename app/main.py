@@ -13,8 +13,12 @@ import httpx
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from app.auth.router import admin_router as auth_admin_router
 from app.auth.router import router as auth_router
+from app.bodylimit import BodySizeLimit
 from app.config import Settings, get_settings
+from app.devmount import AllowedHostsTransport, mount_lock, notify_targets
+from app.docs import install_offline_docs
 from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
@@ -33,6 +37,9 @@ if TYPE_CHECKING:
     from app.simulator.v3keys import V3Config
 
 logger = logging.getLogger(__name__)
+# WeChat's notify URLs: their own body limit and XML replies (app.inbound).
+NOTIFY_PREFIX = "/wechat/"
+OPENAPI_URL = "/openapi.json"
 
 
 @asynccontextmanager
@@ -63,6 +70,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             in_process = None
             if simulator is not None:
+                stack.enter_context(mount_lock(settings.simulator_lock_path))
                 await stack.enter_async_context(simulator)
                 in_process = InProcessRoute(settings.simulator_mount_url, simulator.app)
             runtime = await build_runtime(settings, stack, transport, in_process=in_process)
@@ -81,11 +89,22 @@ def create_app(
         telemetry=_telemetry(settings.telemetry),
         description="Login, orders and WeChat Pay for mini-programs. Every error is "
         '`{"error": {"code", "message"}}`; the notify URL answers in WeChat\'s XML.',
+        # Nowhere in production unless WXPAY_DOCS=true: they list the admin routes. The pages
+        # themselves are ours (app.docs): FastAPI's load their scripts from a CDN.
+        openapi_url=OPENAPI_URL if settings.serves_docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
+    if settings.serves_docs:
+        install_offline_docs(app, OPENAPI_URL)
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=(NOTIFY_PREFIX,)
+    )
     for router in (
         health_router,
         auth_router,
+        auth_admin_router,
         products_router,
         products_admin_router,
         orders_router,
@@ -111,15 +130,16 @@ def _dev_simulator(settings: Settings, app: FastAPI, v3: V3Config | None) -> Sim
 
     Its notifies to this service's address are answered by ``app`` in process, as the
     service's calls to the mount are (see ``build_runtime``): both ends are this process, so
-    neither depends on ``WXPAY_SELF_BASE_URL`` naming the port uvicorn was really given.
+    neither depends on ``WXPAY_SELF_BASE_URL`` naming the port uvicorn was really given. It
+    notifies no other host unless ``WXPAY_SIMULATOR_NOTIFY_HOSTS`` lists it, and only one
+    process may serve it (``app.devmount``).
     """
     if not settings.uses_simulator_mount:
         return None
     from app.simulator import Simulator, SimulatorConfig
 
-    to_service = InProcessTransport(
-        InProcessRoute(settings.self_base_url, app), httpx.AsyncHTTPTransport()
-    )
+    network = AllowedHostsTransport(httpx.AsyncHTTPTransport(), notify_targets(settings))
+    to_service = InProcessTransport(InProcessRoute(settings.self_base_url, app), network)
     config = SimulatorConfig.from_settings(settings, v3=v3)
     return Simulator(config, notify_transport=to_service)
 

@@ -8,4 +8,5 @@ def load_all_models() -> None:
     import app.orders.models
     import app.payments.models
     import app.products.models
+    import app.ratelimits.models
     import app.refunds.models  # noqa: F401

@@ -15,9 +15,13 @@ def client_ip(request: Request, trusted_proxies: list[str]) -> str:
     address that is not itself a trusted proxy is the client.
     """
     peer = request.client.host if request.client else "127.0.0.1"
+    return forwarded_client(peer, request.headers.get("x-forwarded-for", ""), trusted_proxies)
+
+
+def forwarded_client(peer: str, forwarded: str, trusted_proxies: list[str]) -> str:
+    """``client_ip`` from the connection's peer address and its ``X-Forwarded-For``."""
     if peer not in trusted_proxies:
         return _valid_or(peer, "127.0.0.1")
-    forwarded = request.headers.get("x-forwarded-for", "")
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
         if hop not in trusted_proxies:

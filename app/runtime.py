@@ -18,14 +18,16 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 
-from app.auth.service import AuthKeys, AuthService
+from app.auth.service import AuthKeys, AuthService, LoginLimits
 from app.config import Settings
 from app.gateway import ApiVersion, Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
+from app.inbound import RefusalBudget
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
 from app.products.service import ProductService
+from app.ratelimits.service import Limit, RateLimiter
 from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.security import SecretBox, derive_key
@@ -87,20 +89,26 @@ async def build_runtime(
     )
     gateways = _gateways(settings, pay, build_v3_gateway(settings, http))
     payments = PaymentService(db)
-    orders = OrderService(db, settings, gateways, payments)
+    limiter = RateLimiter(db)
+    orders = OrderService(db, settings, gateways, payments, limiter)
     refunds = RefundService(db, settings, gateways)
+    refusals = RefusalBudget(
+        limiter, settings.refused_notifies_per_source_per_minute, settings.trusted_proxies
+    )
     return Runtime(
         settings=settings,
         db=db,
         gateways=gateways,
-        auth=AuthService(db, build_auth_keys(settings), miniprogram),
+        auth=AuthService(
+            db, build_auth_keys(settings), miniprogram, limiter, _login_limits(settings)
+        ),
         products=ProductService(db),
         payments=payments,
-        payment_notifies=PaymentNotifies(payments),
+        payment_notifies=PaymentNotifies(payments, refusals),
         orders=orders,
         refunds=refunds,
-        refund_notifies=RefundNotifies(db),
-        sweeper=Sweeper(db, settings, orders, refunds),
+        refund_notifies=RefundNotifies(db, refusals),
+        sweeper=Sweeper(db, settings, orders, refunds, limiter),
         schema_head=schema_head(),
     )
 
@@ -122,6 +130,13 @@ async def warn_of_stranded_v2_orders(runtime: Runtime) -> int:
             refunds,
         )
     return orders + refunds
+
+
+def _login_limits(settings: Settings) -> LoginLimits:
+    return LoginLimits(
+        per_ip=Limit(settings.login_rate_per_ip_per_minute),
+        overall=Limit(settings.login_rate_per_minute),
+    )
 
 
 def _gateways(settings: Settings, pay: WeChatPayClient, v3: PaymentGateway | None) -> Gateways:

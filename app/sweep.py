@@ -23,6 +23,9 @@ from app.gateway import WeChatRejected, WeChatUnavailable
 from app.orders.repository import OrderRecord
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
+from app.payments.service import REFUSED
+from app.ratelimits.service import RateLimiter
+from app.refunds.notify import RefundVerdict
 from app.refunds.service import RefundService
 from app.refunds.sweep import settle_overdue_refunds
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120
+REFUSED_VERDICTS = frozenset({*(v.value for v in REFUSED), RefundVerdict.REFUSED.value})
 
 
 @dataclass(slots=True)
@@ -41,6 +45,7 @@ class SweepReport:
     closed: int = 0
     failed: int = 0
     sessions_pruned: int = 0
+    refused_notifies_pruned: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
     # out_refund_no -> the refund's status after the pass, or "ERROR".
     refunds: dict[str, str] = field(default_factory=dict)
@@ -54,12 +59,18 @@ class Sweeper:
     """Built once, by the composition root, from the same services the routes use."""
 
     def __init__(
-        self, db: Database, settings: Settings, orders: OrderService, refunds: RefundService
+        self,
+        db: Database,
+        settings: Settings,
+        orders: OrderService,
+        refunds: RefundService,
+        limiter: RateLimiter,
     ) -> None:
         self._db = db
         self._settings = settings
         self._orders = orders
         self._refunds = refunds
+        self._limiter = limiter
 
     async def sweep_once(self) -> SweepReport:
         """One pass over the unpaid orders that are due; safe to run in several processes."""
@@ -71,6 +82,7 @@ class Sweeper:
             )
             # Expired bearer tokens are useless; keep the sessions table from growing forever.
             report.sessions_pruned = await tx.auth.delete_expired_sessions(utcnow())
+        report.refused_notifies_pruned = await self._prune_refusals()
         report.claimed = len(claimed)
         for order in claimed:
             outcome = await self._reconcile(order)
@@ -80,6 +92,15 @@ class Sweeper:
             report.failed += outcome == "ERROR"
         report.refunds = await settle_overdue_refunds(self._db, self._settings, self._refunds)
         return report
+
+    async def _prune_refusals(self) -> int:
+        """Refused notifies are kept ``refused_notify_retention_days`` (strangers' junk must
+        not fill the table), and rate-limit windows a day (none is longer than an hour)."""
+        keep = dt.timedelta(days=self._settings.refused_notify_retention_days)
+        async with self._db.statement() as tx:
+            pruned = await tx.audit.prune(REFUSED_VERDICTS, utcnow() - keep)
+        await self._limiter.prune(older_than_seconds=86_400)
+        return pruned
 
     async def run_forever(self) -> None:
         """Sweep every ``sweep_interval_seconds`` until cancelled; a failed pass is only logged."""

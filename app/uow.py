@@ -31,6 +31,7 @@ from app.db import PgPool, autocommit, create_engine
 from app.orders.repository import OrderRepository
 from app.payments.repository import NotifyAuditRepository
 from app.products.repository import ProductRepository
+from app.ratelimits.repository import RateLimitRepository
 from app.refunds.repository import RefundRepository
 from app.sql import AsyncpgExecutor, Executor, PgConnection, SqlAlchemyExecutor, StatementCache
 
@@ -62,6 +63,10 @@ class UnitOfWork:
     @cached_property
     def products(self) -> ProductRepository:
         return ProductRepository(self.sql)
+
+    @cached_property
+    def limits(self) -> RateLimitRepository:
+        return RateLimitRepository(self.sql)
 
     async def schema_version(self) -> str | None:
         """The alembic revision the database is at."""

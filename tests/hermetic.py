@@ -9,6 +9,8 @@ the ``WXPAY_*`` values the test gives it.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from app.config import ENV_FILE_VARIABLE, Settings
@@ -27,9 +29,15 @@ def strip_ambient_settings() -> None:
     os.environ[ENV_FILE_VARIABLE] = ""
 
 
+# The simulator mount's one-process lock (app.devmount) for apps built in this test process:
+# its own file, so a developer's `make run` in the checkout (var/) never blocks the tests.
+TEST_MOUNT_LOCK = str(Path(tempfile.gettempdir()) / f"wxpay-tests-{os.getpid()}" / "sim.lock")
+
+
 def hermetic_settings(**values: Any) -> Settings:
     """``Settings`` from ``values`` and the defaults: no ``.env``, and (stripped at start-up)
     no ambient ``WXPAY_*``."""
+    values.setdefault("simulator_lock_path", TEST_MOUNT_LOCK)
     return Settings(_env_file=None, **values)
 
 

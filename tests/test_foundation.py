@@ -56,10 +56,12 @@ PRODUCTION = {
     "env": "production",
     "appid": "wx9999999999999999",
     "mch_id": "1234567890",
-    "app_secret": "a" * 32,
-    "api_key": "b" * 32,
-    "secret_key": "c" * 48,
-    "admin_token": "d" * 32,
+    # Shaped like real ones (an AppSecret is 32 hex digits, an APIv2 key 32 letters and
+    # digits); "a" * 32 and the like are refused as weak (issue 15, item 7).
+    "app_secret": "3f9c1e0b7a4d62c58e1f0a9b7c3d5e21",
+    "api_key": "Q7wZ2kP9xR4mT8vL1nB6cY3hJ5gF0dSa",
+    "secret_key": "m4Rk-9vQz_Lw2Xc7Tn5Bj8Hs3Gd6Fy1Pe0UaKo",
+    "admin_token": "adm_7Yq2Vn9Rc4Lx8Kw3Tz6Pb1Hm5Js0Gd",
     "notify_url": "https://pay.example.com/wechat/pay/notify",
 }
 
@@ -91,6 +93,64 @@ def test_production_refuses_a_session_lifetime_under_a_minute() -> None:
     with pytest.raises(ConfigError, match="WXPAY_SESSION_TTL_SECONDS"):
         short.check_production()
     hermetic_settings(**PRODUCTION, session_ttl_seconds=60).check_production()
+
+
+@pytest.mark.parametrize(
+    ("weak", "value"),
+    [
+        ("app_secret", "a" * 32),
+        ("api_key", "ab" * 16),
+        ("secret_key", "2026-11-30-2026-11-30-2026"),
+        ("admin_token", "short-token"),
+    ],
+)
+def test_production_refuses_weak_secrets(weak: str, value: str) -> None:
+    settings = hermetic_settings(**{**PRODUCTION, weak: value})
+
+    with pytest.raises(ConfigError, match=f"WXPAY_{weak.upper()}") as refused:
+        settings.check_production()
+    assert value not in str(refused.value)
+
+
+def test_production_refuses_two_secrets_with_the_same_value() -> None:
+    settings = hermetic_settings(**{**PRODUCTION, "admin_token": PRODUCTION["secret_key"]})
+
+    with pytest.raises(ConfigError, match="WXPAY_ADMIN_TOKEN/WXPAY_SECRET_KEY") as refused:
+        settings.check_production()
+    assert PRODUCTION["secret_key"] not in str(refused.value)
+
+
+@pytest.mark.parametrize("setting", ["pay_api_base", "miniprogram_api_base"])
+def test_production_refuses_a_plain_http_wechat_api_base(setting: str) -> None:
+    # code2session carries the AppSecret in its query string; over http it is in clear.
+    settings = hermetic_settings(**{**PRODUCTION, setting: "http://api.example.com"})
+
+    with pytest.raises(ConfigError, match=f"WXPAY_{setting.upper()}"):
+        settings.check_production()
+
+
+def test_production_accepts_https_wechat_api_bases() -> None:
+    proxy = {"pay_api_base": "https://egress.example", "miniprogram_api_base": "https://eg.ex"}
+    hermetic_settings(**{**PRODUCTION, **proxy}).check_production()
+
+
+@pytest.mark.parametrize(
+    ("values", "served"),
+    [({}, True), (PRODUCTION, False), ({**PRODUCTION, "docs": True}, True)],
+    ids=["dev", "production", "production with WXPAY_DOCS=true"],
+)
+async def test_docs_are_served_in_production_only_when_asked_for(
+    values: dict[str, object], served: bool
+) -> None:
+    # The routes alone: no lifespan, so production needs no database or WeChat here.
+    app = create_app(hermetic_settings(**values))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            response = await client.get(path)
+            assert response.status_code == (200 if served else 404), path
+            if not served:
+                assert response.json()["error"]["code"] == "NOT_FOUND"
 
 
 def test_explicit_upstream_urls_win_over_the_dev_simulator_mount() -> None:

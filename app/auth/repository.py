@@ -18,7 +18,7 @@ _sessions = cast(Table, AuthSession.__table__)
 
 # Every authenticated request runs this.
 _FIND_SESSION = (
-    select(_sessions.c.user_id, _users.c.openid, _sessions.c.expires_at)
+    select(_sessions.c.user_id, _users.c.openid, _sessions.c.expires_at, _sessions.c.id)
     .join(_users, _users.c.id == _sessions.c.user_id)
     .where(_sessions.c.token_hash == bindparam("hash"))
 )
@@ -28,6 +28,9 @@ _ADD_SESSION = _sessions.insert().values(
     expires_at=bindparam("expires_at"),
     created_at=bindparam("now"),
 )
+_DELETE_SESSION = delete(_sessions).where(_sessions.c.id == bindparam("session_id"))
+_FIND_USER_ID = select(_users.c.id).where(_users.c.openid == bindparam("openid"))
+_DELETE_USER_SESSIONS = delete(_sessions).where(_sessions.c.user_id == bindparam("user_id"))
 _DELETE_EXPIRED = delete(_sessions).where(
     _sessions.c.expires_at < bindparam("now", type_=UTCDateTime())
 )
@@ -61,6 +64,7 @@ class SessionRow:
     user_id: int
     openid: str
     expires_at: dt.datetime
+    session_id: int
 
 
 class AuthRepository:
@@ -85,6 +89,17 @@ class AuthRepository:
         """The session a token hash belongs to, with its user's openid; None if unknown."""
         row = await self._sql.fetchrow(_FIND_SESSION, {"hash": token_hash})
         return None if row is None else SessionRow(*row)
+
+    async def delete_session(self, session_id: int) -> int:
+        return await self._sql.execute(_DELETE_SESSION, {"session_id": session_id})
+
+    async def find_user_id(self, openid: str) -> int | None:
+        user_id = await self._sql.scalar(_FIND_USER_ID, {"openid": openid})
+        return None if user_id is None else int(user_id)
+
+    async def delete_user_sessions(self, user_id: int) -> int:
+        """Every session of the user, expired or not; how many there were."""
+        return await self._sql.execute(_DELETE_USER_SESSIONS, {"user_id": user_id})
 
     async def delete_expired_sessions(self, now: dt.datetime) -> int:
         return await self._sql.execute(_DELETE_EXPIRED, {"now": now})

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from app.auth.schemas import LoginRequest, LoginResponse, SessionResponse
+from app.auth.schemas import LoginRequest, LoginResponse, RevokedSessions, SessionResponse
 from app.db import utcnow
-from app.deps import AuthServiceDep, CurrentUserDep
+from app.deps import AdminDep, AuthServiceDep, CurrentUserDep, SettingsDep
 from app.errors import error_responses
+from app.netutil import client_ip
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+admin_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"], dependencies=[AdminDep])
 
 
 @router.post(
@@ -16,9 +18,29 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
     responses=error_responses(401, 403, 422, 429, 502, 503),
     summary="Exchange a wx.login code for a session token",
 )
-async def login(body: LoginRequest, auth: AuthServiceDep) -> LoginResponse:
-    issued = await auth.login(body.code)
+async def login(
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> LoginResponse:
+    issued = await auth.login(body.code, client_ip(request, settings.trusted_proxies))
+    # A bearer token: no cache (a proxy's, the mini-program's HTTP layer) may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return LoginResponse(token=issued.token, expires_in=issued.expires_in)
+
+
+@router.post(
+    "/logout",
+    status_code=204,
+    responses=error_responses(401),
+    summary="Revoke this session token (other sessions of the user stay)",
+)
+async def logout(user: CurrentUserDep, auth: AuthServiceDep) -> Response:
+    await auth.logout(user)
+    return Response(status_code=204)
 
 
 @router.get(
@@ -30,3 +52,13 @@ async def login(body: LoginRequest, auth: AuthServiceDep) -> LoginResponse:
 async def session(user: CurrentUserDep) -> SessionResponse:
     remaining = int((user.session_expires_at - utcnow()).total_seconds())
     return SessionResponse(openid=user.openid, expires_in=max(remaining, 0))
+
+
+@admin_router.delete(
+    "/{openid}/sessions",
+    response_model=RevokedSessions,
+    responses=error_responses(403, 404),
+    summary="Revoke every session of a user",
+)
+async def revoke_sessions(openid: str, auth: AuthServiceDep) -> RevokedSessions:
+    return RevokedSessions(openid=openid, revoked=await auth.revoke_sessions(openid))

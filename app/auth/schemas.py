@@ -25,3 +25,8 @@ class SessionResponse(BaseModel):
 
     openid: str
     expires_in: int = Field(description="Seconds the session has left.")
+
+
+class RevokedSessions(BaseModel):
+    openid: str
+    revoked: int = Field(description="How many sessions were revoked.")

@@ -16,10 +16,12 @@ from app.db import utcnow
 from app.errors import (
     InvalidLoginCode,
     LoginBlocked,
+    NotFound,
     RateLimited,
     SessionExpired,
     SessionInvalid,
 )
+from app.ratelimits.service import Limit, RateLimiter
 from app.security import SecretBox, hash_token, new_token
 from app.wechat.errors import WeChatRejected
 from app.wechat.miniprogram import MiniProgramClient
@@ -46,6 +48,7 @@ class CurrentUser:
     id: int
     openid: str
     session_expires_at: dt.datetime
+    session_id: int  # the session the request's token belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +60,38 @@ class AuthKeys:
     ttl_seconds: int
 
 
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """Logins per client IP and overall: each one costs a code2session call against the
+    AppID's daily quota, bad codes included."""
+
+    per_ip: Limit
+    overall: Limit
+
+
 class AuthService:
-    def __init__(self, db: Database, keys: AuthKeys, wechat: MiniProgramClient) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: AuthKeys,
+        wechat: MiniProgramClient,
+        limiter: RateLimiter,
+        limits: LoginLimits,
+    ) -> None:
         self._db = db
         self._keys = keys
         self._wechat = wechat
+        self._limiter = limiter
+        self._limits = limits
 
-    async def login(self, code: str) -> IssuedToken:
+    async def login(self, code: str, client_ip: str) -> IssuedToken:
         """Exchange a ``wx.login`` code for our own bearer token.
 
-        WeChat is called before any transaction opens; nothing is stored when it fails.
+        Past the per-IP or the overall login limit, ``TooManyRequests`` before WeChat is
+        called. WeChat is called before any transaction opens; nothing is stored when it fails.
         """
+        await self._limiter.check(f"login:ip:{client_ip}", self._limits.per_ip)
+        await self._limiter.check("login:all", self._limits.overall)
         try:
             result = await self._wechat.code2session(code)
         except WeChatRejected as exc:
@@ -89,7 +113,28 @@ class AuthService:
             raise SessionInvalid()
         if row.expires_at <= utcnow():
             raise SessionExpired()
-        return CurrentUser(id=row.user_id, openid=row.openid, session_expires_at=row.expires_at)
+        return CurrentUser(
+            id=row.user_id,
+            openid=row.openid,
+            session_expires_at=row.expires_at,
+            session_id=row.session_id,
+        )
+
+    async def logout(self, user: CurrentUser) -> None:
+        """Revoke the session the request's token belongs to; its other sessions stay."""
+        async with self._db.statement() as tx:
+            await tx.auth.delete_session(user.session_id)
+        logger.info("logout user_id=%s", user.id)
+
+    async def revoke_sessions(self, openid: str) -> int:
+        """Revoke every session of the user ``openid`` (``NotFound`` if unknown); how many."""
+        async with self._db.transaction() as tx:
+            user_id = await tx.auth.find_user_id(openid)
+            if user_id is None:
+                raise NotFound("No such user.")
+            revoked = await tx.auth.delete_user_sessions(user_id)
+        logger.info("sessions revoked user_id=%s count=%s", user_id, revoked)
+        return revoked
 
 
 def _login_error(exc: WeChatRejected) -> Exception:

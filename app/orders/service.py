@@ -34,6 +34,7 @@ from app.orders.numbers import new_out_trade_no
 from app.orders.repository import DuplicateOrder, OrderRecord
 from app.orders.states import PAYABLE, OrderStatus
 from app.products.service import ProductNotFound
+from app.ratelimits.service import Limit, RateLimiter
 
 if TYPE_CHECKING:
     from app.uow import Database
@@ -91,12 +92,19 @@ class OrderService:
     """
 
     def __init__(
-        self, db: Database, settings: Settings, gateways: Gateways, payments: PaymentRecorder
+        self,
+        db: Database,
+        settings: Settings,
+        gateways: Gateways,
+        payments: PaymentRecorder,
+        limiter: RateLimiter,
     ) -> None:
         self._db = db
         self._settings = settings
         self._gateways = gateways
         self._payments = payments
+        self._limiter = limiter
+        self._wechat_calls = Limit(settings.order_wechat_calls_per_minute)
 
     async def create_order(
         self,
@@ -132,6 +140,7 @@ class OrderService:
         """The caller's own order; with ``sync``, first learn its state from WeChat."""
         order = await self._owned(user, out_trade_no)
         if sync and order.status in PAYABLE:
+            await self._throttle(order)
             await self.sync_with_wechat(order)
             order = await self._owned(user, out_trade_no)
         return order
@@ -154,7 +163,12 @@ class OrderService:
             raise OrderNotPayable("The order has expired; create a new one.")
         if order.prepay_id and order.prepay_expires_at and order.prepay_expires_at > utcnow():
             return OrderWithParams(order, self._gateway(order).pay_params(order.prepay_id))
+        await self._throttle(order)
         return OrderWithParams(order, await self._prepay(order))
+
+    async def _throttle(self, order: OrderRecord) -> None:
+        # Calls to WeChat a user can repeat at will: bounded per order, across replicas.
+        await self._limiter.check(f"wechat:order:{order.out_trade_no}", self._wechat_calls)
 
     async def close_order(self, user: CurrentUser, out_trade_no: str) -> OrderRecord:
         """Close an unpaid order at WeChat and here; closing a closed order changes nothing."""

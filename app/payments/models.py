@@ -12,7 +12,10 @@ class NotifyAudit(Base):
     """Every notify WeChat (or anyone) posted to us, with what we made of it."""
 
     __tablename__ = "payment_notifies"
-    __table_args__ = (Index("ix_payment_notifies_out_trade_no", "out_trade_no"),)
+    __table_args__ = (
+        Index("ix_payment_notifies_out_trade_no", "out_trade_no"),
+        Index("ix_payment_notifies_received_at", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -21,6 +24,6 @@ class NotifyAudit(Base):
     total_fee: Mapped[int | None] = mapped_column(BigInteger)
     verdict: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="")
-    # The received fields as JSON (nothing in a v2 notify is secret), or a body excerpt when
-    # the body could not be parsed.
+    # The received fields as JSON (nothing in a v2 notify is secret), or for a refused body
+    # its SHA-256, length and a short excerpt (app.inbound.refused_body).
     raw: Mapped[str] = mapped_column(Text)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from app.db import utcnow
 from app.gateway import InvalidNotification, PaymentGateway, RefusalKind
-from app.inbound import NotifyOutcome, body_excerpt
+from app.inbound import NotifyOutcome, RefusalBudget, refused_body
 from app.payments.service import ACKNOWLEDGED, REFUSED, AuditRecord, PaymentService, Verdict
 
 logger = logging.getLogger(__name__)
@@ -31,19 +31,21 @@ _REFUSAL_VERDICT = {
 class PaymentNotifies:
     """Applies one payment notify; the outcome it returns is already committed."""
 
-    def __init__(self, payments: PaymentService) -> None:
+    def __init__(self, payments: PaymentService, refusals: RefusalBudget) -> None:
         self._payments = payments
+        self._refusals = refusals
 
     async def handle(
-        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str]
+        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str], peer: str
     ) -> NotifyOutcome:
         received_at = utcnow()
         try:
             notice = await gateway.parse_payment_notify(body, headers)
         except InvalidNotification as refused:
             verdict = _REFUSAL_VERDICT[refused.kind]
-            audit = AuditRecord(body_excerpt(body), received_at)
-            await self._payments.record(verdict, audit, refused.reason)
+            if await self._refusals.allows(headers, peer):
+                audit = AuditRecord(refused_body(body), received_at)
+                await self._payments.record(verdict, audit, refused.reason)
             logger.warning("notify refused: %s (%s)", verdict.value, refused.reason)
             return _outcome(verdict, refused.reason)
         audit = AuditRecord(notice.audit, received_at)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass, fields
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, delete
 
+from app.db import UTCDateTime
 from app.payments.models import NotifyAudit
 from app.sql import Executor
 
@@ -30,9 +31,26 @@ class AuditRow:
 _INSERT = notifies.insert().values({f.name: bindparam(f.name) for f in fields(AuditRow)})
 
 
+# One statement per set of verdicts (a constant IN list), built once: app.sql compiles each once.
+_prune_statements: dict[frozenset[str], Any] = {}
+
+
+def _prune(verdicts: frozenset[str]) -> Any:
+    if verdicts not in _prune_statements:
+        _prune_statements[verdicts] = delete(notifies).where(
+            notifies.c.verdict.in_(sorted(verdicts)),
+            notifies.c.received_at < bindparam("cutoff", type_=UTCDateTime()),
+        )
+    return _prune_statements[verdicts]
+
+
 class NotifyAuditRepository:
     def __init__(self, sql: Executor) -> None:
         self._sql = sql
 
     async def record(self, row: AuditRow) -> None:
         await self._sql.execute(_INSERT, asdict(row))
+
+    async def prune(self, verdicts: frozenset[str], cutoff: dt.datetime) -> int:
+        """Delete the rows with one of ``verdicts`` received before ``cutoff``; how many."""
+        return await self._sql.execute(_prune(verdicts), {"cutoff": cutoff})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from app.db import utcnow
 from app.gateway import InvalidNotification, PaymentGateway, RefundNotice
-from app.inbound import NotifyOutcome, body_excerpt
+from app.inbound import NotifyOutcome, RefusalBudget, refused_body
 from app.orders.repository import OrderRecord
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow
@@ -56,14 +56,15 @@ ACKNOWLEDGED = frozenset(
 
 
 class RefundNotifies:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, refusals: RefusalBudget) -> None:
         self._db = db
+        self._refusals = refusals
 
     async def handle(
-        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str]
+        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str], peer: str
     ) -> NotifyOutcome:
         """Verify, decrypt and apply a refund notify; the outcome returned is committed."""
-        verdict = await self._judge(gateway, body, headers)
+        verdict = await self._judge(gateway, body, headers, peer)
         return NotifyOutcome(
             acknowledged=verdict in ACKNOWLEDGED,
             refused=verdict is RefundVerdict.REFUSED,
@@ -71,17 +72,18 @@ class RefundNotifies:
         )
 
     async def _judge(
-        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str]
+        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str], peer: str
     ) -> RefundVerdict:
         received_at = utcnow()
         try:
             info = await gateway.parse_refund_notify(body, headers)
         except InvalidNotification as refused:
             logger.warning("refund notify refused: %s", refused.reason)
-            excerpt = body_excerpt(body)
-            row = AuditRow(received_at, RefundVerdict.REFUSED.value, excerpt, refused.reason)
-            async with self._db.statement() as tx:
-                await tx.audit.record(row)
+            if await self._refusals.allows(headers, peer):
+                raw = refused_body(body)
+                row = AuditRow(received_at, RefundVerdict.REFUSED.value, raw, refused.reason)
+                async with self._db.statement() as tx:
+                    await tx.audit.record(row)
             return RefundVerdict.REFUSED
         async with self._db.transaction() as tx:
             verdict = await _judge(tx, info)

@@ -11,18 +11,37 @@ absent, as they do in WeChat's signing rule.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
 
 Fen = Annotated[int, Field(strict=True, ge=0)]
 PositiveFen = Annotated[int, Field(strict=True, ge=1, le=9_999_999_999)]
-# Received integers arrive as text; lax mode parses "100" but still refuses "1.5" or "abc".
-# WeChat amounts are Int fen, at most 10 digits.
 MAX_FEN = 9_999_999_999
-ReceivedFen = Annotated[int, Field(ge=0, le=MAX_FEN)]
+_ASCII_DIGITS = re.compile(r"0|[1-9][0-9]{0,9}")  # no sign, no spaces, no leading zeros
+
+
+def _ascii_digits(value: object) -> object:
+    """WeChat writes Int fields as bare ASCII digits. Pydantic's lax int would also read
+    "990.0", " 990 ", "+990", "0990" or "9_90" as 990: each a second spelling of a signed amount."""
+    if isinstance(value, str) and not _ASCII_DIGITS.fullmatch(value):
+        raise ValueError("must be ASCII digits only")
+    return value
+
+
+# Received integers arrive as text: digits only, WeChat amounts are Int fen, at most 10 digits.
+ReceivedInt = Annotated[int, BeforeValidator(_ascii_digits), Field(ge=0)]
+ReceivedFen = Annotated[ReceivedInt, Field(le=MAX_FEN)]
 # Ids are String(32) at WeChat (PROTOCOL.md §5); anything longer is not WeChat's.
 ReceivedId = Annotated[str, Field(min_length=1, max_length=32)]
 OutTradeNo = Annotated[str, Field(pattern=r"^[0-9A-Za-z_\-|*@]{1,32}$")]
@@ -223,7 +242,7 @@ class _PaidOrderFields(Received):
     cash_fee: ReceivedFen | None = None
     cash_fee_type: str | None = None
     coupon_fee: ReceivedFen | None = None
-    coupon_count: Annotated[int, Field(ge=0)] | None = None
+    coupon_count: ReceivedInt | None = None
     transaction_id: ReceivedId | None = None
     out_trade_no: ReceivedId | None = None
     attach: str | None = None
@@ -245,7 +264,11 @@ class _PaidOrderFields(Received):
     def _coupons_are_complete(self) -> Self:
         for n in range(self.coupon_count or 0):
             fee = self.extra_field(f"coupon_fee_{n}")
-            if not self.extra_field(f"coupon_id_{n}") or fee is None or not fee.isdigit():
+            if (
+                not self.extra_field(f"coupon_id_{n}")
+                or fee is None
+                or not _ASCII_DIGITS.fullmatch(fee)
+            ):
                 raise ValueError(f"coupon {n} of {self.coupon_count} is incomplete")
         return self
 
@@ -285,7 +308,7 @@ class RefundResponse(PayResponse):
     cash_fee_type: str | None = None
     cash_refund_fee: ReceivedFen | None = None
     coupon_refund_fee: ReceivedFen | None = None
-    coupon_refund_count: Annotated[int, Field(ge=0)] | None = None
+    coupon_refund_count: ReceivedInt | None = None
 
 
 class QueriedRefund(BaseModel):
@@ -314,8 +337,8 @@ class RefundQueryResponse(PayResponse):
     settlement_total_fee: ReceivedFen | None = None
     fee_type: str | None = None
     cash_fee: ReceivedFen | None = None
-    refund_count: Annotated[int, Field(ge=0)]
-    total_refund_count: Annotated[int, Field(ge=0)] | None = None
+    refund_count: ReceivedInt
+    total_refund_count: ReceivedInt | None = None
     refunds: list[QueriedRefund] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="before")
@@ -325,7 +348,7 @@ class RefundQueryResponse(PayResponse):
         if not isinstance(data, dict):
             return data
         count = data.get("refund_count", "0")
-        if not isinstance(count, str) or not count.isdigit():
+        if not isinstance(count, str) or not _ASCII_DIGITS.fullmatch(count):
             return data  # the refund_count check reports it
         refunds = [_refund_group(data, n) for n in range(int(count))]
         return {**data, "refunds": refunds}

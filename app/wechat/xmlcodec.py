@@ -5,8 +5,11 @@ value in CDATA; ``to_signed_xml`` signs and builds a request in one pass (docs/b
 
 Parsing is the attack surface of the notify URL (PROTOCOL.md §9.1, the 2018 XXE disclosure),
 so it refuses, before lxml sees a byte: bodies over the size limit, any ``<!DOCTYPE``/
-``<!ENTITY``, and bytes that are not UTF-8; lxml itself then runs with DTDs, entity
-resolution, network access and huge trees all off.
+``<!ENTITY``, and bytes that are not UTF-8 (NUL bytes included: UTF-16 without a byte-order
+mark is valid UTF-8 byte by byte, and lxml would otherwise sniff it as UTF-16 and find a
+DOCTYPE the byte screen never saw). lxml itself then reads the body as UTF-8 whatever it
+declares, with DTDs, entity resolution, network access and huge trees all off. What it builds
+must be the canonical WeChat shape: one root, flat fields, no attributes, each field once.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class XmlFault(StrEnum):
     WRONG_ROOT = "WRONG_ROOT"
     NESTED = "NESTED_ELEMENT"
     DUPLICATE = "DUPLICATE_FIELD"
+    ATTRIBUTE = "ATTRIBUTE_FORBIDDEN"
 
 
 class XmlRejected(ValueError):
@@ -148,6 +152,8 @@ def _parser() -> etree.XMLParser:
             huge_tree=False,
             remove_comments=True,
             remove_pis=True,
+            # Never trust the document's own idea of its encoding: the screen checked UTF-8.
+            encoding="utf-8",
         )
         _parsers.parser = parser
     return parser
@@ -168,6 +174,9 @@ def _screen(body: bytes, max_bytes: int) -> None:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise XmlRejected(XmlFault.NOT_UTF8, "the body is not valid UTF-8") from exc
+    if b"\x00" in body:
+        # XML 1.0 cannot carry NUL at all; here it means UTF-16 or UTF-32 in disguise.
+        raise XmlRejected(XmlFault.NOT_UTF8, "the body contains NUL bytes")
 
 
 def from_xml(
@@ -176,23 +185,47 @@ def from_xml(
     """The fields of a flat WeChat XML document, every value as text.
 
     Raises ``XmlRejected`` for anything else: too large, a DTD or entity, not UTF-8, not
-    well-formed, another root element, or an element nested inside a field.
+    well-formed, another root element, an attribute, text between fields, or an element nested
+    inside a field. Values in CDATA and as plain text read alike, as WeChat sends both.
     """
     _screen(body, max_bytes)
     try:
         document = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:
         raise XmlRejected(XmlFault.MALFORMED, str(exc)) from exc
-    if document.tag != root:
-        raise XmlRejected(XmlFault.WRONG_ROOT, f"the root element must be <{root}>")
+    _check_document(document, root)
     fields: dict[str, str] = {}
     for child in document:
         if not isinstance(child.tag, str):
             continue  # an entity reference or other non-element node left unresolved
-        if len(child):
-            raise XmlRejected(XmlFault.NESTED, f"<{child.tag}> contains elements")
         if child.tag in fields:
             # Which copy a signature covers would depend on the parser; WeChat never repeats one.
             raise XmlRejected(XmlFault.DUPLICATE, f"<{child.tag}> appears more than once")
         fields[child.tag] = child.text or ""
     return fields
+
+
+def _check_document(document: etree._Element, root: str) -> None:
+    """WeChat's shape only: attributes, nesting or loose text would each be a second reading
+    of the message that the signature (over name=value pairs) does not cover."""
+    if document.getroottree().docinfo.internalDTD is not None:
+        raise XmlRejected(XmlFault.DOCTYPE, "DTDs are not accepted")  # were the screen passed
+    if document.tag != root:
+        raise XmlRejected(XmlFault.WRONG_ROOT, f"the root element must be <{root}>")
+    if document.attrib or document.nsmap:
+        raise XmlRejected(XmlFault.ATTRIBUTE, f"<{document.tag}> carries attributes")
+    if not _blank(document.text):
+        raise XmlRejected(XmlFault.MALFORMED, "text outside the fields")
+    for child in document:
+        if not _blank(child.tail):
+            raise XmlRejected(XmlFault.MALFORMED, "text outside the fields")
+        if not isinstance(child.tag, str):
+            continue
+        if child.attrib or child.nsmap:
+            raise XmlRejected(XmlFault.ATTRIBUTE, f"<{child.tag}> carries attributes")
+        if len(child):
+            raise XmlRejected(XmlFault.NESTED, f"<{child.tag}> contains elements")
+
+
+def _blank(text: str | None) -> bool:
+    return text is None or not text.strip(" \t\r\n")

@@ -107,7 +107,7 @@ def _spawn(
 
 @contextmanager
 def spawn_service(
-    port: int, env: dict[str, str], log_dir: Path, *, workers: int = 1
+    port: int, env: dict[str, str], log_dir: Path, *, workers: int = 1, log_level: str = "warning"
 ) -> Iterator[ServiceProcess]:
     """``uvicorn app.main:app`` on ``port`` with exactly ``env``, run in ``log_dir`` so that
     no ``.env`` file is read; stopped when the block ends. Not ready yet: see ``wait_ready``."""
@@ -125,7 +125,7 @@ def spawn_service(
         str(workers),
         "--no-proxy-headers",
         "--log-level",
-        "warning",
+        log_level,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -2,24 +2,29 @@
 
 A case names a request (``method``, ``path``, ``headers``, and a body: ``body`` text,
 ``body_file`` exact bytes beside it, ``body_b64``, or ``body_repeat`` for large bodies made at
-run time) and what must come back (``expect``: ``"4xx"``, ``"fail"`` for a WeChat XML FAIL, or
-``{"status": N}``). ``{{NAME}}`` placeholders are filled from the scenario's fixtures; a case
-with ``sign`` gets ``{{SIGN}}`` replaced by a signature made with the real key over the body's
-fields (with ``sign.over`` overriding some, e.g. to move a valid signature onto another order).
+run time; ``chunked`` sends it with no Content-Length) and what must come back (``expect``:
+``"4xx"``, ``"fail"`` for a WeChat XML FAIL, or ``{"status": N}``). ``{{NAME}}`` placeholders
+are filled from the scenario's fixtures; a case with ``sign`` gets ``{{SIGN}}`` replaced by a
+signature made with the real key over the body's fields (with ``sign.over`` overriding some,
+e.g. to move a valid signature onto another order, and ``sign.encoding`` sending the signed
+document in another encoding). The fields to sign are read leniently, by pattern, so a case
+can sign a form the service must refuse to read.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.wechat.signing import SignType, sign
-from app.wechat.xmlcodec import from_xml
 
 CORPUS = Path(__file__).parent / "corpus"
+# A field element with or without attributes, its value in CDATA or plain text.
+_FIELD = re.compile(r"<([A-Za-z_][\w.-]*)(?:\s[^>]*)?>(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))</\1>")
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Case:
     headers: dict[str, str]
     body: bytes
     expect: Any
+    chunked: bool = False  # sent as a stream with no Content-Length
 
 
 def load_cases() -> list[tuple[str, dict[str, Any]]]:
@@ -45,7 +51,8 @@ def render(name: str, spec: dict[str, Any], values: dict[str, str], api_key: str
     headers = {k: _fill(v, values) for k, v in request.get("headers", {}).items()}
     body = _body(request, values)
     if "sign" in spec:
-        body = _signed(body.decode(), spec["sign"], values, api_key).encode()
+        encoding = spec["sign"].get("encoding", "utf-8")
+        body = _signed(body.decode(), spec["sign"], values, api_key).encode(encoding)
     return Case(
         name=name,
         description=spec["description"],
@@ -54,6 +61,7 @@ def render(name: str, spec: dict[str, Any], values: dict[str, str], api_key: str
         headers=headers,
         body=body,
         expect=spec["expect"],
+        chunked=bool(request.get("chunked", False)),
     )
 
 
@@ -71,8 +79,11 @@ def _body(request: dict[str, Any], values: dict[str, str]) -> bytes:
 
 
 def _signed(body: str, options: dict[str, Any], values: dict[str, str], api_key: str) -> str:
-    fields = {k: v for k, v in from_xml(body.replace("{{SIGN}}", "").encode()).items()}
-    fields.pop("sign", None)
+    fields = {
+        name: cdata or text
+        for name, cdata, text in _FIELD.findall(body.replace("{{SIGN}}", ""))
+        if name != "sign"
+    }
     fields.update({k: _fill(v, values) for k, v in options.get("over", {}).items()})
     declared = fields.get("sign_type", "MD5")
     sign_type = SignType(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -78,6 +79,9 @@ async def test_every_hostile_case_is_refused_without_a_trace(
 
     log = service.log_text()
     assert failures == [], "\n".join(failures)
+    # Refused bodies are kept as a digest and a 256-character excerpt, never in full (issue
+    # 15); a control character takes 6 in JSON.
+    assert await _largest_refused_row(engine) < 256 * 6 + 200
     assert [s for s in secrets if s in log] == []
     assert [m for m in LEAK_MARKERS if m in log] == []
     record_figures(
@@ -165,15 +169,29 @@ async def _secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
     return configured + session_keys
 
 
+async def _largest_refused_row(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        sql = "SELECT max(length(raw)) FROM payment_notifies WHERE raw LIKE '{\"sha256\"%'"
+        largest = (await conn.execute(text(sql))).scalar()
+    assert largest is not None  # the corpus has refused notifies
+    return int(largest)
+
+
 async def _state(engine: AsyncEngine) -> tuple[Any, ...]:
     async with engine.connect() as conn:
         return tuple((await conn.execute(STATE)).one())
 
 
 async def _send(http: httpx.AsyncClient, service: ServiceProcess, case: Case) -> httpx.Response:
+    content = _chunks(case.body) if case.chunked else case.body or None
     return await http.request(
-        case.method, service.base_url + case.path, headers=case.headers, content=case.body or None
+        case.method, service.base_url + case.path, headers=case.headers, content=content
     )
+
+
+async def _chunks(body: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
 
 
 def _judge(case: Case, response: httpx.Response, secrets: list[str]) -> list[str]:

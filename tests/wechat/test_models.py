@@ -131,6 +131,23 @@ def test_received_amounts_must_be_whole_fen(total_fee: str) -> None:
         PaymentNotify.from_fields({**PAID_NOTIFY, "total_fee": total_fee})
 
 
+@pytest.mark.parametrize(
+    "amount", ["990.0", " 990 ", "990 ", "+990", "0990", "9_90", "\uff19\uff19\uff10", "99\u0660"]
+)
+@pytest.mark.parametrize("field", ["total_fee", "cash_fee", "coupon_fee", "coupon_count"])
+def test_received_integers_are_bare_ascii_digits_only(field: str, amount: str) -> None:
+    # WeChat writes Int fields as bare digits (PROTOCOL.md §5); any other spelling of a signed
+    # amount is not WeChat's, even when lax int parsing would read it as the same number.
+    with pytest.raises(ValidationError, match="ASCII digits"):
+        PaymentNotify.from_fields({**PAID_NOTIFY, field: amount})
+
+
+def test_zero_and_ten_digit_amounts_are_still_read() -> None:
+    assert PaymentNotify.from_fields({**PAID_NOTIFY, "coupon_fee": "0"}).coupon_fee == 0
+    notify = PaymentNotify.from_fields({**PAID_NOTIFY, "total_fee": "9999999999"})
+    assert notify.total_fee == 9_999_999_999
+
+
 def test_order_query_reads_trade_state_and_refuses_unknown_states() -> None:
     base = {"return_code": "SUCCESS", "result_code": "SUCCESS", "out_trade_no": "A1"}
     query = OrderQueryResponse.from_fields({**base, "trade_state": "NOTPAY"})

@@ -164,6 +164,74 @@ def test_bodies_that_are_not_utf8_are_refused(body: bytes) -> None:
     assert _refusal(body) is XmlFault.NOT_UTF8
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Valid UTF-8 byte by byte (every byte < 0x80), but lxml would sniff UTF-16 or UTF-32.
+        "<xml><a>ok</a></xml>".encode("utf-16-le"),
+        "<xml><a>ok</a></xml>".encode("utf-16-be"),
+        "<xml><a>ok</a></xml>".encode("utf-32-le"),
+        '<?xml version="1.0" encoding="UTF-16"?><xml><a>ok</a></xml>'.encode("utf-16-le"),
+        b"<xml><a>o\x00k</a></xml>",
+    ],
+)
+def test_nul_bytes_are_refused_as_not_utf8(body: bytes) -> None:
+    assert _refusal(body) is XmlFault.NOT_UTF8
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16", "utf-32", "utf-7"])
+def test_a_doctype_is_refused_in_any_encoding(encoding: str) -> None:
+    body = '<!DOCTYPE xml [<!ENTITY e "x">]><xml><a>&e;</a></xml>'.encode(encoding)
+    assert _refusal(body) in (XmlFault.DOCTYPE, XmlFault.NOT_UTF8)
+
+
+@pytest.mark.parametrize("doctype", [b"<!DOCTYPE xml>", b'<!DOCTYPE xml SYSTEM "x.dtd">'])
+def test_a_doctype_past_the_byte_screen_is_still_refused(doctype: bytes) -> None:
+    # Defence in depth: the parsed document is checked for a DTD too, were the screen's
+    # pattern ever talked around.
+    document = etree.fromstring(doctype + b"<xml><a>1</a></xml>", xmlcodec._parser())
+    with pytest.raises(XmlRejected) as caught:
+        xmlcodec._check_document(document, "xml")
+    assert caught.value.fault is XmlFault.DOCTYPE
+
+
+def test_a_document_declaring_another_encoding_is_still_read_as_utf8() -> None:
+    # The screen already refuses the declaration; the parser must not obey it either.
+    body = '<?xml version="1.0" encoding="ISO-8859-1"?><xml><a>示例</a></xml>'.encode()
+    parsed = etree.fromstring(body, xmlcodec._parser())
+    assert parsed[0].text == "示例"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<xml><total_fee amount="1">990</total_fee></xml>',
+        b'<xml a="1"><total_fee>990</total_fee></xml>',
+        b'<xml xmlns:x="urn:x"><total_fee>990</total_fee></xml>',
+        b'<xml><total_fee xml:lang="en">990</total_fee></xml>',
+    ],
+)
+def test_attributes_are_refused(body: bytes) -> None:
+    assert _refusal(body) is XmlFault.ATTRIBUTE
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<xml>9<a>1</a></xml>", b"<xml><a>1</a>90</xml>", b"<xml><a>1</a><![CDATA[x]]></xml>"],
+)
+def test_text_between_fields_is_refused(body: bytes) -> None:
+    assert _refusal(body) is XmlFault.MALFORMED
+
+
+def test_a_field_nested_two_levels_down_is_refused() -> None:
+    assert _refusal(b"<xml><a>1<b>2<c>3</c></b></a></xml>") is XmlFault.NESTED
+
+
+def test_cdata_and_plain_text_read_alike_with_whitespace_between_fields() -> None:
+    body = b"<xml>\n  <a><![CDATA[990]]></a>\n\t<b>990</b>\r\n</xml>"
+    assert from_xml(body) == {"a": "990", "b": "990"}
+
+
 def test_a_utf8_declaration_and_bom_are_accepted() -> None:
     body = '\ufeff<?xml version="1.0" encoding="UTF-8"?><xml><a>示例</a></xml>'.encode()
     assert from_xml(body) == {"a": "示例"}

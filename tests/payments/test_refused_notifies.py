@@ -1,0 +1,110 @@
+"""Refused notifies are kept small, bounded per source and pruned (issue 15, item 2): anyone
+can post junk to the notify URL, and the audit trail must not grow with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import utcnow
+from app.wechat.xmlcodec import from_xml
+from tests.conftest import ClientFactory, RuntimeFactory
+from tests.helpers import add_product, create_order, login, scalar, set_time
+from tests.payments.test_notify import NOTIFY, signed_notify
+from tests.plugins.simulator import SimulatorHandle
+
+REFUND_NOTIFY = "/wechat/pay/refund-notify"
+JUNK = b"<xml><return_code>SUCCESS</return_code><junk>" + b"J" * 60_000 + b"</junk></xml>"
+
+
+async def post(client: httpx.AsyncClient, path: str, body: bytes, ip: str = "") -> str:
+    headers = {"content-type": "text/xml", **({"X-Forwarded-For": ip} if ip else {})}
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 400
+    return from_xml(response.content)["return_code"]
+
+
+@pytest.mark.parametrize("path", [NOTIFY, REFUND_NOTIFY])
+async def test_a_refused_body_is_kept_as_its_digest_and_a_short_excerpt(
+    client: httpx.AsyncClient, engine: AsyncEngine, path: str
+) -> None:
+    assert await post(client, path, JUNK) == "FAIL"
+
+    raw = await scalar(engine, "SELECT raw FROM payment_notifies")
+    kept = json.loads(raw)
+    assert kept["sha256"] == hashlib.sha256(JUNK).hexdigest()
+    assert kept["bytes"] == len(JUNK)
+    assert JUNK.decode().startswith(kept["excerpt"]) and len(kept["excerpt"]) == 256
+    assert len(raw) < 600  # not the 8 KiB excerpt of before
+
+
+async def test_refused_notifies_are_recorded_up_to_a_budget_per_source(
+    make_client: ClientFactory, engine: AsyncEngine
+) -> None:
+    client = await make_client(
+        refused_notifies_per_source_per_minute=3, trusted_proxies=["127.0.0.1"]
+    )
+
+    replies = [await post(client, NOTIFY, JUNK, "198.51.100.7") for _ in range(5)]
+    replies.append(await post(client, REFUND_NOTIFY, JUNK, "198.51.100.7"))
+    replies.append(await post(client, NOTIFY, JUNK, "198.51.100.8"))
+
+    assert replies == ["FAIL"] * 7  # every sender still gets its answer
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies") == 4  # 3 + 1
+
+
+async def test_a_real_payment_is_recorded_whatever_the_budget(
+    make_client: ClientFactory,
+    fresh_simulator: SimulatorHandle,
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    client = await make_client(refused_notifies_per_source_per_minute=1)
+    for _ in range(3):
+        await post(client, NOTIFY, JUNK)
+    auth = await login(client, fresh_simulator)
+    order = await create_order(client, auth, await add_product(client, price_fen=990))
+    paid = signed_notify(
+        settings, out_trade_no=order["out_trade_no"],
+        transaction_id="4200000000000000000000000123", total_fee=990,
+    )  # fmt: skip
+
+    response = await client.post(NOTIFY, content=paid)
+
+    assert from_xml(response.content)["return_code"] == "SUCCESS"
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='PAID'") == 1
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies") == 2
+
+
+async def test_the_sweep_prunes_refused_notifies_past_their_retention_only(
+    client: httpx.AsyncClient,
+    make_runtime: RuntimeFactory,
+    fresh_simulator: SimulatorHandle,
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    await post(client, NOTIFY, JUNK)
+    await post(client, REFUND_NOTIFY, JUNK)
+    auth = await login(client, fresh_simulator)
+    order = await create_order(client, auth, await add_product(client, price_fen=990))
+    body = signed_notify(
+        settings, out_trade_no=order["out_trade_no"],
+        transaction_id="4200000000000000000000000124", total_fee=990,
+    )  # fmt: skip
+    await client.post(NOTIFY, content=body)
+    old = utcnow() - dt.timedelta(days=31)
+    await set_time(engine, "UPDATE payment_notifies SET received_at = :t", old)
+    await post(client, NOTIFY, JUNK)  # a recent one
+
+    report = await (await make_runtime(refused_notify_retention_days=30)).sweeper.sweep_once()
+
+    assert report.refused_notifies_pruned == 2
+    # The old payment is kept for good, the recent refusal for now.
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='PAID'") == 1
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies") == 2
