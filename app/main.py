@@ -19,6 +19,8 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
 from app.logging_setup import configure_logging
+from app.observe import RequestObserver
+from app.observe import router as metrics_router
 from app.orders.router import admin_router as orders_admin_router
 from app.orders.router import router as orders_router
 from app.payments.router import router as payments_router
@@ -82,6 +84,9 @@ def create_app(
         '`{"error": {"code", "message"}}`; the notify URL answers in WeChat\'s XML.',
     )
     install_error_handlers(app)
+    app.add_middleware(RequestObserver, timed=settings.metrics)
+    if settings.metrics:
+        app.include_router(metrics_router)
     for router in (
         health_router,
         auth_router,
