@@ -85,8 +85,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestObserver, timed=settings.metrics)
-    if settings.metrics:
-        app.include_router(metrics_router)
     for router in (
         health_router,
         auth_router,
@@ -99,6 +97,8 @@ def create_app(
         refund_notify_router,
     ):
         app.include_router(router)
+    if settings.metrics:
+        app.include_router(metrics_router)  # last: every request is matched against it
     simulator = _dev_simulator(settings, app, dev_v3)
     if simulator is not None:
         app.mount("/sim", simulator.app)

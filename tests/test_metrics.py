@@ -116,6 +116,17 @@ async def test_paths_no_route_matched_share_one_label(client: httpx.AsyncClient)
     assert not any("/no/such" in str(labels) for _, labels in after)
 
 
+async def test_methods_a_client_invents_share_one_label(client: httpx.AsyncClient) -> None:
+    before = await scrape(client)
+    for method in ("FOO", "BAR-1", "PROPFIND"):
+        await client.request(method, "/healthz")
+    after = await scrape(client)
+
+    other = {"method": "OTHER", "route": "/healthz", "status": "405"}
+    assert grew(before, after, f"{REQUESTS}_count", **other) == 3
+    assert not any(("method", "FOO") in labels for _, labels in after)
+
+
 async def test_a_mounted_route_is_labelled_under_its_mount(make_client: ClientFactory) -> None:
     client = await make_client(simulator_mount=True)
     before = await scrape(client)
