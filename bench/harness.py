@@ -7,6 +7,7 @@ started here and terminated here, and every load run has a request count and a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -99,21 +100,32 @@ class Server:
 
 @contextmanager
 def server_process(
-    command: Sequence[str], env: dict[str, str], ready_path: str, port: int, cwd: Path = ROOT
+    command: Sequence[str],
+    env: dict[str, str],
+    ready_path: str,
+    port: int,
+    cwd: Path = ROOT,
+    log: Path | None = None,
 ) -> Iterator[Server]:
-    """Start ``command`` (listening on ``port``), wait for ``ready_path`` to answer 200."""
-    process = subprocess.Popen(list(command), cwd=cwd, env={**_clean_env(), **env})
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_ready(server, ready_path)
-        yield server
-    finally:
-        process.terminate()
+    """Start ``command`` (listening on ``port``), wait for ``ready_path`` to answer 200; its
+    output goes to ``log`` when given."""
+    with open(log, "wb") if log else contextlib.nullcontext() as out:
+        process = subprocess.Popen(
+            list(command), cwd=cwd, env={**_clean_env(), **env}, stdout=out, stderr=out
+        )
+        server = Server(f"http://127.0.0.1:{port}", process)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            _wait_ready(server, ready_path)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            if log:
+                print(f"  ({log.stat().st_size / 1e6:.1f} MB of logs from {command[3]})")
 
 
 def _wait_ready(server: Server, path: str, timeout: float = 40) -> None:
@@ -138,9 +150,20 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
+# ``--observability`` of the HTTP benchmarks: "off" is the service as measured before /metrics
+# existed (no metrics, warnings only, no access log); "on" is the service as the image runs it:
+# /metrics in multiprocess mode, JSON logs at INFO, uvicorn's access log, all written to a file.
+OBSERVABILITY = ("off", "on", "both")
+
+
+def observed_targets(choice: str) -> list[str]:
+    """The service's targets for an ``--observability`` choice: "ours" (off), "observed" (on)."""
+    return {"off": ["ours"], "on": ["observed"], "both": ["ours", "observed"]}[choice]
+
+
 @contextmanager
 def service(
-    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9"
+    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9", *, observed: bool = False
 ) -> Iterator[Server]:
     """The service itself: ``uvicorn app.main:app`` on PostgreSQL."""
     port = free_port()
@@ -151,10 +174,29 @@ def service(
         "WXPAY_SIMULATOR_MOUNT": "false",
         "WXPAY_SWEEP_INTERVAL_SECONDS": "0",
         "WXPAY_LOG_LEVEL": "WARNING",
+        "WXPAY_METRICS": "false",
     }
     command = uvicorn_command("app.main:app", port, workers)
-    with server_process(command, env, "/readyz", port, cwd=APP_ROOT) as s:
-        yield s
+    with tempfile.TemporaryDirectory(prefix="wxpay-bench-obs-") as scratch:
+        log = None
+        if observed:
+            env |= _observed_env(Path(scratch))
+            command = [c for c in command if c != "--no-access-log"]
+            command[command.index("--log-level") + 1] = "info"
+            log = Path(scratch, "service.log")
+        with server_process(command, env, "/readyz", port, cwd=APP_ROOT, log=log) as s:
+            yield s
+
+
+def _observed_env(scratch: Path) -> dict[str, str]:
+    metrics = scratch / "metrics"
+    metrics.mkdir()
+    return {
+        "WXPAY_METRICS": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        "WXPAY_LOG_FORMAT": "json",
+        "WXPAY_LOG_LEVEL": "INFO",
+    }
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import random
 from collections import defaultdict
@@ -24,10 +25,12 @@ from dataclasses import dataclass
 import asyncpg
 from filler import Filler, fill
 from harness import (
+    OBSERVABILITY,
     LoadResult,
     command_line,
     fresh_database,
     median,
+    observed_targets,
     pg_url,
     reference,
     run_load,
@@ -142,12 +145,14 @@ class Run:
     time_cap: float
 
 
-def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[str, LoadResult]:
+def measure(
+    run: Run, urls: dict[str, str], batch: Batch, order: list[str]
+) -> dict[str, LoadResult]:
     for database in run.databases.values():
         asyncio.run(insert_orders(database, batch.numbers))
     spec = request_file("POST", NOTIFY, [(XML_HEADERS, body) for body in batch.requests])
     results: dict[str, LoadResult] = {}
-    for target in sorted(urls, key=lambda t: t != first):
+    for target in order:
         results[target] = run_load(
             urls[target],
             spec,
@@ -167,19 +172,25 @@ Key = tuple[int, str, str]  # workers, mix, target
 def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
-    with (
-        service(run.databases["ours"], workers) as ours,
-        reference(run.databases["reference"], workers) as ref,
-    ):
-        urls = {"ours": ours.url, "reference": ref.url}
+    with contextlib.ExitStack() as servers:
+        urls = {
+            target: servers.enter_context(
+                service(db, workers, observed=target == "observed")
+                if target != "reference"
+                else reference(db, workers)
+            ).url
+            for target, db in run.databases.items()
+        }
+        targets = list(urls)
         warmup = make_batch(run.settings, f"W{workers}", min(count, 1000), 0.0)
-        measure(run, urls, warmup, "ours")
+        measure(run, urls, warmup, targets)
         for mix, duplicates in MIXES.items():
             for index in range(rounds):
                 prefix = f"N{workers}{mix[0]}{index}"
                 batch = make_batch(run.settings, prefix, count, duplicates)
-                first = ("ours", "reference")[index % 2]
-                for target, result in measure(run, urls, batch, first).items():
+                # Each target goes first in turn.
+                order = targets[index % len(targets) :] + targets[: index % len(targets)]
+                for target, result in measure(run, urls, batch, order).items():
                     results[(workers, mix, target)].append(result)
                     print(f"  {workers}w {mix:6} round {index + 1} {target:9} {_line(result)}")
 
@@ -191,20 +202,32 @@ def _line(result: LoadResult) -> str:
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
-    print(f"\n{command_line()}\nmedians of {rounds} rounds\n")
+    print(f"\n{command_line()}\nmedians of {rounds} rounds; ratios: medians of per-round ratios\n")
     print(
-        "| workers | mix | ours req/s | ref req/s | ours/ref | ours p50/p99 ms | ref p50/p99 ms |"
+        "| workers | mix | service | req/s | ref req/s | / ref | p50 / p99 ms | ref p50 / p99 ms |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for workers, mix in sorted({(w, m) for w, m, _ in results}):
-        ours, ref = results[(workers, mix, "ours")], results[(workers, mix, "reference")]
-        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+    print("|---|---|---|---|---|---|---|---|")
+    for workers, mix, target in sorted(results):
+        if target == "reference":
+            continue
+        ours, ref = results[(workers, mix, target)], results[(workers, mix, "reference")]
         print(
-            f"| {workers} | {mix} | {median([r.rate for r in ours]):.0f} "
-            f"| {median([r.rate for r in ref]):.0f} | {ratio:.2f} "
-            f"| {median([r.p50_ms for r in ours]):.1f} / {median([r.p99_ms for r in ours]):.1f} "
-            f"| {median([r.p50_ms for r in ref]):.1f} / {median([r.p99_ms for r in ref]):.1f} |"
+            f"| {workers} | {mix} | {target} | {median([r.rate for r in ours]):.0f} "
+            f"| {median([r.rate for r in ref]):.0f} | {_ratio(ours, ref):.2f} "
+            f"| {_latency(ours)} | {_latency(ref)} |"
         )
+    for workers, mix, target in sorted(results):
+        if target == "observed" and (workers, mix, "ours") in results:
+            cost = _ratio(results[(workers, mix, target)], results[(workers, mix, "ours")])
+            print(f"observed / ours, {workers} worker(s), {mix}: {cost:.2f}")
+
+
+def _ratio(ours: list[LoadResult], ref: list[LoadResult]) -> float:
+    return median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+
+
+def _latency(results: list[LoadResult]) -> str:
+    return f"{median([r.p50_ms for r in results]):.1f} / {median([r.p99_ms for r in results]):.1f}"
 
 
 def main() -> None:
@@ -215,11 +238,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
+    parser.add_argument(
+        "--observability",
+        choices=OBSERVABILITY,
+        default="off",
+        help="the service without metrics and JSON logs, with them, or both side by side",
+    )
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    with fresh_database("ours") as ours_db, fresh_database("ref") as ref_db:
-        databases = {"ours": ours_db, "reference": ref_db}
+    with contextlib.ExitStack() as stack:
+        targets = [*observed_targets(args.observability), "reference"]
+        databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
         for database in databases.values():
             asyncio.run(seed(database))
             if args.filler:
