@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ import asyncpg
 import httpx
 from filler import Filler, fill
 from harness import (
+    OBSERVABILITY,
     LoadResult,
     command_line,
     cpu_seconds,
     fresh_database,
     median,
+    observed_targets,
     pg_url,
     reference,
     run_load,
@@ -108,9 +111,10 @@ def bench_levels(
         run_load(urls[target], run.spec, concurrency=16, count=300, time_cap=30, ok_status=201)
     for level in levels:
         count = min(level * run.per_slot, run.max_requests)
+        targets = list(urls)
         for index in range(rounds):
-            first = ("ours", "reference")[index % 2]
-            for target in sorted(urls, key=lambda t: t != first):
+            # Each target goes first in turn.
+            for target in targets[index % len(targets) :] + targets[: index % len(targets)]:
                 sim_cpu = cpu_seconds(run.simulator_pid)
                 result = run_load(
                     urls[target],
@@ -140,18 +144,27 @@ def _line(result: LoadResult, run: Run) -> str:
 def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float) -> None:
     print(f"\n{command_line()}\nmedians of {rounds} rounds; added = latency - {latency_ms:g} ms\n")
     print(
-        "| in flight | ours orders/s | ref orders/s | ours/ref "
-        "| ours added p50 / p99 ms | ref added p50 / p99 ms |"
+        "| in flight | service | orders/s | ref orders/s | / ref "
+        "| added p50 / p99 ms | ref added p50 / p99 ms |"
     )
-    print("|---|---|---|---|---|---|")
-    for level in sorted({level for level, _ in results}):
-        ours, ref = results[(level, "ours")], results[(level, "reference")]
-        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+    print("|---|---|---|---|---|---|---|")
+    for level, target in sorted(results):
+        if target == "reference":
+            continue
+        ours, ref = results[(level, target)], results[(level, "reference")]
         rates = f"{median([r.rate for r in ours]):.0f} | {median([r.rate for r in ref]):.0f}"
         print(
-            f"| {level} | {rates} | {ratio:.2f} "
+            f"| {level} | {target} | {rates} | {_ratio(ours, ref):.2f} "
             f"| {_added(ours, latency_ms)} | {_added(ref, latency_ms)} |"
         )
+    for level, target in sorted(results):
+        if target == "observed" and (level, "ours") in results:
+            cost = _ratio(results[(level, target)], results[(level, "ours")])
+            print(f"observed / ours at {level} in flight: {cost:.2f}")
+
+
+def _ratio(ours: list[LoadResult], ref: list[LoadResult]) -> float:
+    return median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
 
 
 def _added(results: list[LoadResult], latency_ms: float) -> str:
@@ -170,25 +183,38 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=1500, help="per run")
     parser.add_argument("--time-cap", type=float, default=25.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
+    parser.add_argument(
+        "--observability",
+        choices=OBSERVABILITY,
+        default="off",
+        help="the service without metrics and JSON logs, with them, or both side by side",
+    )
     args = parser.parse_args()
-    with (
-        fresh_database("ours") as ours_db,
-        fresh_database("ref") as ref_db,
-        simulator(args.latency_ms) as sim,
-    ):
-        with service(ours_db, 1, sim.url) as ours:
+    with contextlib.ExitStack() as stack:
+        targets = [*observed_targets(args.observability), "reference"]
+        databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
+        sim = stack.enter_context(simulator(args.latency_ms))
+        first = databases[targets[0]]
+        with service(first, 1, sim.url) as ours:
             tokens = asyncio.run(log_in_users(ours.url, sim.url, args.users))
             product_id = asyncio.run(add_product(ours.url))
-        asyncio.run(copy_accounts(ours_db, ref_db))
-        if args.filler:
-            for database in (ours_db, ref_db):
+        for database in databases.values():
+            if database != first:  # the same users, tokens and product everywhere
+                asyncio.run(copy_accounts(first, database))
+            if args.filler:
                 filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
         spec = order_requests(tokens, product_id)
         run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
-        with service(ours_db, 1, sim.url) as ours, reference(ref_db, 1, sim.url) as ref:
-            urls = {"ours": ours.url, "reference": ref.url}
-            results = bench_levels(run, urls, args.in_flight, args.rounds)
+        urls = {
+            target: stack.enter_context(
+                reference(db, 1, sim.url)
+                if target == "reference"
+                else service(db, 1, sim.url, observed=target == "observed")
+            ).url
+            for target, db in databases.items()
+        }
+        results = bench_levels(run, urls, args.in_flight, args.rounds)
     report(results, args.rounds, args.latency_ms)
 
 
