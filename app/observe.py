@@ -82,11 +82,10 @@ _TIMERS: dict[tuple[str, str, int], Histogram] = {}
 def _timer(method: str, route: str, status: int) -> Histogram:
     """The labelled histogram, looked up once per label set: ``labels()`` takes a lock and
     costs ~3 us, a dict lookup nothing. Bounded: routes are templates, methods a fixed set."""
-    key = (method, route, status)
+    key = (method if method in _METHODS else "OTHER", route, status)
     timer = _TIMERS.get(key)
     if timer is None:
-        label = method if method in _METHODS else "OTHER"
-        timer = _TIMERS[key] = metrics.HTTP_REQUESTS.labels(label, route, str(status))
+        timer = _TIMERS[key] = metrics.HTTP_REQUESTS.labels(key[0], route, str(status))
     return timer
 
 

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.metrics import MULTIPROC_DIR_VARIABLE, UNMATCHED_ROUTE
+from app.observe import _METHODS, _TIMERS
 from tests.conftest import ClientFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of, scalar, set_time
 from tests.plugins.cluster import running_services
@@ -125,6 +126,8 @@ async def test_methods_a_client_invents_share_one_label(client: httpx.AsyncClien
     other = {"method": "OTHER", "route": "/healthz", "status": "405"}
     assert grew(before, after, f"{REQUESTS}_count", **other) == 3
     assert not any(("method", "FOO") in labels for _, labels in after)
+    # Nor a timer kept for it: the label sets the observer keeps stay bounded too.
+    assert {method for method, _, _ in _TIMERS} <= {*_METHODS, "OTHER"}
 
 
 async def test_a_mounted_route_is_labelled_under_its_mount(make_client: ClientFactory) -> None:
