@@ -28,6 +28,7 @@ from filler import Filler, fill
 from harness import (
     OBSERVABILITY,
     LoadResult,
+    Server,
     command_line,
     cpu_seconds,
     fresh_database,
@@ -104,25 +105,26 @@ Key = tuple[int, str]  # in flight, target
 
 
 def bench_levels(
-    run: Run, urls: dict[str, str], levels: list[int], rounds: int
+    run: Run, servers: dict[str, Server], levels: list[int], rounds: int
 ) -> dict[Key, list[LoadResult]]:
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    for target in urls:  # warm-up: connections, prepared statements, caches
-        run_load(urls[target], run.spec, concurrency=16, count=300, time_cap=30, ok_status=201)
+    for server in servers.values():  # warm-up: connections, prepared statements, caches
+        run_load(server.url, run.spec, concurrency=16, count=300, time_cap=30, ok_status=201)
     for level in levels:
         count = min(level * run.per_slot, run.max_requests)
-        targets = list(urls)
+        targets = list(servers)
         for index in range(rounds):
             # Each target goes first in turn.
             for target in targets[index % len(targets) :] + targets[: index % len(targets)]:
                 sim_cpu = cpu_seconds(run.simulator_pid)
                 result = run_load(
-                    urls[target],
+                    servers[target].url,
                     run.spec,
                     concurrency=level,
                     count=count,
                     time_cap=run.time_cap,
                     ok_status=201,
+                    server_pid=servers[target].pid,
                 )
                 results[(level, target)].append(result)
                 busy = (cpu_seconds(run.simulator_pid) - sim_cpu) / result.elapsed
@@ -138,16 +140,16 @@ def _line(result: LoadResult, run: Run) -> str:
     errors = f" errors={bad}" if bad else ""
     added = result.p50_ms - run.latency_ms
     latency = f"p50 {result.p50_ms:6.1f} ms (+{added:.1f}) p99 {result.p99_ms:6.1f} ms"
-    return f"{result.rate:6.0f}/s {latency}{errors}"
+    return f"{result.rate:6.0f}/s {latency} cpu {result.cpu_ms_per_ok:.2f} ms/order{errors}"
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float) -> None:
     print(f"\n{command_line()}\nmedians of {rounds} rounds; added = latency - {latency_ms:g} ms\n")
     print(
         "| in flight | service | orders/s | ref orders/s | / ref "
-        "| added p50 / p99 ms | ref added p50 / p99 ms |"
+        "| added p50 / p99 ms | ref added p50 / p99 ms | CPU ms/order | ref CPU ms/order |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for level, target in sorted(results):
         if target == "reference":
             continue
@@ -155,12 +157,22 @@ def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float)
         rates = f"{median([r.rate for r in ours]):.0f} | {median([r.rate for r in ref]):.0f}"
         print(
             f"| {level} | {target} | {rates} | {_ratio(ours, ref):.2f} "
-            f"| {_added(ours, latency_ms)} | {_added(ref, latency_ms)} |"
+            f"| {_added(ours, latency_ms)} | {_added(ref, latency_ms)} "
+            f"| {_cpu(ours)} | {_cpu(ref)} |"
         )
     for level, target in sorted(results):
         if target == "observed" and (level, "ours") in results:
             cost = _ratio(results[(level, target)], results[(level, "ours")])
-            print(f"observed / ours at {level} in flight: {cost:.2f}")
+            cpu = _cpu_ratio(results[(level, target)], results[(level, "ours")])
+            print(f"observed / ours at {level} in flight: rate {cost:.2f}, CPU per order {cpu:.2f}")
+
+
+def _cpu(results: list[LoadResult]) -> str:
+    return f"{median([r.cpu_ms_per_ok for r in results]):.2f}"
+
+
+def _cpu_ratio(ours: list[LoadResult], base: list[LoadResult]) -> float:
+    return median([o.cpu_ms_per_ok / b.cpu_ms_per_ok for o, b in zip(ours, base, strict=True)])
 
 
 def _ratio(ours: list[LoadResult], ref: list[LoadResult]) -> float:
@@ -206,15 +218,15 @@ def main() -> None:
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
         spec = order_requests(tokens, product_id)
         run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
-        urls = {
+        servers = {
             target: stack.enter_context(
                 reference(db, 1, sim.url)
                 if target == "reference"
                 else service(db, 1, sim.url, observed=target == "observed")
-            ).url
+            )
             for target, db in databases.items()
         }
-        results = bench_levels(run, urls, args.in_flight, args.rounds)
+        results = bench_levels(run, servers, args.in_flight, args.rounds)
     report(results, args.rounds, args.latency_ms)
 
 

@@ -233,10 +233,17 @@ class LoadResult:
     elapsed: float
     p50_ms: float
     p99_ms: float
+    server_cpu_s: float = 0.0  # CPU the server process used during the run (when measured)
 
     @property
     def rate(self) -> float:
         return self.ok / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def cpu_ms_per_ok(self) -> float:
+        """Server CPU per answered request: unlike the rate, barely moved by other work on the
+        machine (the process's own CPU time, not wall time)."""
+        return self.server_cpu_s / self.ok * 1000 if self.ok else float("nan")
 
 
 def run_load(
@@ -247,25 +254,29 @@ def run_load(
     count: int,
     time_cap: float,
     ok_status: int,
+    server_pid: int | None = None,
 ) -> LoadResult:
     """Fire ``count`` requests (``requests`` from ``loadgen.request_file``) from a separate
-    process with ``concurrency`` in flight, stopping at ``time_cap`` seconds."""
+    process with ``concurrency`` in flight, stopping at ``time_cap`` seconds; with
+    ``server_pid``, also the CPU that process used meanwhile."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
         json.dump(requests, spec)
     command = [
         sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--spec", spec.name,
         "--concurrency", str(concurrency), "--count", str(count), "--time-cap", str(time_cap),
     ]  # fmt: skip
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     try:
         out = subprocess.run(
             command, capture_output=True, text=True, check=True, timeout=time_cap + 60
         )
     finally:
         os.unlink(spec.name)
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     data = json.loads(out.stdout)
     ok = int(data["statuses"].get(str(ok_status), 0))
     return LoadResult(
-        data["sent"], ok, data["statuses"], data["elapsed"], data["p50_ms"], data["p99_ms"]
+        data["sent"], ok, data["statuses"], data["elapsed"], data["p50_ms"], data["p99_ms"], cpu
     )
 
 

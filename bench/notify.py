@@ -27,6 +27,7 @@ from filler import Filler, fill
 from harness import (
     OBSERVABILITY,
     LoadResult,
+    Server,
     command_line,
     fresh_database,
     median,
@@ -146,7 +147,7 @@ class Run:
 
 
 def measure(
-    run: Run, urls: dict[str, str], batch: Batch, order: list[str]
+    run: Run, servers: dict[str, Server], batch: Batch, order: list[str]
 ) -> dict[str, LoadResult]:
     for database in run.databases.values():
         asyncio.run(insert_orders(database, batch.numbers))
@@ -154,12 +155,13 @@ def measure(
     results: dict[str, LoadResult] = {}
     for target in order:
         results[target] = run_load(
-            urls[target],
+            servers[target].url,
             spec,
             concurrency=run.concurrency,
             count=len(batch.requests),
             time_cap=run.time_cap,
             ok_status=200,
+            server_pid=servers[target].pid,
         )
         if results[target].ok == len(batch.requests):
             asyncio.run(check_outcome(run.databases[target], batch))
@@ -173,24 +175,24 @@ def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
     with contextlib.ExitStack() as servers:
-        urls = {
+        running = {
             target: servers.enter_context(
                 service(db, workers, observed=target == "observed")
                 if target != "reference"
                 else reference(db, workers)
-            ).url
+            )
             for target, db in run.databases.items()
         }
-        targets = list(urls)
+        targets = list(running)
         warmup = make_batch(run.settings, f"W{workers}", min(count, 1000), 0.0)
-        measure(run, urls, warmup, targets)
+        measure(run, running, warmup, targets)
         for mix, duplicates in MIXES.items():
             for index in range(rounds):
                 prefix = f"N{workers}{mix[0]}{index}"
                 batch = make_batch(run.settings, prefix, count, duplicates)
                 # Each target goes first in turn.
                 order = targets[index % len(targets) :] + targets[: index % len(targets)]
-                for target, result in measure(run, urls, batch, order).items():
+                for target, result in measure(run, running, batch, order).items():
                     results[(workers, mix, target)].append(result)
                     print(f"  {workers}w {mix:6} round {index + 1} {target:9} {_line(result)}")
 
@@ -198,15 +200,17 @@ def bench_workers(
 def _line(result: LoadResult) -> str:
     bad = {k: v for k, v in result.statuses.items() if k not in ("200",)}
     errors = f" errors={bad}" if bad else ""
-    return f"{result.rate:7.0f}/s p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms{errors}"
+    latency = f"p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms"
+    return f"{result.rate:7.0f}/s {latency} cpu {result.cpu_ms_per_ok:.2f} ms/req{errors}"
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
     print(f"\n{command_line()}\nmedians of {rounds} rounds; ratios: medians of per-round ratios\n")
     print(
-        "| workers | mix | service | req/s | ref req/s | / ref | p50 / p99 ms | ref p50 / p99 ms |"
+        "| workers | mix | service | req/s | ref req/s | / ref | p50 / p99 ms | ref p50 / p99 ms "
+        "| CPU ms/req | ref CPU ms/req |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for workers, mix, target in sorted(results):
         if target == "reference":
             continue
@@ -214,12 +218,22 @@ def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
         print(
             f"| {workers} | {mix} | {target} | {median([r.rate for r in ours]):.0f} "
             f"| {median([r.rate for r in ref]):.0f} | {_ratio(ours, ref):.2f} "
-            f"| {_latency(ours)} | {_latency(ref)} |"
+            f"| {_latency(ours)} | {_latency(ref)} | {_cpu(ours)} | {_cpu(ref)} |"
         )
     for workers, mix, target in sorted(results):
         if target == "observed" and (workers, mix, "ours") in results:
-            cost = _ratio(results[(workers, mix, target)], results[(workers, mix, "ours")])
-            print(f"observed / ours, {workers} worker(s), {mix}: {cost:.2f}")
+            observed, ours = results[(workers, mix, target)], results[(workers, mix, "ours")]
+            cpu = median(
+                [o.cpu_ms_per_ok / b.cpu_ms_per_ok for o, b in zip(observed, ours, strict=True)]
+            )
+            print(
+                f"observed / ours, {workers} worker(s), {mix}: "
+                f"rate {_ratio(observed, ours):.2f}, CPU per request {cpu:.2f}"
+            )
+
+
+def _cpu(results: list[LoadResult]) -> str:
+    return f"{median([r.cpu_ms_per_ok for r in results]):.2f}"
 
 
 def _ratio(ours: list[LoadResult], ref: list[LoadResult]) -> float:
