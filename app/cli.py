@@ -1,4 +1,5 @@
-"""Command line: ``python -m app.cli products add|list|disable``, ``seed-demo``, ``sweep``."""
+"""Command line: ``python -m app.cli products add|list|disable``, ``seed-demo``, ``sweep``,
+``doctor``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
+from pydantic import ValidationError
+
 from app.config import Settings, get_settings
+from app.doctor import Finding, diagnose, report
 from app.errors import AppError
 from app.runtime import Runtime, build_runtime, with_dev_v3_keys
 
@@ -27,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     disable.add_argument("product_id", type=int)
     commands.add_parser("seed-demo", help="add demo products to an empty dev catalogue")
     commands.add_parser("sweep", help="reconcile and expire unpaid orders once")
+    commands.add_parser(
+        "doctor",
+        help="check configuration, database, WeChat, keys and notify URLs; exit 1 if any fails",
+    )
     return parser
 
 
@@ -63,6 +71,8 @@ async def _sweep(runtime: Runtime) -> str:
 async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
     """Run one command on the service as the server builds it (the same composition root)."""
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        return (await doctor(settings))[0]
     async with AsyncExitStack() as stack:
         # The dev keys the server uses, so a dev sweep on v3 talks to the server's /sim mount.
         settings, _ = with_dev_v3_keys(settings or get_settings())
@@ -74,7 +84,21 @@ async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
         return await _sweep(runtime)
 
 
+async def doctor(settings: Settings | None = None) -> tuple[str, bool]:
+    """The doctor's report, and whether everything holds (see ``app.doctor``)."""
+    try:
+        settings, _ = with_dev_v3_keys(settings or get_settings())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return report([Finding("configuration", False, f"cannot be read: {problems}")])
+    return report(await diagnose(settings))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["doctor"]:
+        text, healthy = asyncio.run(doctor())
+        print(text)
+        raise SystemExit(0 if healthy else 1)
     try:
         print(asyncio.run(run(sys.argv[1:])))
     except AppError as exc:

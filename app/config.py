@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # Connections per process on PostgreSQL (the one pool; SQLite has no server to connect to).
     database_pool_size: int = Field(default=10, ge=1, le=200)
     log_level: str = "INFO"
+    # "json": one JSON object per line (for a log shipper); "text" for people.
+    log_format: Literal["text", "json"] = "text"
+    # /metrics (Prometheus) and the per-request figures; with a token, scrapes must send it as
+    # ``Authorization: Bearer <token>``.
+    metrics: bool = True
+    metrics_token: SecretStr | None = None
     # FastAPI's built-in OpenTelemetry hooks; with no SDK configured they still cost ~17 us per
     # request (docs/benchmarks.md), so they are off unless asked for.
     telemetry: bool = False

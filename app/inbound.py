@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import MAX_NOTIFY_BYTES, ApiVersion, Gateways, PaymentGateway
+from app.metrics import NOTIFY_VERDICTS
 from app.netutil import forwarded_client
 from app.ratelimits.service import Limit, RateLimiter
 
@@ -50,26 +51,39 @@ async def receive_notify(
     """Read at most the notify size limit, apply it within the deadline, and reply in the
     format WeChat expects of the API ``version``. A version not configured here has no notify
     URL: 404, and nothing is read."""
+    response, verdict = await _receive(request, gateways, version, handle, what)
+    kind = what.removeprefix("v3 ").removesuffix(" notify")  # "payment" or "refund"
+    NOTIFY_VERDICTS.labels(kind, version.value, verdict).inc()
+    return response
+
+
+async def _receive(
+    request: Request, gateways: Gateways, version: ApiVersion, handle: NotifyHandler, what: str
+) -> tuple[Response, str]:
+    """The reply, and the verdict ``/metrics`` counts it under."""
     gateway = gateways.configured(version)
     if gateway is None:
         message = f"WeChat Pay {version.value} is not configured"
-        return JSONResponse({"code": "FAIL", "message": message}, status_code=404)
+        return JSONResponse({"code": "FAIL", "message": message}, status_code=404), "unconfigured"
     try:
         body = await read_limited(request)
     except ClientDisconnect:
-        return Response(status_code=400)  # nobody is left to answer; WeChat will retry
+        # Nobody is left to answer; WeChat will retry.
+        return Response(status_code=400), "disconnected"
     if body is None:
-        return gateway.notify_reply(False, "body too large", 413)
+        return gateway.notify_reply(False, "body too large", 413), "too_large"
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
             peer = request.client.host if request.client else ""
             outcome = await handle(gateway, body, request.headers, peer)
     except NOTIFY_NOT_PROCESSED as exc:
         logger.error("%s not processed, WeChat will retry: %s", what, type(exc).__name__)
-        return gateway.notify_reply(False, "temporarily unavailable", 503)
+        return gateway.notify_reply(False, "temporarily unavailable", 503), "unavailable"
     if outcome.acknowledged:
-        return gateway.notify_reply(True, "OK", 200)
-    return gateway.notify_reply(False, outcome.detail, 400 if outcome.refused else 200)
+        return gateway.notify_reply(True, "OK", 200), "acknowledged"
+    if outcome.refused:
+        return gateway.notify_reply(False, outcome.detail, 400), "refused"
+    return gateway.notify_reply(False, outcome.detail, 200), "not_acknowledged"
 
 
 async def read_limited(request: Request) -> bytes | None:

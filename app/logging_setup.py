@@ -1,13 +1,25 @@
-"""Logging configuration with a last-line guard against leaking secrets."""
+"""Logging configuration with a last-line guard against leaking secrets; text or JSON lines,
+each carrying the id of the request that caused it."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from app.config import Settings
+
+# The request being served (``X-Request-ID``, see ``app.observe``). A context variable, so the
+# WeChat calls and other work a request causes log its id too, while concurrent requests in the
+# same process keep theirs apart.
+REQUEST_ID: ContextVar[str | None] = ContextVar("wxpay_request_id", default=None)
+
+# Extra record fields (logging's ``extra=``) a JSON line keeps.
+_JSON_EXTRAS = ("wechat_api", "outcome", "duration_ms")
 
 # Values that are secret whoever logs them: code2session's AppSecret travels in its query
 # string (uvicorn's access log prints the query of a call to the mounted /sim), and its
@@ -63,6 +75,39 @@ class RedactSecrets(logging.Filter):
         return self.redact(text) if self._pattern.search(text) else arg
 
 
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id (or ``-``) on every record as ``request_id``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line. The message was redacted by ``RedactSecrets`` (a handler
+    filter, run first); a traceback is formatted here, so it is redacted here."""
+
+    def __init__(self, redactor: RedactSecrets) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        entry |= {name: record.__dict__[name] for name in _JSON_EXTRAS if name in record.__dict__}
+        if record.exc_info:
+            entry["exception"] = self._redactor.redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
 def configure_logging(settings: Settings) -> None:
     secrets = [
         value.get_secret_value()
@@ -72,20 +117,27 @@ def configure_logging(settings: Settings) -> None:
             settings.secret_key,
             settings.admin_token,
             settings.api_v3_key,
+            settings.metrics_token,
         )
         if value is not None and len(value.get_secret_value()) >= 8
     ]
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        logging.basicConfig(level=settings.log_level, format=TEXT_FORMAT)
     # httpx logs every request URL at INFO, and code2session's URL carries the AppSecret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     redactor = RedactSecrets(secrets)
+    json_lines = JsonFormatter(redactor) if settings.log_format == "json" else None
     for handler in _every_handler():
-        handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]
+        handler.filters = [f for f in handler.filters if not isinstance(f, _OURS)]
+        # The request id first: a filter may rewrite the message, never the id.
+        handler.addFilter(RequestIdFilter())
         handler.addFilter(redactor)
+        if json_lines is not None:
+            handler.setFormatter(json_lines)
+
+
+_OURS = (RedactSecrets, RequestIdFilter)
 
 
 def _every_handler() -> Iterator[logging.Handler]:

@@ -23,6 +23,8 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
 from app.logging_setup import configure_logging
+from app.observe import RequestObserver
+from app.observe import router as metrics_router
 from app.orders.router import admin_router as orders_admin_router
 from app.orders.router import router as orders_router
 from app.payments.router import router as payments_router
@@ -101,6 +103,8 @@ def create_app(
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=(NOTIFY_PREFIX,)
     )
+    # Added last, so outermost: its timings and request id cover a 413 too.
+    app.add_middleware(RequestObserver, timed=settings.metrics)
     for router in (
         health_router,
         auth_router,
@@ -114,6 +118,8 @@ def create_app(
         refund_notify_router,
     ):
         app.include_router(router)
+    if settings.metrics:
+        app.include_router(metrics_router)  # last: every request is matched against it
     simulator = _dev_simulator(settings, app, dev_v3)
     if simulator is not None:
         app.mount("/sim", simulator.app)

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.gateway import ApiVersion, Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
 from app.inbound import RefusalBudget
+from app.metered_gateway import MeteredGateway
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
@@ -141,10 +142,11 @@ def _login_limits(settings: Settings) -> LoginLimits:
 
 def _gateways(settings: Settings, pay: WeChatPayClient, v3: PaymentGateway | None) -> Gateways:
     """Both versions when both are configured: new orders use ``WXPAY_API_VERSION``, and every
-    order keeps the version it was created with."""
-    v2 = WeChatPayV2Gateway(
+    order keeps the version it was created with. Each is timed for ``/metrics``."""
+    v2: PaymentGateway = WeChatPayV2Gateway(
         pay, notify_url=settings.pay_notify_url, refund_notify_url=settings.refund_notify_address
     )
+    v2, v3 = MeteredGateway(v2), None if v3 is None else MeteredGateway(v3)
     if settings.api_version == "v3":
         if v3 is None:
             raise V3ConfigError("WXPAY_API_VERSION=v3 needs " + ", ".join(settings.v3_missing))

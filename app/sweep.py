@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from app.config import Settings
 from app.db import utcnow
 from app.gateway import WeChatRejected, WeChatUnavailable
+from app.metrics import SWEEP_ORDERS, SWEEP_PASSES, SWEEP_REFUNDS
 from app.orders.repository import OrderRecord
 from app.orders.service import OrderService
 from app.orders.states import PAYABLE, OrderStatus
@@ -91,6 +92,7 @@ class Sweeper:
             report.closed += outcome == OrderStatus.CLOSED
             report.failed += outcome == "ERROR"
         report.refunds = await settle_overdue_refunds(self._db, self._settings, self._refunds)
+        _count(report)
         return report
 
     async def _prune_refusals(self) -> int:
@@ -116,6 +118,7 @@ class Sweeper:
                         report.failed,
                     )
             except Exception:
+                SWEEP_PASSES.labels("error").inc()
                 logger.exception("sweep pass failed; retrying next interval")
             await asyncio.sleep(self._settings.sweep_interval_seconds)
 
@@ -141,3 +144,11 @@ class Sweeper:
             order = await tx.orders.by_out_trade_no(out_trade_no)
         assert order is not None  # claimed rows are never deleted
         return order
+
+
+def _count(report: SweepReport) -> None:
+    SWEEP_PASSES.labels("ok").inc()
+    for status in report.outcomes.values():
+        SWEEP_ORDERS.labels(status).inc()
+    for status in report.refunds.values():
+        SWEEP_REFUNDS.labels(status).inc()

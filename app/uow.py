@@ -36,6 +36,7 @@ from app.refunds.repository import RefundRepository
 from app.sql import AsyncpgExecutor, Executor, PgConnection, SqlAlchemyExecutor, StatementCache
 
 _SCHEMA_VERSION = text("SELECT version_num FROM alembic_version")
+_PING = text("SELECT 1")
 
 
 class UnitOfWork:
@@ -67,6 +68,10 @@ class UnitOfWork:
     @cached_property
     def limits(self) -> RateLimitRepository:
         return RateLimitRepository(self.sql)
+
+    async def ping(self) -> None:
+        """One round trip: raises if the database does not answer."""
+        await self.sql.scalar(_PING)
 
     async def schema_version(self) -> str | None:
         """The alembic revision the database is at."""

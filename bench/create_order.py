@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 from collections import defaultdict
@@ -31,12 +32,15 @@ import asyncpg
 import httpx
 from filler import Filler, fill
 from harness import (
+    OBSERVABILITY,
     LoadResult,
+    Server,
     V3Keys,
     command_line,
     cpu_seconds,
     fresh_database,
     median,
+    observed_targets,
     pg_url,
     reference,
     run_load,
@@ -109,24 +113,26 @@ Key = tuple[int, str]  # in flight, target
 
 
 def bench_levels(
-    run: Run, urls: dict[str, str], levels: list[int], rounds: int
+    run: Run, servers: dict[str, Server], levels: list[int], rounds: int
 ) -> dict[Key, list[LoadResult]]:
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    for target in urls:  # warm-up: connections, prepared statements, caches
-        run_load(urls[target], run.spec, concurrency=16, count=300, time_cap=30, ok_status=201)
+    for server in servers.values():  # warm-up: connections, prepared statements, caches
+        run_load(server.url, run.spec, concurrency=16, count=300, time_cap=30, ok_status=201)
     for level in levels:
         count = min(level * run.per_slot, run.max_requests)
+        targets = list(servers)
         for index in range(rounds):
-            first = ("ours", "reference")[index % 2]
-            for target in sorted(urls, key=lambda t: t != first):
+            # Each target goes first in turn.
+            for target in targets[index % len(targets) :] + targets[: index % len(targets)]:
                 sim_cpu = cpu_seconds(run.simulator_pid)
                 result = run_load(
-                    urls[target],
+                    servers[target].url,
                     run.spec,
                     concurrency=level,
                     count=count,
                     time_cap=run.time_cap,
                     ok_status=201,
+                    server_pid=servers[target].pid,
                 )
                 results[(level, target)].append(result)
                 busy = (cpu_seconds(run.simulator_pid) - sim_cpu) / result.elapsed
@@ -142,24 +148,43 @@ def _line(result: LoadResult, run: Run) -> str:
     errors = f" errors={bad}" if bad else ""
     added = result.p50_ms - run.latency_ms
     latency = f"p50 {result.p50_ms:6.1f} ms (+{added:.1f}) p99 {result.p99_ms:6.1f} ms"
-    return f"{result.rate:6.0f}/s {latency}{errors}"
+    return f"{result.rate:6.0f}/s {latency} cpu {result.cpu_ms_per_ok:.2f} ms/order{errors}"
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int, latency_ms: float) -> None:
     print(f"\n{command_line()}\nmedians of {rounds} rounds; added = latency - {latency_ms:g} ms\n")
     print(
-        "| in flight | ours orders/s | ref orders/s | ours/ref "
-        "| ours added p50 / p99 ms | ref added p50 / p99 ms |"
+        "| in flight | service | orders/s | ref orders/s | / ref "
+        "| added p50 / p99 ms | ref added p50 / p99 ms | CPU ms/order | ref CPU ms/order |"
     )
-    print("|---|---|---|---|---|---|")
-    for level in sorted({level for level, _ in results}):
-        ours, ref = results[(level, "ours")], results[(level, "reference")]
-        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+    print("|---|---|---|---|---|---|---|---|---|")
+    for level, target in sorted(results):
+        if target == "reference":
+            continue
+        ours, ref = results[(level, target)], results[(level, "reference")]
         rates = f"{median([r.rate for r in ours]):.0f} | {median([r.rate for r in ref]):.0f}"
         print(
-            f"| {level} | {rates} | {ratio:.2f} "
-            f"| {_added(ours, latency_ms)} | {_added(ref, latency_ms)} |"
+            f"| {level} | {target} | {rates} | {_ratio(ours, ref):.2f} "
+            f"| {_added(ours, latency_ms)} | {_added(ref, latency_ms)} "
+            f"| {_cpu(ours)} | {_cpu(ref)} |"
         )
+    for level, target in sorted(results):
+        if target == "observed" and (level, "ours") in results:
+            cost = _ratio(results[(level, target)], results[(level, "ours")])
+            cpu = _cpu_ratio(results[(level, target)], results[(level, "ours")])
+            print(f"observed / ours at {level} in flight: rate {cost:.2f}, CPU per order {cpu:.2f}")
+
+
+def _cpu(results: list[LoadResult]) -> str:
+    return f"{median([r.cpu_ms_per_ok for r in results]):.2f}"
+
+
+def _cpu_ratio(ours: list[LoadResult], base: list[LoadResult]) -> float:
+    return median([o.cpu_ms_per_ok / b.cpu_ms_per_ok for o, b in zip(ours, base, strict=True)])
+
+
+def _ratio(ours: list[LoadResult], ref: list[LoadResult]) -> float:
+    return median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
 
 
 def _added(results: list[LoadResult], latency_ms: float) -> str:
@@ -179,37 +204,41 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=25.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
     parser.add_argument("--api-version", choices=["v2", "v3"], default="v2")
+    parser.add_argument(
+        "--observability",
+        choices=OBSERVABILITY,
+        default="off",
+        help="the service without metrics and JSON logs, with them, or both side by side",
+    )
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-") as key_dir,
-        fresh_database("ours") as ours_db,
-        fresh_database("ref") as ref_db,
-    ):
-        keys = V3Keys.under(Path(key_dir)) if args.api_version == "v3" else None
-        results = bench_databases(args, ours_db, ref_db, version_env(keys))
-    report(results, args.rounds, args.latency_ms)
-
-
-def bench_databases(
-    args: argparse.Namespace, ours_db: str, ref_db: str, env: dict[str, str]
-) -> dict[Key, list[LoadResult]]:
-    with simulator(args.latency_ms, extra=env) as sim:
-        with service(ours_db, 1, sim.url, extra=env) as ours:
+    with contextlib.ExitStack() as stack:
+        key_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-")))
+        env = version_env(V3Keys.under(key_dir) if args.api_version == "v3" else None)
+        targets = [*observed_targets(args.observability), "reference"]
+        databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
+        sim = stack.enter_context(simulator(args.latency_ms, extra=env))
+        first = databases[targets[0]]
+        with service(first, 1, sim.url, extra=env) as ours:
             tokens = asyncio.run(log_in_users(ours.url, sim.url, args.users))
             product_id = asyncio.run(add_product(ours.url))
-        asyncio.run(copy_accounts(ours_db, ref_db))
-        if args.filler:
-            for database in (ours_db, ref_db):
+        for database in databases.values():
+            if database != first:  # the same users, tokens and product everywhere
+                asyncio.run(copy_accounts(first, database))
+            if args.filler:
                 filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
         spec = order_requests(tokens, product_id)
         run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
-        with (
-            service(ours_db, 1, sim.url, extra=env) as ours,
-            reference(ref_db, 1, sim.url, extra=env) as ref,
-        ):
-            urls = {"ours": ours.url, "reference": ref.url}
-            return bench_levels(run, urls, args.in_flight, args.rounds)
+        servers = {
+            target: stack.enter_context(
+                reference(db, 1, sim.url, extra=env)
+                if target == "reference"
+                else service(db, 1, sim.url, extra=env, observed=target == "observed")
+            )
+            for target, db in databases.items()
+        }
+        results = bench_levels(run, servers, args.in_flight, args.rounds)
+    report(results, args.rounds, args.latency_ms)
 
 
 if __name__ == "__main__":

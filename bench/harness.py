@@ -7,6 +7,7 @@ started here and terminated here, and every load run has a request count and a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -103,21 +104,32 @@ class Server:
 
 @contextmanager
 def server_process(
-    command: Sequence[str], env: dict[str, str], ready_path: str, port: int, cwd: Path = ROOT
+    command: Sequence[str],
+    env: dict[str, str],
+    ready_path: str,
+    port: int,
+    cwd: Path = ROOT,
+    log: Path | None = None,
 ) -> Iterator[Server]:
-    """Start ``command`` (listening on ``port``), wait for ``ready_path`` to answer 200."""
-    process = subprocess.Popen(list(command), cwd=cwd, env={**_clean_env(), **env})
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_ready(server, ready_path)
-        yield server
-    finally:
-        process.terminate()
+    """Start ``command`` (listening on ``port``), wait for ``ready_path`` to answer 200; its
+    output goes to ``log`` when given."""
+    with open(log, "wb") if log else contextlib.nullcontext() as out:
+        process = subprocess.Popen(
+            list(command), cwd=cwd, env={**_clean_env(), **env}, stdout=out, stderr=out
+        )
+        server = Server(f"http://127.0.0.1:{port}", process)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            _wait_ready(server, ready_path)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            if log:
+                print(f"  ({log.stat().st_size / 1e6:.1f} MB of logs from {command[3]})")
 
 
 def _wait_ready(server: Server, path: str, timeout: float = 40) -> None:
@@ -173,12 +185,25 @@ def version_env(keys: V3Keys | None) -> dict[str, str]:
     return keys.env if keys else {}
 
 
+# ``--observability`` of the HTTP benchmarks: "off" is the service as measured before /metrics
+# existed (no metrics, warnings only, no access log); "on" is the service as the image runs it:
+# /metrics in multiprocess mode, JSON logs at INFO, uvicorn's access log, all written to a file.
+OBSERVABILITY = ("off", "on", "both")
+
+
+def observed_targets(choice: str) -> list[str]:
+    """The service's targets for an ``--observability`` choice: "ours" (off), "observed" (on)."""
+    return {"off": ["ours"], "on": ["observed"], "both": ["ours", "observed"]}[choice]
+
+
 @contextmanager
 def service(
     database: str,
     workers: int,
     wechat_url: str = "http://127.0.0.1:9",
     extra: dict[str, str] | None = None,
+    *,
+    observed: bool = False,
 ) -> Iterator[Server]:
     """The service itself: ``uvicorn app.main:app`` on PostgreSQL; ``extra`` adds settings."""
     port = free_port()
@@ -189,11 +214,30 @@ def service(
         "WXPAY_SIMULATOR_MOUNT": "false",
         "WXPAY_SWEEP_INTERVAL_SECONDS": "0",
         "WXPAY_LOG_LEVEL": "WARNING",
+        "WXPAY_METRICS": "false",
         **(extra or {}),
     }
     command = uvicorn_command("app.main:app", port, workers)
-    with server_process(command, env, "/readyz", port, cwd=APP_ROOT) as s:
-        yield s
+    with tempfile.TemporaryDirectory(prefix="wxpay-bench-obs-") as scratch:
+        log = None
+        if observed:
+            env |= _observed_env(Path(scratch))
+            command = [c for c in command if c != "--no-access-log"]
+            command[command.index("--log-level") + 1] = "info"
+            log = Path(scratch, "service.log")
+        with server_process(command, env, "/readyz", port, cwd=APP_ROOT, log=log) as s:
+            yield s
+
+
+def _observed_env(scratch: Path) -> dict[str, str]:
+    metrics = scratch / "metrics"
+    metrics.mkdir()
+    return {
+        "WXPAY_METRICS": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        "WXPAY_LOG_FORMAT": "json",
+        "WXPAY_LOG_LEVEL": "INFO",
+    }
 
 
 @contextmanager
@@ -235,10 +279,17 @@ class LoadResult:
     elapsed: float
     p50_ms: float
     p99_ms: float
+    server_cpu_s: float = 0.0  # CPU the server process used during the run (when measured)
 
     @property
     def rate(self) -> float:
         return self.ok / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def cpu_ms_per_ok(self) -> float:
+        """Server CPU per answered request: unlike the rate, barely moved by other work on the
+        machine (the process's own CPU time, not wall time)."""
+        return self.server_cpu_s / self.ok * 1000 if self.ok else float("nan")
 
 
 def run_load(
@@ -249,25 +300,29 @@ def run_load(
     count: int,
     time_cap: float,
     ok_status: int,
+    server_pid: int | None = None,
 ) -> LoadResult:
     """Fire ``count`` requests (``requests`` from ``loadgen.request_file``) from a separate
-    process with ``concurrency`` in flight, stopping at ``time_cap`` seconds."""
+    process with ``concurrency`` in flight, stopping at ``time_cap`` seconds; with
+    ``server_pid``, also the CPU that process used meanwhile."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
         json.dump(requests, spec)
     command = [
         sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--spec", spec.name,
         "--concurrency", str(concurrency), "--count", str(count), "--time-cap", str(time_cap),
     ]  # fmt: skip
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     try:
         out = subprocess.run(
             command, capture_output=True, text=True, check=True, timeout=time_cap + 60
         )
     finally:
         os.unlink(spec.name)
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     data = json.loads(out.stdout)
     ok = int(data["statuses"].get(str(ok_status), 0))
     return LoadResult(
-        data["sent"], ok, data["statuses"], data["elapsed"], data["p50_ms"], data["p99_ms"]
+        data["sent"], ok, data["statuses"], data["elapsed"], data["p50_ms"], data["p99_ms"], cpu
     )
 
 

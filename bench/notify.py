@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import random
 import tempfile
@@ -30,11 +31,14 @@ from pathlib import Path
 import asyncpg
 from filler import Filler, fill
 from harness import (
+    OBSERVABILITY,
     LoadResult,
+    Server,
     V3Keys,
     command_line,
     fresh_database,
     median,
+    observed_targets,
     pg_url,
     reference,
     run_load,
@@ -200,19 +204,22 @@ async def check_outcome(database: str, batch: Batch) -> None:
         )
 
 
-def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[str, LoadResult]:
+def measure(
+    run: Run, servers: dict[str, Server], batch: Batch, order: list[str]
+) -> dict[str, LoadResult]:
     for database in run.databases.values():
         asyncio.run(insert_orders(database, batch.numbers, run.version.name))
     spec = request_file("POST", run.version.path, batch.requests)
     results: dict[str, LoadResult] = {}
-    for target in sorted(urls, key=lambda t: t != first):
+    for target in order:
         results[target] = run_load(
-            urls[target],
+            servers[target].url,
             spec,
             concurrency=run.concurrency,
             count=len(batch.requests),
             time_cap=run.time_cap,
             ok_status=run.version.ok_status,
+            server_pid=servers[target].pid,
         )
         if results[target].ok == len(batch.requests):
             asyncio.run(check_outcome(run.databases[target], batch))
@@ -226,19 +233,25 @@ def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
     env = version_env(run.version.keys)
-    with (
-        service(run.databases["ours"], workers, extra=env) as ours,
-        reference(run.databases["reference"], workers, extra=env) as ref,
-    ):
-        urls = {"ours": ours.url, "reference": ref.url}
+    with contextlib.ExitStack() as servers:
+        running = {
+            target: servers.enter_context(
+                service(db, workers, extra=env, observed=target == "observed")
+                if target != "reference"
+                else reference(db, workers, extra=env)
+            )
+            for target, db in run.databases.items()
+        }
+        targets = list(running)
         warmup = make_batch(run.version, run.settings, f"W{workers}", min(count, 1000), 0.0)
-        measure(run, urls, warmup, "ours")
+        measure(run, running, warmup, targets)
         for mix, duplicates in MIXES.items():
             for index in range(rounds):
                 prefix = f"N{workers}{mix[0]}{index}"
                 batch = make_batch(run.version, run.settings, prefix, count, duplicates)
-                first = ("ours", "reference")[index % 2]
-                for target, result in measure(run, urls, batch, first).items():
+                # Each target goes first in turn.
+                order = targets[index % len(targets) :] + targets[: index % len(targets)]
+                for target, result in measure(run, running, batch, order).items():
                     results[(workers, mix, target)].append(result)
                     print(f"  {workers}w {mix:6} round {index + 1} {target:9} {_line(result)}")
 
@@ -246,24 +259,48 @@ def bench_workers(
 def _line(result: LoadResult) -> str:
     bad = {k: v for k, v in result.statuses.items() if k not in ("200", "204")}
     errors = f" errors={bad}" if bad else ""
-    return f"{result.rate:7.0f}/s p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms{errors}"
+    latency = f"p50 {result.p50_ms:6.1f} ms p99 {result.p99_ms:6.1f} ms"
+    return f"{result.rate:7.0f}/s {latency} cpu {result.cpu_ms_per_ok:.2f} ms/req{errors}"
 
 
 def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
-    print(f"\n{command_line()}\nmedians of {rounds} rounds\n")
+    print(f"\n{command_line()}\nmedians of {rounds} rounds; ratios: medians of per-round ratios\n")
     print(
-        "| workers | mix | ours req/s | ref req/s | ours/ref | ours p50/p99 ms | ref p50/p99 ms |"
+        "| workers | mix | service | req/s | ref req/s | / ref | p50 / p99 ms | ref p50 / p99 ms "
+        "| CPU ms/req | ref CPU ms/req |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for workers, mix in sorted({(w, m) for w, m, _ in results}):
-        ours, ref = results[(workers, mix, "ours")], results[(workers, mix, "reference")]
-        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for workers, mix, target in sorted(results):
+        if target == "reference":
+            continue
+        ours, ref = results[(workers, mix, target)], results[(workers, mix, "reference")]
         print(
-            f"| {workers} | {mix} | {median([r.rate for r in ours]):.0f} "
-            f"| {median([r.rate for r in ref]):.0f} | {ratio:.2f} "
-            f"| {median([r.p50_ms for r in ours]):.1f} / {median([r.p99_ms for r in ours]):.1f} "
-            f"| {median([r.p50_ms for r in ref]):.1f} / {median([r.p99_ms for r in ref]):.1f} |"
+            f"| {workers} | {mix} | {target} | {median([r.rate for r in ours]):.0f} "
+            f"| {median([r.rate for r in ref]):.0f} | {_ratio(ours, ref):.2f} "
+            f"| {_latency(ours)} | {_latency(ref)} | {_cpu(ours)} | {_cpu(ref)} |"
         )
+    for workers, mix, target in sorted(results):
+        if target == "observed" and (workers, mix, "ours") in results:
+            observed, ours = results[(workers, mix, target)], results[(workers, mix, "ours")]
+            cpu = median(
+                [o.cpu_ms_per_ok / b.cpu_ms_per_ok for o, b in zip(observed, ours, strict=True)]
+            )
+            print(
+                f"observed / ours, {workers} worker(s), {mix}: "
+                f"rate {_ratio(observed, ours):.2f}, CPU per request {cpu:.2f}"
+            )
+
+
+def _cpu(results: list[LoadResult]) -> str:
+    return f"{median([r.cpu_ms_per_ok for r in results]):.2f}"
+
+
+def _ratio(ours: list[LoadResult], ref: list[LoadResult]) -> float:
+    return median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+
+
+def _latency(results: list[LoadResult]) -> str:
+    return f"{median([r.p50_ms for r in results]):.1f} / {median([r.p99_ms for r in results]):.1f}"
 
 
 def main() -> None:
@@ -275,16 +312,20 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
     parser.add_argument("--api-version", choices=["v2", "v3"], default="v2")
+    parser.add_argument(
+        "--observability",
+        choices=OBSERVABILITY,
+        default="off",
+        help="the service without metrics and JSON logs, with them, or both side by side",
+    )
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    with (
-        tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-") as key_dir,
-        fresh_database("ours") as ours_db,
-        fresh_database("ref") as ref_db,
-    ):
+    with contextlib.ExitStack() as stack:
+        key_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-"))
         version = Version.of(args.api_version, Path(key_dir))
-        databases = {"ours": ours_db, "reference": ref_db}
+        targets = [*observed_targets(args.observability), "reference"]
+        databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
         for database in databases.values():
             asyncio.run(seed(database))
             if args.filler:

@@ -18,6 +18,7 @@ from app.config import ENV_FILE_VARIABLE, Settings
 PREFIX = "WXPAY_"
 # The one ambient setting the suite reads on purpose: which database server to test against.
 TEST_DATABASE_VARIABLE = "WXPAY_TEST_DATABASE_URL"
+AMBIENT_METRICS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
 
 def strip_ambient_settings() -> None:
@@ -26,6 +27,10 @@ def strip_ambient_settings() -> None:
     import) and in every child that inherits this environment."""
     for name in [n for n in os.environ if n.startswith(PREFIX) and n != TEST_DATABASE_VARIABLE]:
         del os.environ[name]
+    # prometheus-client reads it once, at import: ambient, it would make the suite's figures
+    # the sum of whatever else writes to that directory.
+    for name in AMBIENT_METRICS_VARIABLES:
+        os.environ.pop(name, None)
     os.environ[ENV_FILE_VARIABLE] = ""
 
 
@@ -44,5 +49,9 @@ def hermetic_settings(**values: Any) -> Settings:
 def child_env(**settings: str) -> dict[str, str]:
     """The environment for a process a test starts: this one's, with no ``WXPAY_*`` but
     ``settings`` and an empty ``WXPAY_ENV_FILE`` (``.env`` in its working directory is ignored)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(PREFIX) and k not in AMBIENT_METRICS_VARIABLES
+    }
     return {**env, ENV_FILE_VARIABLE: "", **settings}

@@ -121,6 +121,8 @@ _OVERDUE = (
     .limit(bindparam("limit"))
 )
 
+_COUNT_BY_STATUS = select(refunds.c.status, func.count()).group_by(refunds.c.status)
+
 
 @cache
 def _move(target: RefundStatus) -> ClauseElement:
@@ -214,6 +216,10 @@ class RefundRepository:
         await self._sql.execute(
             _RELEASE_LEASE, {"no": out_refund_no, "token": token, "now": utcnow()}
         )
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many refunds are in each status (for ``/metrics``)."""
+        return {row[0]: int(row[1]) for row in await self._sql.fetch(_COUNT_BY_STATUS)}
 
     async def overdue(
         self, pending_due: dt.datetime, processing_due: dt.datetime, limit: int

@@ -177,6 +177,7 @@ class WeChatPayClient:
             headers=_XML_HEADERS,
             max_bytes=self._max_bytes,
             what=what,
+            api=f"v2 {path}",
         )
         fields = self._parse_response(success_body(reply, what), what)
         self._check_response(fields, what)

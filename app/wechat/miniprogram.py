@@ -55,7 +55,13 @@ class MiniProgramClient:
             "grant_type": "authorization_code",
         }
         reply = await send(
-            self._http, "GET", self._url, params=params, max_bytes=_MAX_BYTES, what=_WHAT
+            self._http,
+            "GET",
+            self._url,
+            params=params,
+            max_bytes=_MAX_BYTES,
+            what=_WHAT,
+            api="code2session",
         )
         return _result(json_object(success_body(reply, _WHAT), _WHAT))
 

@@ -8,6 +8,8 @@ make us buffer without bound.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,10 @@ from typing import Any
 import aiohttp
 import httpx
 
+from app.metrics import WECHAT_REQUESTS
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,7 @@ async def send(
     *,
     max_bytes: int,
     what: str,
+    api: str,
     content: bytes | None = None,
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -39,23 +45,55 @@ async def send(
     """Send one request and return whatever came back, transport failures classified.
 
     Error messages name the exception type only, and the cause is not chained: transport
-    errors can quote the URL, and code2session's URL carries the app secret.
+    errors can quote the URL, and code2session's URL carries the app secret. Each exchange is
+    timed and logged under ``api``, a fixed name (never the URL, which holds ids and secrets).
     """
+    started = time.perf_counter()
+    outcome = "cancelled"  # unless one of the outcomes below is reached
     try:
-        async with http.stream(method, url, content=content, params=params, headers=headers) as r:
-            try:
-                body = await _read_capped(r, max_bytes, what)
-            except WeChatUnavailable:
-                if 200 <= r.status_code < 300:
-                    raise
-                body = b""  # an oversized error body: its status still says what happened
-            return Reply(r.status_code, r.headers, body)
+        reply = await _exchange(http, method, url, max_bytes, what, content, params, headers)
+        outcome = f"http_{reply.status // 100}xx"
+        return reply
+    except WeChatUnavailable:
+        outcome = "too_large"  # only _read_capped raises it here
+        raise
     except httpx.TimeoutException as exc:
+        outcome = "timeout"
         raise WeChatUnavailable(f"{what} timed out ({type(exc).__name__})") from None
     # aiohttp errors the httpx-aiohttp transport does not translate, undecodable bodies, and
     # socket errors.
     except (httpx.TransportError, httpx.DecodingError, aiohttp.ClientError, OSError) as exc:
+        outcome = "transport_error"
         raise WeChatUnavailable(f"{what} failed in transport ({type(exc).__name__})") from None
+    finally:
+        _observe(api, outcome, time.perf_counter() - started)
+
+
+def _observe(api: str, outcome: str, seconds: float) -> None:
+    WECHAT_REQUESTS.labels(api, outcome).observe(seconds)
+    duration_ms = round(seconds * 1000, 1)
+    extra = {"wechat_api": api, "outcome": outcome, "duration_ms": duration_ms}
+    logger.info("WeChat %s: %s in %.1f ms", api, outcome, duration_ms, extra=extra)
+
+
+async def _exchange(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    max_bytes: int,
+    what: str,
+    content: bytes | None,
+    params: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+) -> Reply:
+    async with http.stream(method, url, content=content, params=params, headers=headers) as r:
+        try:
+            body = await _read_capped(r, max_bytes, what)
+        except WeChatUnavailable:
+            if 200 <= r.status_code < 300:
+                raise
+            body = b""  # an oversized error body: its status still says what happened
+        return Reply(r.status_code, r.headers, body)
 
 
 def success_body(reply: Reply, what: str) -> bytes:

@@ -271,7 +271,7 @@ class WeChatPayV3Client:
             headers["Wechatpay-Serial"] = serial
         return await send(
             self._http, method, self._api_base + path, max_bytes=MAX_BYTES, what=what,
-            content=content or None, headers=headers,
+            api=api_name(method, path), content=content or None, headers=headers,
         )  # fmt: skip
 
     async def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
@@ -383,6 +383,16 @@ def _refuse_repeated_signature_headers(headers: Mapping[str, str]) -> None:
         return
     if any(len(getlist(name)) > 1 for name in _SIGNATURE_HEADERS):
         raise InvalidNotification("a Wechatpay-* header is repeated", RefusalKind.SIGNATURE)
+
+
+_IDS_IN_PATH = re.compile(r"/(out-trade-no|refunds)/[^/?]+")
+
+
+def api_name(method: str, path: str) -> str:
+    """``v3 GET /v3/pay/transactions/out-trade-no/{id}``: the path with its ids taken out, so
+    one API is one metric label however many orders there are."""
+    template = _IDS_IN_PATH.sub(r"/\1/{id}", path.split("?")[0])
+    return f"v3 {method} {template}"
 
 
 def _raise_for_error(reply: Reply, what: str) -> None:

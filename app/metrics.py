@@ -1,0 +1,121 @@
+"""Prometheus metrics, every name ``wxpay_*``; served at ``/metrics`` (``app.observe``).
+
+Counters and histograms are recorded where things happen (a request, a notify verdict, a call
+to WeChat, a sweep pass). With ``PROMETHEUS_MULTIPROC_DIR`` set before the process starts,
+prometheus-client keeps them in files in that directory and a scrape of any worker adds up
+every worker's figures (``uvicorn --workers N``); the directory must be emptied before the
+workers start (the image's entrypoint does it). Without it, figures are this process's only.
+
+Figures that are the state of the database (refunds by status) are read at scrape time: every
+worker would report the same rows, so they are not counted per process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED_ROUTE = "<unmatched>"  # one label for every path no route matched: bounded
+
+# Our own registry, so a scrape shows our figures and nothing a library registered.
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Latency buckets from 5 ms (a cached read) to 10 s (WeChat's slowest answers, our read
+# timeout).
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Histogram(
+    "wxpay_http_request_duration_seconds",
+    "Requests served, by route template and status",
+    ["method", "route", "status"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+NOTIFY_VERDICTS = Counter(
+    "wxpay_notify_verdicts_total",
+    "Notifies received from WeChat, by kind (payment, refund), API version and verdict",
+    ["kind", "api_version", "verdict"],
+    registry=REGISTRY,
+)
+WECHAT_REQUESTS = Histogram(
+    "wxpay_wechat_request_duration_seconds",
+    "HTTP exchanges with WeChat (each attempt), by API and outcome",
+    ["api", "outcome"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+GATEWAY_CALLS = Histogram(
+    "wxpay_gateway_call_duration_seconds",
+    "Payment-gateway operations (retries included), by API version, operation and outcome",
+    ["api_version", "operation", "outcome"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+SWEEP_PASSES = Counter(
+    "wxpay_sweep_passes_total", "Sweep passes, by result (ok, error)", ["result"], registry=REGISTRY
+)
+SWEEP_ORDERS = Counter(
+    "wxpay_sweep_orders_total",
+    "Orders the sweep settled, by the order's status after the pass (ERROR: WeChat failed)",
+    ["status"],
+    registry=REGISTRY,
+)
+SWEEP_REFUNDS = Counter(
+    "wxpay_sweep_refunds_total",
+    "Refunds the sweep asked WeChat about, by the refund's status after the pass",
+    ["status"],
+    registry=REGISTRY,
+)
+
+
+# Figures read from the database at scrape time are built by functions like this one and
+# gathered by ``app.observe._state``. The outbox/webhook lag (the age of the oldest undelivered
+# event) belongs there too once events exist: one more query, one more gauge family.
+def refund_states(counts: dict[str, int]) -> Metric:
+    """``wxpay_refunds{status}``: the refunds in the database, by status."""
+    family = GaugeMetricFamily(
+        "wxpay_refunds", "Refunds in the database, by status", None, ["status"]
+    )
+    for status, count in sorted(counts.items()):
+        family.add_metric([status], count)
+    return family
+
+
+def database_up(up: bool) -> Metric:
+    family = GaugeMetricFamily("wxpay_database_up", "Whether /metrics could read the database")
+    family.add_metric([], 1 if up else 0)
+    return family
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = list(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_DIR_VARIABLE) or None
+
+
+def render(state: Iterable[Metric] = ()) -> bytes:
+    """The exposition text: this process's figures (or every worker's, in multiprocess mode)
+    and ``state`` read from the database for this scrape."""
+    registry = REGISTRY
+    if multiprocess_dir() is not None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    text = generate_latest(registry)
+    extra = list(state)
+    if extra:
+        scrape = CollectorRegistry()
+        scrape.register(_Fixed(extra))
+        text += generate_latest(scrape)
+    return text

@@ -1,0 +1,156 @@
+"""What an operator sees of each request: its id, its latency, and ``/metrics``.
+
+``RequestObserver`` is plain ASGI (no ``BaseHTTPMiddleware``, which costs a task and a queue per
+request): it takes the caller's ``X-Request-ID`` when it is a sane token, or makes one, returns
+it in the response, and keeps it in ``REQUEST_ID`` while the request runs, so every log line the
+request causes carries it. With metrics on, it times the request by route template and status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Header, Response
+from prometheus_client import Histogram
+from prometheus_client.core import Metric
+from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.db import DATABASE_UNAVAILABLE
+from app.deps import RuntimeDep
+from app.errors import Unauthorized
+from app.logging_setup import REQUEST_ID
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+_UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, SQLAlchemyError)
+
+REQUEST_ID_HEADER = "x-request-id"
+# A caller's id is logged as given, so only a short token of safe characters is taken; anything
+# else (a newline, a JSON fragment) is replaced by an id of ours.
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp, *, timed: bool) -> None:
+        self._app = app
+        self._timed = timed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        status = 500  # if the app fails before it answers, the server answers 500
+        root_path = scope.get("root_path", "")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            if self._timed:
+                elapsed = time.perf_counter() - started
+                _timer(scope["method"], route_template(scope, root_path), status).observe(elapsed)
+            REQUEST_ID.reset(token)
+
+
+# Methods a client can name are unbounded; anything else is counted as OTHER.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_TIMERS: dict[tuple[str, str, int], Histogram] = {}
+
+
+def _timer(method: str, route: str, status: int) -> Histogram:
+    """The labelled histogram, looked up once per label set: ``labels()`` takes a lock and
+    costs ~3 us, a dict lookup nothing. Bounded: routes are templates, methods a fixed set."""
+    key = (method if method in _METHODS else "OTHER", route, status)
+    timer = _TIMERS.get(key)
+    if timer is None:
+        timer = _TIMERS[key] = metrics.HTTP_REQUESTS.labels(key[0], route, str(status))
+    return timer
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            given: str = value.decode("latin-1")
+            if _SANE_ID.fullmatch(given):
+                return given
+            break
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+# A made id need only be unique, not unguessable: a random prefix per process and a counter
+# (uuid4 costs ~6 us a call here, in os.urandom).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
+
+
+def route_template(scope: Scope, root_path: str) -> str:
+    """The path of the route that served the request (``/api/v1/orders/{out_trade_no}``), with
+    the mount it is under (``/sim``); one label for paths no route matched, so a scanner
+    cannot grow the label set."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return metrics.UNMATCHED_ROUTE
+    mount: str = scope.get("root_path", "")[len(root_path) :]
+    return mount + path
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (bearer token when WXPAY_METRICS_TOKEN is set)",
+    response_class=Response,
+)
+async def scrape(
+    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    _check_token(runtime.settings.metrics_token, authorization)
+    return Response(metrics.render(await _state(runtime)), media_type=metrics.CONTENT_TYPE)
+
+
+async def _state(runtime: Runtime) -> list[Metric]:
+    """Figures read from the database for this scrape. With the database down the scrape still
+    answers (the request and WeChat figures matter most then), saying so in
+    ``wxpay_database_up``."""
+    try:
+        async with runtime.db.statement() as tx:
+            refunds = await tx.refunds.count_by_status()
+    except _UNREACHABLE as exc:
+        logger.warning("/metrics without database figures: %s", type(exc).__name__)
+        return [metrics.database_up(False)]
+    return [metrics.database_up(True), metrics.refund_states(refunds)]
+
+
+def _check_token(expected: SecretStr | None, authorization: str | None) -> None:
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    matches = hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+    if scheme.lower() != "bearer" or not matches:
+        raise Unauthorized(
+            "/metrics needs the bearer token WXPAY_METRICS_TOKEN", code="METRICS_TOKEN_REQUIRED"
+        )

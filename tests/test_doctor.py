@@ -1,0 +1,183 @@
+"""``python -m app.cli doctor`` (issue 15, operations): a readable report, exit 0 only when
+everything holds. WeChat is the simulator over real HTTP: a signed query for an order nobody
+placed must come back "no such order" (PROTOCOL.md §6.1 ``ORDERNOTEXIST``; §8 v3: 404
+``ORDER_NOT_EXIST``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from app.cli import doctor
+from app.config import Settings
+from app.simulator.v3files import DevMaterial
+from tests.conftest import with_overrides
+from tests.db import fresh_database_url
+from tests.payments.test_v3_flow import on_v3, v3_material, v3_simulator  # noqa: F401
+from tests.plugins.simulator import SimulatorHandle
+from tests.plugins.tls import Pki
+from tests.test_cli import cli
+
+HTTPS_NOTIFIES = {
+    "notify_url": "https://localhost/wechat/pay/notify",
+    "refund_notify_url": "https://localhost/wechat/pay/refund-notify",
+}
+
+
+def lines(report: str) -> dict[str, str]:
+    """``check -> line`` for each finding of a report."""
+    found = {}
+    for line in report.splitlines()[:-1]:
+        check = line[6:].split(":", 1)[0]
+        found[check] = line
+    return found
+
+
+def test_a_healthy_v2_setup_passes_and_exits_0(
+    database_url: str, fresh_simulator: SimulatorHandle, pki: Pki
+) -> None:
+    done = cli(
+        database_url,
+        "doctor",
+        WXPAY_PAY_API_BASE=fresh_simulator.base_url,
+        WXPAY_MINIPROGRAM_API_BASE=fresh_simulator.base_url,
+        WXPAY_SIMULATOR_MOUNT="false",
+        WXPAY_NOTIFY_URL=HTTPS_NOTIFIES["notify_url"],
+        WXPAY_REFUND_NOTIFY_URL=HTTPS_NOTIFIES["refund_notify_url"],
+        WXPAY_MCH_CERT_PATH=str(pki.merchant_cert),
+        WXPAY_MCH_KEY_PATH=str(pki.merchant_key),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = lines(done.stdout)
+    assert found["WeChat Pay v2"].startswith("ok    WeChat Pay v2: answers a signed query")
+    assert found["database"].startswith("ok    database: answers; schema at head")
+    assert "expires" in found["merchant certificate"]
+    assert found["WXPAY_NOTIFY_URL"] == "ok    WXPAY_NOTIFY_URL: " + (
+        HTTPS_NOTIFIES["notify_url"] + " resolves"
+    )
+    assert done.stdout.rstrip().endswith("everything holds")
+
+
+async def test_a_healthy_v3_setup_queries_both_versions(
+    settings: Settings,
+    v3_material: DevMaterial,  # noqa: F811
+    v3_simulator: SimulatorHandle,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    v3 = on_v3(v3_material, tmp_path, v3_simulator.base_url)
+    https = {"v3_notify_url": "https://localhost/n", "v3_refund_notify_url": "https://localhost/r"}
+
+    text, healthy = await doctor(with_overrides(settings, {**v3, **HTTPS_NOTIFIES, **https}))
+
+    assert healthy, text
+    found = lines(text)
+    assert found["WeChat Pay v3"].startswith("ok")
+    assert found["WeChat Pay v2"].startswith("ok")  # the v2 key is still set: old orders
+    assert found["v3 merchant private key"].startswith("ok")
+    assert found["WXPAY_V3_NOTIFY_URL"].startswith("ok")
+
+
+def expired_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "1900000109")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key_file
+
+
+@pytest.fixture
+def unmigrated_url() -> Iterator[str]:
+    with fresh_database_url() as url:
+        yield url
+
+
+async def test_a_broken_setup_names_every_problem(
+    settings: Settings, tmp_path: Path, unmigrated_url: str
+) -> None:
+    cert, key = expired_certificate(tmp_path)
+    broken: dict[str, Any] = {
+        "database_url": unmigrated_url,
+        "api_key": "a" * 32,  # not the key the simulator checks signatures with
+        "mch_cert_path": str(cert),
+        "mch_key_path": str(key),
+        "notify_url": "https://notify.invalid/wechat/pay/notify",
+    }
+    text, healthy = await doctor(with_overrides(settings, broken))
+
+    assert not healthy
+    found = lines(text)
+    assert found["database"].startswith("FAIL  database: answers, but has no readable schema")
+    assert found["WeChat Pay v2"].startswith("FAIL  WeChat Pay v2: answered, but refused")
+    assert found["merchant certificate"].startswith("FAIL  merchant certificate:")
+    assert "EXPIRED" in found["merchant certificate"]
+    assert found["WXPAY_NOTIFY_URL"].startswith("FAIL  WXPAY_NOTIFY_URL: notify.invalid")
+    assert text.endswith("4 check(s) failed")
+    assert "a" * 32 not in text
+
+
+async def test_a_key_that_is_not_the_certificates_fails(settings: Settings, pki: Pki) -> None:
+    mismatched = {"mch_cert_path": str(pki.merchant_cert), "mch_key_path": str(pki.server_key)}
+
+    text, healthy = await doctor(with_overrides(settings, mismatched))
+
+    assert not healthy
+    assert "is not the key of WXPAY_MCH_CERT_PATH" in lines(text)["merchant certificate"]
+
+
+async def test_nothing_answering_fails_in_production(settings: Settings) -> None:
+    production: dict[str, Any] = {
+        "env": "production",
+        "database_url": "postgresql+asyncpg://postgres@127.0.0.1:9/nothing",
+        "pay_api_base": "https://127.0.0.1:9",
+        "appid": "wx0000000000000001",
+        "mch_id": "1230000001",
+        "app_secret": "s" * 32,
+        "api_key": "k" * 32,
+        "secret_key": "x" * 48,
+        "admin_token": "t" * 32,
+        "notify_url": "https://localhost/wechat/pay/notify",
+        "refund_notify_url": None,
+    }
+
+    text, healthy = await doctor(with_overrides(settings, production))
+
+    assert not healthy
+    found = lines(text)
+    assert found["configuration"].startswith("ok    configuration: production")
+    assert found["WeChat Pay v2"].startswith("FAIL  WeChat Pay v2: does not answer")
+    assert found["database"].startswith("FAIL  database: does not answer")
+    assert found["merchant certificate"].startswith("warn")  # v2 refunds need one
+
+
+@pytest.mark.parametrize("value", ["not-a-number"])
+def test_unreadable_settings_are_reported_not_raised(database_url: str, value: str) -> None:
+    done = cli(database_url, "doctor", WXPAY_SESSION_TTL_SECONDS=value)
+
+    assert done.returncode == 1
+    assert done.stdout.startswith("FAIL  configuration: cannot be read: session_ttl_seconds")

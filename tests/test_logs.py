@@ -1,0 +1,118 @@
+"""JSON logs with a request id (issue 15, operations): the id comes from ``X-Request-ID`` or is
+made, goes back in the response, and reaches the log lines of the WeChat calls it causes;
+secrets stay redacted in JSON as in text."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import DEV_APP_SECRET
+from app.logging_setup import configure_logging
+from tests.conftest import ClientFactory
+from tests.hermetic import hermetic_settings
+from tests.plugins.simulator import SimulatorHandle
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything logged at INFO and above while the test runs, through a handler of its own
+    on the root logger (the app's configuration formats and filters it like any other)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line]
+
+
+async def test_the_request_id_reaches_the_wechat_calls_it_causes(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle, log_output: io.StringIO
+) -> None:
+    client = await make_client(log_format="json")
+    code, _ = await fresh_simulator.login_code()
+
+    first = await client.post(
+        "/api/v1/auth/login", json={"code": code}, headers={"X-Request-ID": "req-login-1"}
+    )
+    other = await client.get("/healthz")
+
+    assert first.status_code == 200 and first.headers["x-request-id"] == "req-login-1"
+    made = other.headers["x-request-id"]
+    assert len(made) == 32 and made != "req-login-1"
+    lines = json_lines(log_output)  # every line is JSON, or this fails
+    calls = [line for line in lines if line.get("wechat_api") == "code2session"]
+    assert len(calls) == 1
+    assert calls[0]["request_id"] == "req-login-1"
+    assert calls[0]["outcome"] == "http_2xx" and calls[0]["duration_ms"] >= 0
+    assert {"time", "level", "logger", "message"} <= calls[0].keys()
+    assert DEV_APP_SECRET not in log_output.getvalue()  # code2session's URL carries it
+
+
+@pytest.mark.parametrize("given", ["x" * 129, "a b", '"},{"level":"ERROR', "é"])
+async def test_an_unsafe_request_id_is_replaced(client: httpx.AsyncClient, given: str) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": given.encode()})
+
+    returned = response.headers["x-request-id"]
+    assert returned != given and len(returned) == 32
+
+
+async def test_requests_at_once_keep_their_own_ids(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle, log_output: io.StringIO
+) -> None:
+    client = await make_client(log_format="json")
+    await fresh_simulator.set_latency(50)  # so the logins overlap
+
+    async def login_as(request_id: str) -> None:
+        code, _ = await fresh_simulator.login_code()
+        headers = {"X-Request-ID": request_id}
+        response = await client.post("/api/v1/auth/login", json={"code": code}, headers=headers)
+        assert response.status_code == 200
+
+    await asyncio.gather(*(login_as(f"req-{i}") for i in range(5)))
+
+    calls = [line for line in json_lines(log_output) if line.get("wechat_api") == "code2session"]
+    assert sorted(line["request_id"] for line in calls) == [f"req-{i}" for i in range(5)]
+
+
+def test_json_lines_redact_secrets_in_messages_and_tracebacks(log_output: io.StringIO) -> None:
+    configure_logging(hermetic_settings(log_format="json"))
+    logger = logging.getLogger("tests.leak")
+
+    logger.warning("calling with secret=%s", DEV_APP_SECRET)
+    try:
+        raise ValueError(f"upstream quoted secret={DEV_APP_SECRET}")
+    except ValueError:
+        logger.exception("failed")
+
+    text = log_output.getvalue()
+    warning, failure = json_lines(log_output)
+    assert DEV_APP_SECRET not in text
+    assert warning["message"] == "calling with secret=***"
+    assert "secret=***" in failure["exception"] and "ValueError" in failure["exception"]
+    assert warning["request_id"] == "-"
+
+
+def test_text_lines_carry_the_request_id(log_output: io.StringIO) -> None:
+    configure_logging(hermetic_settings(log_format="text"))
+    log_output.truncate(0)
+    (handler,) = [h for h in logging.getLogger().handlers if getattr(h, "stream", 0) is log_output]
+    handler.setFormatter(logging.Formatter("[%(request_id)s] %(message)s"))
+
+    logging.getLogger("tests.text").warning("secret=%s", DEV_APP_SECRET)
+
+    assert log_output.getvalue() == "[-] secret=***\n"
