@@ -155,12 +155,14 @@ async def test_nothing_answering_fails_in_production(settings: Settings) -> None
         "env": "production",
         "database_url": "postgresql+asyncpg://postgres@127.0.0.1:9/nothing",
         "pay_api_base": "https://127.0.0.1:9",
+        "miniprogram_api_base": "https://127.0.0.1:9",
         "appid": "wx0000000000000001",
         "mch_id": "1230000001",
-        "app_secret": "s" * 32,
-        "api_key": "k" * 32,
-        "secret_key": "x" * 48,
-        "admin_token": "t" * 32,
+        # Production refuses weak secrets (fewer than 8 distinct characters) and repeats.
+        "app_secret": "app-secret-0123456789abcdefghijk",
+        "api_key": "api-key-0123456789abcdefghijklmn",
+        "secret_key": "secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        "admin_token": "admin-token-0123456789abcdefghij",
         "notify_url": "https://localhost/wechat/pay/notify",
         "refund_notify_url": None,
     }
