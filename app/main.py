@@ -16,6 +16,7 @@ from fastapi.telemetry import TelemetryConfig
 from app.auth.router import router as auth_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.events.router import router as events_router
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
 from app.logging_setup import configure_logging
@@ -90,6 +91,7 @@ def create_app(
         orders_router,
         orders_admin_router,
         refunds_admin_router,
+        events_router,
         payments_router,
         refund_notify_router,
     ):

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from app.auth.service import AuthKeys, AuthService
 from app.config import V3_SETTINGS, Settings
+from app.events.service import WebhookService
 from app.gateway import Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client
 from app.orders.service import OrderService
@@ -54,6 +55,7 @@ class Runtime:
     refunds: RefundService
     refund_notifies: RefundNotifies
     sweeper: Sweeper
+    webhooks: WebhookService
     schema_head: str | None
 
 
@@ -98,6 +100,7 @@ async def build_runtime(
         refunds=refunds,
         refund_notifies=RefundNotifies(db),
         sweeper=Sweeper(db, settings, orders, refunds),
+        webhooks=WebhookService(db, settings, webhook_box(settings)),
         schema_head=schema_head(),
     )
 
@@ -134,6 +137,11 @@ def build_auth_keys(settings: Settings) -> AuthKeys:
         box=SecretBox(derive_key(secret, "wxpay session_key at rest v1")),
         ttl_seconds=settings.session_ttl_seconds,
     )
+
+
+def webhook_box(settings: Settings) -> SecretBox:
+    """Seals webhook secrets at rest: they must be read back to sign, so they are encrypted."""
+    return SecretBox(derive_key(settings.secret_key.get_secret_value(), "wxpay webhook secret v1"))
 
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
