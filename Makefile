@@ -54,13 +54,13 @@ test-reliability: install
 		$(BIN)/pytest -m reliability tests/reliability
 
 lint: install
-	$(BIN)/ruff check app tests bench alembic
-	$(BIN)/ruff format --check app tests bench alembic
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests bench alembic examples
+	$(BIN)/ruff format --check app tests bench alembic examples
+	$(BIN)/mypy app examples/webhook_receiver.py
 
 format: install
-	$(BIN)/ruff format app tests bench alembic
-	$(BIN)/ruff check --fix app tests bench alembic
+	$(BIN)/ruff format app tests bench alembic examples
+	$(BIN)/ruff check --fix app tests bench alembic examples
 
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

@@ -1,4 +1,5 @@
-"""Command line: ``python -m app.cli products add|list|disable``, ``seed-demo``, ``sweep``."""
+"""Command line: ``python -m app.cli products add|list|disable``, ``seed-demo``, ``sweep``,
+``deliver-webhooks``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     disable.add_argument("product_id", type=int)
     commands.add_parser("seed-demo", help="add demo products to an empty dev catalogue")
     commands.add_parser("sweep", help="reconcile and expire unpaid orders once")
+    commands.add_parser("deliver-webhooks", help="send the webhook deliveries due now, once")
     return parser
 
 
@@ -71,6 +73,9 @@ async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
             return await _products(args, runtime)
         if args.command == "seed-demo":
             return await _seed_demo(runtime)
+        if args.command == "deliver-webhooks":
+            sent = await runtime.deliveries.deliver_once()
+            return f"{sent} webhook attempts made"
         return await _sweep(runtime)
 
 

@@ -71,6 +71,11 @@ def create_app(
             await stack.enter_async_context(
                 _background(runtime.sweeper.run_forever, settings.sweep_interval_seconds > 0)
             )
+            await stack.enter_async_context(
+                _background(
+                    runtime.deliveries.run_forever, settings.webhook_poll_interval_seconds > 0
+                )
+            )
             logger.info("started env=%s pay_api=%s", settings.env.value, settings.pay_api)
             yield
 

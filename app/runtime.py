@@ -20,8 +20,9 @@ from pydantic import SecretStr
 from app.auth.service import AuthKeys, AuthService
 from app.config import V3_SETTINGS, Settings
 from app.events.service import WebhookService
+from app.events.worker import DeliveryWorker
 from app.gateway import Gateways, PaymentGateway
-from app.httpclient import InProcessRoute, build_http_client
+from app.httpclient import InProcessRoute, build_http_client, tls_context
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
@@ -56,6 +57,7 @@ class Runtime:
     refund_notifies: RefundNotifies
     sweeper: Sweeper
     webhooks: WebhookService
+    deliveries: DeliveryWorker
     schema_head: str | None
 
 
@@ -88,6 +90,7 @@ async def build_runtime(
     payments = PaymentService(db)
     orders = OrderService(db, settings, gateways, payments)
     refunds = RefundService(db, settings, gateways)
+    webhooks = WebhookService(db, settings, webhook_box(settings))
     return Runtime(
         settings=settings,
         db=db,
@@ -100,7 +103,8 @@ async def build_runtime(
         refunds=refunds,
         refund_notifies=RefundNotifies(db),
         sweeper=Sweeper(db, settings, orders, refunds),
-        webhooks=WebhookService(db, settings, webhook_box(settings)),
+        webhooks=webhooks,
+        deliveries=await _delivery_worker(settings, stack, db, webhooks),
         schema_head=schema_head(),
     )
 
@@ -137,6 +141,25 @@ def build_auth_keys(settings: Settings) -> AuthKeys:
         box=SecretBox(derive_key(secret, "wxpay session_key at rest v1")),
         ttl_seconds=settings.session_ttl_seconds,
     )
+
+
+async def _delivery_worker(
+    settings: Settings, stack: AsyncExitStack, db: Database, webhooks: WebhookService
+) -> DeliveryWorker:
+    # Its own client: merchants' servers, not WeChat's (no test transport, no in-process
+    # route), no redirects followed (a 3xx is a failed attempt, never a hop elsewhere).
+    limits = httpx.Limits(max_connections=settings.http_max_connections, keepalive_expiry=30)
+    http = httpx.AsyncClient(
+        verify=tls_context(settings),
+        timeout=settings.webhook_timeout_seconds,
+        limits=limits,
+        trust_env=False,
+        follow_redirects=False,
+    )
+    stack.push_async_callback(http.aclose)
+    worker = DeliveryWorker(db, settings, webhooks, http)
+    stack.push_async_callback(worker.close)  # before the client closes: sends finish first
+    return worker
 
 
 def webhook_box(settings: Settings) -> SecretBox:

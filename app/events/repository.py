@@ -159,24 +159,24 @@ def _add_pg() -> Any:
 
 _ADD_PG = _add_pg()
 _ADD_SQLITE = insert(outbox).values(**_EVENT_VALUES, txid=0).returning(outbox.c.id)
-_FAN_OUT_SQLITE = _fan_out(bindparam("event_id", type_=BigInteger()), bindparam("type"))
+_FAN_OUT_SQLITE = _fan_out(bindparam("eid", type_=BigInteger()), bindparam("type"))
 _BY_PUBLIC_ID = select(*_EVENT).where(outbox.c.public_id == bindparam("public_id"))
 _BY_ID = select(*_EVENT).where(outbox.c.id == bindparam("id"))
 # Redelivery reaches endpoints subscribed since, too; the unique index keeps one each.
 _FAN_OUT_MISSING = insert(deliveries).from_select(
     ["event_id", "endpoint_id", "attempts", "next_attempt_at", "created_at"],
-    select(bindparam("event_id", type_=BigInteger()), endpoints.c.id, literal(0), _NOW, _NOW)
+    select(bindparam("eid", type_=BigInteger()), endpoints.c.id, literal(0), _NOW, _NOW)
     .where(_subscribed(bindparam("type")))
     .where(
         ~exists().where(
-            deliveries.c.event_id == bindparam("event_id", type_=BigInteger()),
+            deliveries.c.event_id == bindparam("eid", type_=BigInteger()),
             deliveries.c.endpoint_id == endpoints.c.id,
         )
     ),
 )
 _REDELIVER = (
     update(deliveries)
-    .where(deliveries.c.event_id == bindparam("event_id"))
+    .where(deliveries.c.event_id == bindparam("eid"))
     .values(delivered_at=None, next_attempt_at=_NOW)
 )
 
@@ -215,7 +215,7 @@ class EventRepository:
             await self._sql.execute(_ADD_PG, params)
             return
         event_id = await self._sql.scalar(_ADD_SQLITE, params)
-        await self._sql.execute(_FAN_OUT_SQLITE, {**params, "event_id": event_id})
+        await self._sql.execute(_FAN_OUT_SQLITE, {**params, "eid": event_id})
 
     async def by_public_id(self, public_id: str) -> EventRecord | None:
         row = await self._sql.fetchrow(_BY_PUBLIC_ID, {"public_id": public_id})
@@ -236,7 +236,7 @@ class EventRepository:
 
     async def redeliver(self, event: EventRecord) -> int:
         """Make the event due again at every endpoint subscribed to it; how many."""
-        params = {"event_id": event.id, "type": event.type, "now": utcnow()}
+        params = {"eid": event.id, "type": event.type, "now": utcnow()}
         await self._sql.execute(_FAN_OUT_MISSING, params)
         return await self._sql.execute(_REDELIVER, params)
 
@@ -245,26 +245,26 @@ _ADD_ENDPOINT = insert(endpoints).returning(*_ENDPOINT)
 _ENDPOINT_BY_ID = select(*_ENDPOINT).where(endpoints.c.id == bindparam("id"))
 _ALL_ENDPOINTS = select(*_ENDPOINT).order_by(endpoints.c.id)
 _ENABLED_ENDPOINTS = select(*_ENDPOINT).where(endpoints.c.enabled.is_(True))
-_DELETE_ENDPOINT = delete(endpoints).where(endpoints.c.id == bindparam("id"))
+_DELETE_ENDPOINT = delete(endpoints).where(endpoints.c.id == bindparam("ep"))
 _WAKE = (
     update(deliveries)
-    .where(deliveries.c.endpoint_id == bindparam("id"), deliveries.c.delivered_at.is_(None))
+    .where(deliveries.c.endpoint_id == bindparam("ep"), deliveries.c.delivered_at.is_(None))
     .values(next_attempt_at=_NOW)
 )
 _ENDPOINT_OK = (
     update(endpoints)
-    .where(endpoints.c.id == bindparam("id"), endpoints.c.failing_since.is_not(None))
+    .where(endpoints.c.id == bindparam("ep"), endpoints.c.failing_since.is_not(None))
     .values(failing_since=None)
 )
 _ENDPOINT_FAILING = (
     update(endpoints)
-    .where(endpoints.c.id == bindparam("id"), endpoints.c.failing_since.is_(None))
+    .where(endpoints.c.id == bindparam("ep"), endpoints.c.failing_since.is_(None))
     .values(failing_since=_NOW)
 )
 _DISABLE = (
     update(endpoints)
     .where(
-        endpoints.c.id == bindparam("id"),
+        endpoints.c.id == bindparam("ep"),
         endpoints.c.enabled.is_(True),
         endpoints.c.failing_since < bindparam("cut", type_=UTCDateTime()),
     )
@@ -280,7 +280,7 @@ def _claim(dialect: str) -> Any:
     due = (
         select(deliveries.c.id)
         .where(
-            deliveries.c.endpoint_id == bindparam("endpoint_id"),
+            deliveries.c.endpoint_id == bindparam("ep"),
             deliveries.c.delivered_at.is_(None),
             deliveries.c.next_attempt_at <= _NOW,
             free,
@@ -299,14 +299,14 @@ def _claim(dialect: str) -> Any:
 
 
 _CLAIM = {d: _claim(d) for d in ("postgresql", "sqlite")}
-_HELD = and_(deliveries.c.id == bindparam("id"), deliveries.c.lease_token == bindparam("token"))
+_HELD = and_(deliveries.c.id == bindparam("did"), deliveries.c.lease_token == bindparam("token"))
 _DELIVERED = (
     update(deliveries)
     .where(_HELD)
     .values(
         delivered_at=_NOW,
         attempts=deliveries.c.attempts + 1,
-        last_status=bindparam("status"),
+        last_status=bindparam("code"),
         lease_until=None,
         lease_token=None,
     )
@@ -316,19 +316,19 @@ _RETRY = (
     .where(_HELD)
     .values(
         attempts=deliveries.c.attempts + 1,
-        last_status=bindparam("status"),
+        last_status=bindparam("code"),
         next_attempt_at=bindparam("next_at", type_=UTCDateTime()),
         lease_until=None,
         lease_token=None,
     )
 )
 _ADD_ATTEMPT = insert(attempts).values(
-    delivery_id=bindparam("id"),
+    delivery_id=bindparam("did"),
     attempted_at=_NOW,
-    status=bindparam("status"),
-    latency_ms=bindparam("latency_ms"),
+    status=bindparam("code"),
+    latency_ms=bindparam("ms"),
     body_excerpt=bindparam("excerpt"),
-    error=bindparam("error"),
+    error=bindparam("err"),
 )
 _DELIVERIES_OF = (
     select(*_DELIVERY, outbox.c.public_id, outbox.c.type)
@@ -386,18 +386,18 @@ class WebhookRepository:
         return bool(await self._sql.execute(stmt))
 
     async def delete_endpoint(self, endpoint_id: int) -> bool:
-        return bool(await self._sql.execute(_DELETE_ENDPOINT, {"id": endpoint_id}))
+        return bool(await self._sql.execute(_DELETE_ENDPOINT, {"ep": endpoint_id}))
 
     async def wake(self, endpoint_id: int) -> int:
         """Make every undelivered event of the endpoint due now (it was enabled again)."""
-        return await self._sql.execute(_WAKE, {"id": endpoint_id, "now": utcnow()})
+        return await self._sql.execute(_WAKE, {"ep": endpoint_id, "now": utcnow()})
 
     async def claim(
         self, endpoint_id: int, limit: int, token: str, lease: dt.timedelta
     ) -> list[DeliveryRecord]:
         now = utcnow()
         params = {
-            "endpoint_id": endpoint_id,
+            "ep": endpoint_id,
             "limit": limit,
             "token": token,
             "until": now + lease,
@@ -413,12 +413,12 @@ class WebhookRepository:
         if our lease ran out and another worker holds it (the attempt is logged anyway)."""
         now = utcnow()
         params = {
-            "id": delivery.id,
+            "did": delivery.id,
             "token": delivery.lease_token,
-            "status": outcome.status,
-            "latency_ms": outcome.latency_ms,
+            "code": outcome.status,
+            "ms": outcome.latency_ms,
             "excerpt": outcome.excerpt,
-            "error": outcome.error,
+            "err": outcome.error,
             "next_at": next_at,
             "now": now,
         }
@@ -426,15 +426,15 @@ class WebhookRepository:
         return bool(await self._sql.execute(_DELIVERED if next_at is None else _RETRY, params))
 
     async def endpoint_succeeded(self, endpoint_id: int) -> None:
-        await self._sql.execute(_ENDPOINT_OK, {"id": endpoint_id})
+        await self._sql.execute(_ENDPOINT_OK, {"ep": endpoint_id})
 
     async def endpoint_failed(self, endpoint_id: int, disable_after: dt.timedelta) -> bool:
         """Note the failure; disable the endpoint if it has failed since before
         ``disable_after`` ago. True if this call disabled it."""
         now = utcnow()
-        await self._sql.execute(_ENDPOINT_FAILING, {"id": endpoint_id, "now": now})
+        await self._sql.execute(_ENDPOINT_FAILING, {"ep": endpoint_id, "now": now})
         reason = f"failing since more than {int(disable_after.total_seconds())} s"
-        params = {"id": endpoint_id, "cut": now - disable_after, "reason": reason, "now": now}
+        params = {"ep": endpoint_id, "cut": now - disable_after, "reason": reason, "now": now}
         return await self._sql.scalar(_DISABLE, params) is not None
 
     async def deliveries_of(
