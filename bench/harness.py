@@ -174,6 +174,16 @@ def reference(
 
 
 @contextmanager
+def webhook_receiver(secret: str) -> Iterator[Server]:
+    """examples/webhook_receiver.py in its own process, verifying with ``secret``."""
+    port = free_port()
+    command = uvicorn_command("examples.webhook_receiver:app", port, 1)
+    env = {"WXPAY_WEBHOOK_SECRETS": secret}
+    with server_process(command, env, "/healthz", port, cwd=APP_ROOT) as s:
+        yield s
+
+
+@contextmanager
 def simulator(latency_ms: float) -> Iterator[Server]:
     """The local WeChat (bench/sim_app.py) in its own process, answering after ``latency_ms``."""
     port = free_port()

@@ -8,6 +8,11 @@ Orders are inserted with SQL before each round; bodies are correctly signed v2 n
 After each run the database must show exactly the expected paid orders and audit rows.
 ``--filler N`` first fills both databases alike with N orders of history and N notify audit rows
 (``bench/filler.py``), to compare with an empty database.
+``--webhook`` configures a webhook endpoint on the service (every ``order.paid``), delivered by
+the service's own worker to ``examples/webhook_receiver.py`` in its own process: each paid
+notify then also writes its event and delivery row in its transaction, and the worker posts
+it. After the service's run the deliveries must drain (all delivered, one event per paid
+order) before the reference's run starts, so the worker's work is never hidden in it.
 
 Run: ``.venv/bin/python bench/notify.py`` (about 3 minutes with the defaults).
 """
@@ -17,8 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import random
+import time
+import urllib.request
 from collections import defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,6 +41,7 @@ from harness import (
     reference,
     run_load,
     service,
+    webhook_receiver,
 )
 from loadgen import request_file
 
@@ -134,12 +144,61 @@ async def check_outcome(database: str, batch: Batch) -> None:
         )
 
 
+async def drain_deliveries(database: str, batch: Batch, within: float = 180) -> float:
+    """Wait until every delivery is made; check one ``order.paid`` event per paid order of
+    the batch. Seconds waited after the load ended."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(pg_url(database))
+    try:
+        while await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL"
+        ):
+            if time.monotonic() - started > within:
+                raise AssertionError(f"{database}: deliveries not drained in {within} s")
+            await asyncio.sleep(0.2)
+        events = await conn.fetchval(
+            "SELECT count(*) FROM outbox_events e JOIN orders o ON o.id = e.order_id "
+            "WHERE o.out_trade_no LIKE $1 AND e.type = 'order.paid'",
+            batch.prefix + "%",
+        )
+    finally:
+        await conn.close()
+    if events != len(batch.numbers):
+        raise AssertionError(f"{batch.prefix}: {events} events for {len(batch.numbers)} orders")
+    return time.monotonic() - started
+
+
+def add_endpoint(service_url: str) -> str:
+    """Register a placeholder endpoint (every ``order.paid``); its secret."""
+    body = json.dumps({"url": "http://127.0.0.1:9/webhooks", "events": ["order.paid"]})
+    request = urllib.request.Request(  # noqa: S310 (loopback, our own service)
+        service_url + "/api/v1/admin/webhooks",
+        data=body.encode(),
+        headers={"Content-Type": "application/json", "X-Admin-Token": "dev-admin-token"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+        created: dict[str, str] = json.loads(reply.read())
+    return created["secret"] + "|" + str(created["id"])
+
+
+def point_endpoint(service_url: str, endpoint_id: str, url: str) -> None:
+    request = urllib.request.Request(  # noqa: S310
+        f"{service_url}/api/v1/admin/webhooks/{endpoint_id}",
+        data=json.dumps({"url": url}).encode(),
+        headers={"Content-Type": "application/json", "X-Admin-Token": "dev-admin-token"},
+        method="PATCH",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     settings: Settings
     databases: dict[str, str]
     concurrency: int
     time_cap: float
+    webhook: bool = False
 
 
 def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[str, LoadResult]:
@@ -158,6 +217,9 @@ def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[st
         )
         if results[target].ok == len(batch.requests):
             asyncio.run(check_outcome(run.databases[target], batch))
+        if run.webhook and target == "ours":
+            drained = asyncio.run(drain_deliveries(run.databases["ours"], batch))
+            print(f"    deliveries drained {drained:.1f} s after the load")
     return results
 
 
@@ -167,10 +229,13 @@ Key = tuple[int, str, str]  # workers, mix, target
 def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
-    with (
-        service(run.databases["ours"], workers) as ours,
-        reference(run.databases["reference"], workers) as ref,
-    ):
+    with ExitStack() as stack:
+        ours = stack.enter_context(service(run.databases["ours"], workers))
+        ref = stack.enter_context(reference(run.databases["reference"], workers))
+        if run.webhook:
+            secret, endpoint_id = add_endpoint(ours.url).split("|")
+            receiver = stack.enter_context(webhook_receiver(secret))
+            point_endpoint(ours.url, endpoint_id, receiver.url + "/webhooks")
         urls = {"ours": ours.url, "reference": ref.url}
         warmup = make_batch(run.settings, f"W{workers}", min(count, 1000), 0.0)
         measure(run, urls, warmup, "ours")
@@ -215,6 +280,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
+    parser.add_argument(
+        "--webhook", action="store_true", help="a webhook endpoint on the service, delivered"
+    )
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
@@ -225,7 +293,7 @@ def main() -> None:
             if args.filler:
                 filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
-        run = Run(settings, databases, args.concurrency, args.time_cap)
+        run = Run(settings, databases, args.concurrency, args.time_cap, args.webhook)
         for workers in args.workers:
             bench_workers(run, workers, args.rounds, args.requests, results)
     report(results, args.rounds)

@@ -91,7 +91,11 @@ def make_app(secrets: list[str], log: EventLog | None = None) -> Starlette:
             return Response("event id mismatch", status_code=400)
         return Response(seen.take(event), status_code=200)
 
-    app = Starlette(routes=[Route("/webhooks", receive, methods=["POST"])])
+    async def health(_: Request) -> Response:
+        return Response("ok")
+
+    routes = [Route("/webhooks", receive, methods=["POST"]), Route("/healthz", health)]
+    app = Starlette(routes=routes)
     app.state.log = seen
     return app
 

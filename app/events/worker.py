@@ -64,13 +64,21 @@ class DeliveryWorker:
         self._sends: set[asyncio.Task[None]] = set()
 
     async def run_forever(self) -> None:
-        """Start due deliveries every poll interval until cancelled; a failed pass is logged."""
+        """Start due deliveries until cancelled; a failed pass is logged. With sends in
+        flight it looks again as soon as one ends (a freed slot is refilled at once, so a
+        backlog drains at the receiver's pace, not one batch per poll); otherwise it waits
+        the poll interval."""
         while True:
             try:
                 await self._start_due()
             except Exception:
                 logger.exception("webhook dispatch failed; retrying next interval")
-            await asyncio.sleep(self._poll)
+            if self._sends:
+                await asyncio.wait(
+                    self._sends, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED
+                )
+            else:
+                await asyncio.sleep(self._poll)
 
     async def deliver_once(self) -> int:
         """Send everything due now, wait for the answers; how many attempts were made."""
