@@ -58,22 +58,22 @@ async def _admin(sql: str) -> None:
 
 
 @contextmanager
-def fresh_database(label: str) -> Iterator[str]:
+def fresh_database(label: str, app_root: Path = APP_ROOT) -> Iterator[str]:
     """A new PostgreSQL database migrated to head (``alembic upgrade head``); dropped after."""
     name = f"wxpay_bench_{label}_{secrets.token_hex(4)}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        alembic(name, "upgrade", "head")
+        alembic(name, "upgrade", "head", app_root=app_root)
         yield name
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def alembic(database: str, *args: str, timeout: float = 60) -> None:
+def alembic(database: str, *args: str, timeout: float = 60, app_root: Path = APP_ROOT) -> None:
     """``alembic *args`` on ``database``, in its own process as an operator would run it."""
     subprocess.run(
         [sys.executable, "-m", "alembic", *args],
-        cwd=APP_ROOT,  # the schema the measured code expects
+        cwd=app_root,  # the schema the measured code expects
         env={**_clean_env(), "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg")},
         check=True,
         capture_output=True,
@@ -140,7 +140,7 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
 
 @contextmanager
 def service(
-    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9"
+    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9", app_root: Path = APP_ROOT
 ) -> Iterator[Server]:
     """The service itself: ``uvicorn app.main:app`` on PostgreSQL."""
     port = free_port()
@@ -153,7 +153,7 @@ def service(
         "WXPAY_LOG_LEVEL": "WARNING",
     }
     command = uvicorn_command("app.main:app", port, workers)
-    with server_process(command, env, "/readyz", port, cwd=APP_ROOT) as s:
+    with server_process(command, env, "/readyz", port, cwd=app_root) as s:
         yield s
 
 

@@ -12,7 +12,10 @@ After each run the database must show exactly the expected paid orders and audit
 the service's own worker to ``examples/webhook_receiver.py`` in its own process: each paid
 notify then also writes its event and delivery row in its transaction, and the worker posts
 it. After the service's run the deliveries must drain (all delivered, one event per paid
-order) before the reference's run starts, so the worker's work is never hidden in it.
+order) before the next run starts, so the worker's work is never hidden in another's.
+``--baseline PATH`` adds a third target in the same rounds: the service as checked out at
+PATH (e.g. ``git archive <commit> | tar -x -C PATH``), on its own database migrated by its own
+alembic, to measure a change side by side on the same machine at the same time.
 
 Run: ``.venv/bin/python bench/notify.py`` (about 3 minutes with the defaults).
 """
@@ -29,6 +32,7 @@ import urllib.request
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from filler import Filler, fill
@@ -199,6 +203,7 @@ class Run:
     concurrency: int
     time_cap: float
     webhook: bool = False
+    baseline: str | None = None
 
 
 def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[str, LoadResult]:
@@ -206,7 +211,9 @@ def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[st
         asyncio.run(insert_orders(database, batch.numbers))
     spec = request_file("POST", NOTIFY, [(XML_HEADERS, body) for body in batch.requests])
     results: dict[str, LoadResult] = {}
-    for target in sorted(urls, key=lambda t: t != first):
+    targets = sorted(urls)
+    shift = targets.index(first)
+    for target in targets[shift:] + targets[:shift]:
         results[target] = run_load(
             urls[target],
             spec,
@@ -237,13 +244,18 @@ def bench_workers(
             receiver = stack.enter_context(webhook_receiver(secret))
             point_endpoint(ours.url, endpoint_id, receiver.url + "/webhooks")
         urls = {"ours": ours.url, "reference": ref.url}
+        if run.baseline is not None:
+            base = stack.enter_context(
+                service(run.databases["baseline"], workers, app_root=Path(run.baseline))
+            )
+            urls["baseline"] = base.url
         warmup = make_batch(run.settings, f"W{workers}", min(count, 1000), 0.0)
         measure(run, urls, warmup, "ours")
         for mix, duplicates in MIXES.items():
             for index in range(rounds):
                 prefix = f"N{workers}{mix[0]}{index}"
                 batch = make_batch(run.settings, prefix, count, duplicates)
-                first = ("ours", "reference")[index % 2]
+                first = sorted(urls)[index % len(urls)]
                 for target, result in measure(run, urls, batch, first).items():
                     results[(workers, mix, target)].append(result)
                     print(f"  {workers}w {mix:6} round {index + 1} {target:9} {_line(result)}")
@@ -262,14 +274,19 @@ def report(results: dict[Key, list[LoadResult]], rounds: int) -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for workers, mix in sorted({(w, m) for w, m, _ in results}):
-        ours, ref = results[(workers, mix, "ours")], results[(workers, mix, "reference")]
-        ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
-        print(
-            f"| {workers} | {mix} | {median([r.rate for r in ours]):.0f} "
-            f"| {median([r.rate for r in ref]):.0f} | {ratio:.2f} "
-            f"| {median([r.p50_ms for r in ours]):.1f} / {median([r.p99_ms for r in ours]):.1f} "
-            f"| {median([r.p50_ms for r in ref]):.1f} / {median([r.p99_ms for r in ref]):.1f} |"
-        )
+        ref = results[(workers, mix, "reference")]
+        for target in ("ours", "baseline"):
+            if (workers, mix, target) not in results:
+                continue
+            ours = results[(workers, mix, target)]
+            ratio = median([o.rate / r.rate for o, r in zip(ours, ref, strict=True)])
+            print(
+                f"| {workers} | {mix} {target} | {median([r.rate for r in ours]):.0f} "
+                f"| {median([r.rate for r in ref]):.0f} | {ratio:.2f} "
+                f"| {median([r.p50_ms for r in ours]):.1f} / "
+                f"{median([r.p99_ms for r in ours]):.1f} "
+                f"| {median([r.p50_ms for r in ref]):.1f} / {median([r.p99_ms for r in ref]):.1f} |"
+            )
 
 
 def main() -> None:
@@ -283,17 +300,24 @@ def main() -> None:
     parser.add_argument(
         "--webhook", action="store_true", help="a webhook endpoint on the service, delivered"
     )
+    parser.add_argument("--baseline", help="a checkout of the service to measure beside it")
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    with fresh_database("ours") as ours_db, fresh_database("ref") as ref_db:
-        databases = {"ours": ours_db, "reference": ref_db}
+    with ExitStack() as stack:
+        databases = {
+            "ours": stack.enter_context(fresh_database("ours")),
+            "reference": stack.enter_context(fresh_database("ref")),
+        }
+        if args.baseline:
+            root = Path(args.baseline)
+            databases["baseline"] = stack.enter_context(fresh_database("base", app_root=root))
         for database in databases.values():
             asyncio.run(seed(database))
             if args.filler:
                 filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
-        run = Run(settings, databases, args.concurrency, args.time_cap, args.webhook)
+        run = Run(settings, databases, args.concurrency, args.time_cap, args.webhook, args.baseline)
         for workers in args.workers:
             bench_workers(run, workers, args.rounds, args.requests, results)
     report(results, args.rounds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.events.payloads import as_json, order_data, refund_data
+from app.events.repository import snapshot
 from app.events.types import REFUND_EVENTS, EventType
 from app.orders.repository import OrderRecord, PaymentFacts
 from app.orders.states import ReviewReason
@@ -21,18 +21,17 @@ if TYPE_CHECKING:
 
 
 async def record_order_event(tx: UnitOfWork, event_type: EventType, order: OrderRecord) -> None:
-    await tx.events.add(event_type.value, order.id, as_json(order_data(order)))
+    await tx.events.add(event_type.value, order.id, snapshot(order=order.as_dict()))
 
 
 async def pay_order(
     tx: UnitOfWork, out_trade_no: str, total_fee: int, facts: PaymentFacts, *, after_close: bool
 ) -> OrderRecord | None:
-    """``mark_paid`` and its ``order.paid`` event (and, paid after close, the review flag's)."""
+    """``mark_paid`` (which writes the ``order.paid`` event in its own statement: the notify
+    is the hot path) and, paid after close, the review flag's event."""
     order = await tx.orders.mark_paid(out_trade_no, total_fee, facts, after_close=after_close)
-    if order is not None:
-        await record_order_event(tx, EventType.ORDER_PAID, order)
-        if after_close:
-            await record_order_event(tx, EventType.ORDER_REVIEW_REQUIRED, order)
+    if order is not None and after_close:
+        await record_order_event(tx, EventType.ORDER_REVIEW_REQUIRED, order)
     return order
 
 
@@ -60,4 +59,5 @@ async def record_refund_event(tx: UnitOfWork, refund: RefundRecord) -> None:
         return
     order = await tx.orders.lock_for_event(refund.order_id)
     assert order is not None  # a refund's order is never deleted
-    await tx.events.add(event_type.value, order.id, as_json(refund_data(refund, order)))
+    data = snapshot(order=order.as_dict(), refund=refund.as_dict())
+    await tx.events.add(event_type.value, order.id, data)

@@ -8,12 +8,14 @@ transaction: it exists exactly when the change it reports commits.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    String,
     Table,
     Text,
     and_,
@@ -49,17 +51,11 @@ class EventRecord:
     public_id: str
     type: str
     order_id: int
+    # What the event reports, as stored: ``snapshot`` (rendered for sending by
+    # ``app.events.payloads.event_body``).
     data: str
     txid: int
     created_at: dt.datetime
-
-    def body(self) -> bytes:
-        """The event as sent and as the feed shows it; the same bytes every time."""
-        created = self.created_at.isoformat().replace("+00:00", "Z")
-        return (
-            f'{{"id":"{self.public_id}","type":"{self.type}","created_at":"{created}",'
-            f'"sequence":{self.id},"data":{self.data}}}'
-        ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +117,23 @@ _TXID = sql_cast(sql_cast(func.pg_current_xact_id(), Text), BigInteger)
 _XMIN = sql_cast(sql_cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
 
 
+def snapshot(**rows: dict[str, Any]) -> str:
+    """The rows an event reports (``order=``, ``refund=``), column by column, as JSON: what
+    the event's ``data`` is rendered from. PostgreSQL's ``to_jsonb`` of the same row, in the
+    folded payment statement, gives the same keys."""
+    return json.dumps(rows, default=_iso, separators=(",", ":"))
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in an event snapshot")
+
+
+def new_public_id() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
 def _subscribed(event_type: Any) -> Any:
     return or_(
         endpoints.c.events.like(literal("%,") + event_type + literal(",%")),
@@ -158,6 +171,33 @@ def _add_pg() -> Any:
 
 
 _ADD_PG = _add_pg()
+
+
+def add_from_row(source: Any, event_type: str) -> list[Any]:
+    """PostgreSQL: CTEs that write an ``event_type`` event (and its deliveries) for each row
+    ``source`` (a data-modifying CTE returning every column of an order) returns, in that
+    statement; its ``public_id`` is the parameter ``outbox_public_id``."""
+    data = sql_cast(
+        func.jsonb_build_object(literal("order"), func.to_jsonb(source.table_valued())), Text
+    )
+    rows = select(
+        bindparam("outbox_public_id", type_=String()),
+        literal(event_type),
+        source.c.id,
+        data,
+        _TXID,
+        _NOW,
+    )
+    columns = ["public_id", "type", "order_id", "data", "txid", "created_at"]
+    event = (
+        insert(outbox)
+        .from_select(columns, rows)
+        .returning(outbox.c.id, outbox.c.type)
+        .cte("outbox_event")
+    )
+    return [event, _fan_out(event.c.id, event.c.type, event).cte("outbox_deliveries")]
+
+
 _ADD_SQLITE = insert(outbox).values(**_EVENT_VALUES, txid=0).returning(outbox.c.id)
 _FAN_OUT_SQLITE = _fan_out(bindparam("eid", type_=BigInteger()), bindparam("type"))
 _BY_PUBLIC_ID = select(*_EVENT).where(outbox.c.public_id == bindparam("public_id"))
@@ -205,7 +245,7 @@ class EventRepository:
     async def add(self, event_type: str, order_id: int, data: str) -> None:
         """Write one event and a delivery for each endpoint subscribed to its type."""
         params = {
-            "public_id": "evt_" + secrets.token_hex(12),
+            "public_id": new_public_id(),
             "type": event_type,
             "order_id": order_id,
             "data": data,

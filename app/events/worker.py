@@ -24,6 +24,7 @@ import httpx
 from app.config import Settings
 from app.db import utcnow
 from app.events.decisions import RetryPolicy, next_attempt_at
+from app.events.payloads import event_body
 from app.events.repository import AttemptOutcome, DeliveryRecord, EndpointRecord
 from app.events.service import WebhookService
 from app.events.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
@@ -48,11 +49,13 @@ class DeliveryWorker:
         webhooks: WebhookService,
         http: httpx.AsyncClient,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._webhooks = webhooks
         self._http = http
         self._jitter = jitter
+        self._clock = clock
         self._policy = RetryPolicy.from_settings(settings)
         self._timeout = settings.webhook_timeout_seconds
         self._max_in_flight = settings.webhook_max_in_flight
@@ -120,7 +123,7 @@ class DeliveryWorker:
             async with self._db.statement() as tx:
                 event = await tx.events.by_id(delivery.event_id)
             assert event is not None  # deliveries keep their events
-            outcome = await self._post(endpoint, event.public_id, event.body())
+            outcome = await self._post(endpoint, event.public_id, event_body(event))
             await self._settle(endpoint, delivery, outcome)
         except Exception:
             # The lease runs out and the delivery is tried again: nothing is lost.
@@ -135,7 +138,7 @@ class DeliveryWorker:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             EVENT_ID_HEADER: event_id,
-            SIGNATURE_HEADER: signature_header(signing, int(time.time()), body),
+            SIGNATURE_HEADER: signature_header(signing, int(self._clock()), body),
         }
         started = time.perf_counter()
         try:

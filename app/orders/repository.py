@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import UTCDateTime, utcnow
+from app.events.repository import EventRepository, add_from_row, new_public_id, snapshot
+from app.events.types import EventType
 from app.orders.models import Order, OrderEvent
 from app.orders.states import PAYABLE, REFUNDABLE, OrderStatus, ReviewReason, sources_of
 from app.products.models import Product
@@ -283,8 +285,9 @@ _ADD_EVENT = {
 
 @cache
 def _mark_paid_with_event(after_close: bool) -> Any:
-    """PostgreSQL only: the PAID event rides in the payment's own statement (a data-modifying
-    CTE), one round trip instead of two; it exists exactly when the guarded UPDATE moved."""
+    """PostgreSQL only: the PAID event and the ``order.paid`` outbox event ride in the
+    payment's own statement (data-modifying CTEs), one round trip instead of three; they
+    exist exactly when the guarded UPDATE moved."""
     paid = _mark_paid_update(after_close).cte("paid")
     event = (
         _insert_event("postgresql")
@@ -296,7 +299,9 @@ def _mark_paid_with_event(after_close: bool) -> Any:
         )
         .cte("event")
     )
-    return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event)
+    # ... and the order.paid outbox event with its deliveries, in the same round trip.
+    outbox = add_from_row(paid, EventType.ORDER_PAID.value)
+    return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox)
 
 
 def _claim(dialect: str) -> Any:
@@ -395,8 +400,9 @@ class OrderRepository:
         self, out_trade_no: str, total_fee: int, facts: PaymentFacts, *, after_close: bool
     ) -> OrderRecord | None:
         """Pay an unpaid order (or, ``after_close``, a closed one) and record its PAID event
-        once; the order as paid if it moved, None if it was in no such state or the amount
-        differs; ``DuplicateTransaction`` if another order holds the transaction id."""
+        and its ``order.paid`` outbox event once; the order as paid if it moved, None if it
+        was in no such state or the amount differs; ``DuplicateTransaction`` if another order
+        holds the transaction id."""
         params = {
             "no": out_trade_no,
             "fee": total_fee,
@@ -408,12 +414,15 @@ class OrderRepository:
         }
         try:
             if self._sql.dialect == "postgresql":
+                params["outbox_public_id"] = new_public_id()
                 return _record(await self._sql.fetchrow(_mark_paid_with_event(after_close), params))
             order = _record(await self._sql.fetchrow(_mark_paid_update(after_close), params))
         except UniqueViolation as exc:
             raise DuplicateTransaction(facts.transaction_id) from exc
         if order is not None:
             await self.add_event(order.id, PAID_EVENT)
+            paid = snapshot(order=order.as_dict())
+            await EventRepository(self._sql).add(EventType.ORDER_PAID.value, order.id, paid)
         return order
 
     async def payment_view(self, out_trade_no: str) -> PaymentView | None:

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.events.payloads import render_data
+
 
 async def outbox(engine: AsyncEngine, event_type: str | None = None) -> list[dict[str, Any]]:
     """The stored events, oldest first, with ``data`` parsed."""
@@ -16,7 +18,7 @@ async def outbox(engine: AsyncEngine, event_type: str | None = None) -> list[dic
         sql += " WHERE type = :t"
     async with engine.connect() as conn:
         rows = (await conn.execute(text(sql + " ORDER BY id"), {"t": event_type})).all()
-    return [{**dict(row._mapping), "data": json.loads(row.data)} for row in rows]
+    return [{**dict(row._mapping), "data": json.loads(render_data(row.data))} for row in rows]
 
 
 async def types_of(engine: AsyncEngine) -> list[str]:

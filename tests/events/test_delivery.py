@@ -5,6 +5,7 @@ keep what they are owed. Backoff is configured in milliseconds here, not slept i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -139,19 +140,29 @@ async def test_failed_attempts_are_retried_with_backoff_each_signed_afresh_and_r
     endpoint = await subscribe(client, receiver)
     await pay(client, fresh_simulator, settings)
     receiver.faults.fail_next = 2
-    worker = (await make_runtime(**FAST)).deliveries
-
-    assert await worker.deliver_once() == 1
-    assert await worker.deliver_once() == 0  # backing off: not due yet
-    await deliver_until(worker, lambda: _delivered_all(engine))
+    runtime = await make_runtime(**FAST)
+    # A clock a second apart per reading, so a fresh signature per attempt shows in ``t``.
+    ticks = itertools.count(int(time.time()))
+    async with httpx.AsyncClient(trust_env=False) as http:
+        worker = DeliveryWorker(
+            runtime.db, runtime.settings, runtime.webhooks, http, clock=lambda: next(ticks)
+        )
+        await _retry_until_delivered(worker, engine)
 
     [delivery] = (await client.get(f"{HOOKS}/{endpoint['id']}/deliveries", headers=ADMIN)).json()
     assert [a["status"] for a in delivery["attempt_log"]] == [503, 503, 200]
     assert delivery["attempt_log"][0]["body_excerpt"] == "unavailable"
-    assert len({h["wxpay-signature"] for h, _ in receiver.seen.requests}) >= 2
+    stamps = [h["wxpay-signature"].split(",")[0] for h, _ in receiver.seen.requests]
+    assert len(set(stamps)) == 3  # each attempt signed afresh, with its own t
     assert receiver.all_signatures_verify()
     shown = (await client.get(f"{HOOKS}/{endpoint['id']}", headers=ADMIN)).json()
     assert shown["failing_since"] is None  # cleared by the 2xx
+
+
+async def _retry_until_delivered(worker: DeliveryWorker, engine: AsyncEngine) -> None:
+    assert await worker.deliver_once() == 1
+    assert await worker.deliver_once() == 0  # backing off: not due yet
+    await deliver_until(worker, lambda: _delivered_all(engine))
 
 
 async def _delivered_all(engine: AsyncEngine) -> bool:
@@ -321,3 +332,23 @@ async def test_the_service_delivers_in_the_background_and_stops_cleanly(
             break
         await asyncio.sleep(0.02)
     assert len(receiver.log.events) == 1
+
+
+async def test_the_cli_sends_what_is_due_once(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    settings: Settings,
+    database_url: str,
+    receiver: ReceiverServer,
+) -> None:
+    from tests.test_cli import cli
+
+    endpoint = await subscribe(client, receiver)
+    await pay(client, fresh_simulator, settings)
+
+    done = cli(database_url, "deliver-webhooks")
+
+    assert (done.returncode, done.stdout.strip()) == (0, "1 webhook attempts made"), done.stderr
+    [(headers, body)] = receiver.seen.requests
+    assert verify_signature(headers["wxpay-signature"], body, endpoint["secret"])
+    assert endpoint["secret"] not in done.stdout + done.stderr

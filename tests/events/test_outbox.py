@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.events.outbox import close_order, pay_order
+from app.events.payloads import as_json, order_data
 from app.orders.repository import PaymentFacts
 from app.runtime import Runtime
 from app.simulator.messages import payment_notify_body
@@ -32,6 +34,7 @@ async def test_concurrent_duplicate_notifies_write_one_order_paid_event(
     client: httpx.AsyncClient,
     fresh_simulator: SimulatorHandle,
     settings: Settings,
+    make_runtime: RuntimeFactory,
     engine: AsyncEngine,
 ) -> None:
     order = await new_order(client, fresh_simulator)
@@ -54,6 +57,12 @@ async def test_concurrent_duplicate_notifies_write_one_order_paid_event(
     assert data["transaction_id"] == "4200000001"
     assert data["openid"] and data["product"]["id"] == order["product_id"]
     assert event["public_id"].startswith("evt_")
+    # On PostgreSQL the payment's own statement wrote the event from the row it updated
+    # (to_jsonb); it says exactly what the order record says.
+    async with (await make_runtime()).db.statement() as tx:
+        paid = await tx.orders.by_out_trade_no(order["out_trade_no"])
+    assert paid is not None
+    assert data == json.loads(as_json(order_data(paid)))
 
 
 async def test_an_amount_mismatch_reported_again_and_again_raises_one_review_event(
