@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     disable.add_argument("product_id", type=int)
     commands.add_parser("seed-demo", help="add demo products to an empty dev catalogue")
     commands.add_parser("sweep", help="reconcile and expire unpaid orders once")
-    commands.add_parser("deliver-webhooks", help="send the webhook deliveries due now, once")
+    commands.add_parser("deliver-webhooks", help="send every webhook delivery due now")
     return parser
 
 
@@ -62,6 +62,15 @@ async def _sweep(runtime: Runtime) -> str:
     )
 
 
+async def _deliver_due(runtime: Runtime) -> int:
+    """Pass after pass until nothing is due: a failed attempt is due again only after its
+    backoff, so this ends."""
+    made = 0
+    while sent := await runtime.deliveries.deliver_once():
+        made += sent
+    return made
+
+
 async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
     """Run one command on the service as the server builds it (the same composition root)."""
     args = _parser().parse_args(argv)
@@ -74,8 +83,7 @@ async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
         if args.command == "seed-demo":
             return await _seed_demo(runtime)
         if args.command == "deliver-webhooks":
-            sent = await runtime.deliveries.deliver_once()
-            return f"{sent} webhook attempts made"
+            return f"{await _deliver_due(runtime)} webhook attempts made"
         return await _sweep(runtime)
 
 

@@ -81,6 +81,10 @@ def alembic(database: str, *args: str, timeout: float = 60, app_root: Path = APP
     )
 
 
+def clean_env() -> dict[str, str]:
+    return _clean_env()
+
+
 def _clean_env() -> dict[str, str]:
     # An empty WXPAY_ENV_FILE: servers run from the checkout, which may hold a production .env.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WXPAY_", "REF_"))}
@@ -140,11 +144,16 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
 
 @contextmanager
 def service(
-    database: str, workers: int, wechat_url: str = "http://127.0.0.1:9", app_root: Path = APP_ROOT
+    database: str,
+    workers: int,
+    wechat_url: str = "http://127.0.0.1:9",
+    app_root: Path = APP_ROOT,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """The service itself: ``uvicorn app.main:app`` on PostgreSQL."""
     port = free_port()
     env = {
+        **(extra_env or {}),
         "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg"),
         "WXPAY_PAY_API_BASE": wechat_url,
         "WXPAY_MINIPROGRAM_API_BASE": wechat_url,

@@ -8,11 +8,14 @@ Orders are inserted with SQL before each round; bodies are correctly signed v2 n
 After each run the database must show exactly the expected paid orders and audit rows.
 ``--filler N`` first fills both databases alike with N orders of history and N notify audit rows
 (``bench/filler.py``), to compare with an empty database.
-``--webhook`` configures a webhook endpoint on the service (every ``order.paid``), delivered by
-the service's own worker to ``examples/webhook_receiver.py`` in its own process: each paid
-notify then also writes its event and delivery row in its transaction, and the worker posts
-it. After the service's run the deliveries must drain (all delivered, one event per paid
-order) before the next run starts, so the worker's work is never hidden in another's.
+``--webhook inline|separate`` configures a webhook endpoint on the service (every
+``order.paid``), delivered to ``examples/webhook_receiver.py`` in its own process: each paid
+notify then also writes its event and delivery row in its transaction. ``inline``: the
+service's own worker posts them during the load, in the same process. ``separate``: the
+service runs no worker (``WXPAY_WEBHOOK_POLL_INTERVAL_SECONDS=0``) and ``python -m app.cli
+deliver-webhooks`` drains them after the run (a dedicated delivery process). Either way the
+deliveries must drain (all delivered, one event per paid order) before the next run starts,
+so delivery work is never hidden in another target's run.
 ``--baseline PATH`` adds a third target in the same rounds: the service as checked out at
 PATH (e.g. ``git archive <commit> | tar -x -C PATH``), on its own database migrated by its own
 alembic, to measure a change side by side on the same machine at the same time.
@@ -27,6 +30,8 @@ import asyncio
 import datetime as dt
 import json
 import random
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -37,7 +42,9 @@ from pathlib import Path
 import asyncpg
 from filler import Filler, fill
 from harness import (
+    APP_ROOT,
     LoadResult,
+    clean_env,
     command_line,
     fresh_database,
     median,
@@ -148,9 +155,11 @@ async def check_outcome(database: str, batch: Batch) -> None:
         )
 
 
-async def drain_deliveries(database: str, batch: Batch, within: float = 180) -> float:
-    """Wait until every delivery is made; check one ``order.paid`` event per paid order of
-    the batch. Seconds waited after the load ended."""
+async def drain_deliveries(
+    database: str, batch: Batch, separate: bool, within: float = 180
+) -> float:
+    """Wait until every delivery is made (``separate``: making them with the CLI); check one
+    ``order.paid`` event per paid order of the batch. Seconds waited after the load ended."""
     started = time.monotonic()
     conn = await asyncpg.connect(pg_url(database))
     try:
@@ -159,7 +168,10 @@ async def drain_deliveries(database: str, batch: Batch, within: float = 180) -> 
         ):
             if time.monotonic() - started > within:
                 raise AssertionError(f"{database}: deliveries not drained in {within} s")
-            await asyncio.sleep(0.2)
+            if separate:
+                deliver_with_cli(database)
+            else:
+                await asyncio.sleep(0.2)
         events = await conn.fetchval(
             "SELECT count(*) FROM outbox_events e JOIN orders o ON o.id = e.order_id "
             "WHERE o.out_trade_no LIKE $1 AND e.type = 'order.paid'",
@@ -170,6 +182,18 @@ async def drain_deliveries(database: str, batch: Batch, within: float = 180) -> 
     if events != len(batch.numbers):
         raise AssertionError(f"{batch.prefix}: {events} events for {len(batch.numbers)} orders")
     return time.monotonic() - started
+
+
+def deliver_with_cli(database: str) -> None:
+    env = {**clean_env(), "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg")}
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "deliver-webhooks"],
+        cwd=APP_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def add_endpoint(service_url: str) -> str:
@@ -202,7 +226,7 @@ class Run:
     databases: dict[str, str]
     concurrency: int
     time_cap: float
-    webhook: bool = False
+    webhook: str | None = None  # "inline" or "separate"
     baseline: str | None = None
 
 
@@ -225,7 +249,8 @@ def measure(run: Run, urls: dict[str, str], batch: Batch, first: str) -> dict[st
         if results[target].ok == len(batch.requests):
             asyncio.run(check_outcome(run.databases[target], batch))
         if run.webhook and target == "ours":
-            drained = asyncio.run(drain_deliveries(run.databases["ours"], batch))
+            separate = run.webhook == "separate"
+            drained = asyncio.run(drain_deliveries(run.databases["ours"], batch, separate))
             print(f"    deliveries drained {drained:.1f} s after the load")
     return results
 
@@ -237,7 +262,9 @@ def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
     with ExitStack() as stack:
-        ours = stack.enter_context(service(run.databases["ours"], workers))
+        no_worker = {"WXPAY_WEBHOOK_POLL_INTERVAL_SECONDS": "0"}
+        extra = no_worker if run.webhook == "separate" else None
+        ours = stack.enter_context(service(run.databases["ours"], workers, extra_env=extra))
         ref = stack.enter_context(reference(run.databases["reference"], workers))
         if run.webhook:
             secret, endpoint_id = add_endpoint(ours.url).split("|")
@@ -298,7 +325,9 @@ def main() -> None:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--filler", type=int, default=0, help="orders of history in each database")
     parser.add_argument(
-        "--webhook", action="store_true", help="a webhook endpoint on the service, delivered"
+        "--webhook",
+        choices=["inline", "separate"],
+        help="a webhook endpoint on the service, delivered by its own worker or by the CLI",
     )
     parser.add_argument("--baseline", help="a checkout of the service to measure beside it")
     args = parser.parse_args()
