@@ -17,12 +17,12 @@ from app.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class WebhookBackoff:
     base_seconds: float
     cap_seconds: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, settings: Settings) -> WebhookBackoff:
         return cls(settings.webhook_retry_base_seconds, settings.webhook_retry_max_seconds)
 
     def delay(self, attempts: int, jitter: float) -> float:
@@ -36,7 +36,7 @@ def is_delivered(status: int | None) -> bool:
 
 
 def next_attempt_at(
-    status: int | None, attempts: int, now: dt.datetime, policy: RetryPolicy, jitter: float
+    status: int | None, attempts: int, now: dt.datetime, policy: WebhookBackoff, jitter: float
 ) -> dt.datetime | None:
     """When to try again after an attempt that got ``status`` (None: no answer), the
     ``attempts``-th; None when it was delivered."""

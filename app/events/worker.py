@@ -23,7 +23,7 @@ import httpx
 
 from app.config import Settings
 from app.db import utcnow
-from app.events.decisions import RetryPolicy, next_attempt_at
+from app.events.decisions import WebhookBackoff, next_attempt_at
 from app.events.payloads import event_body
 from app.events.repository import AttemptOutcome, DeliveryRecord, EndpointRecord
 from app.events.service import WebhookService
@@ -56,7 +56,7 @@ class DeliveryWorker:
         self._http = http
         self._jitter = jitter
         self._clock = clock
-        self._policy = RetryPolicy.from_settings(settings)
+        self._policy = WebhookBackoff.from_settings(settings)
         self._timeout = settings.webhook_timeout_seconds
         self._max_in_flight = settings.webhook_max_in_flight
         self._poll = settings.webhook_poll_interval_seconds

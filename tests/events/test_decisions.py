@@ -6,12 +6,12 @@ import datetime as dt
 
 import pytest
 
-from app.events.decisions import RetryPolicy, next_attempt_at
+from app.events.decisions import WebhookBackoff, next_attempt_at
 from app.events.signing import sign, signature_header, verify
 from examples.webhook_receiver import verify_signature
 
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
-POLICY = RetryPolicy(base_seconds=30, cap_seconds=3600)
+POLICY = WebhookBackoff(base_seconds=30, cap_seconds=3600)
 
 
 @pytest.mark.parametrize(
