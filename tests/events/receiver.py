@@ -56,6 +56,8 @@ class FaultyReceiver:
         seen.peak_open = max(seen.peak_open, seen.open_now)
         try:
             body = await _read(receive)
+            if body is None:
+                return None  # the sender died mid-request (kill -9): nothing arrived whole
             headers = {k.decode(): v.decode() for k, v in scope["headers"]}
             seen.requests.append((headers, body))
             await asyncio.sleep(self._faults.delay_seconds)
@@ -67,10 +69,12 @@ class FaultyReceiver:
             seen.open_now -= 1
 
 
-async def _read(receive: Receive) -> bytes:
+async def _read(receive: Receive) -> bytes | None:
     body = b""
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
