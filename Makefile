@@ -92,13 +92,13 @@ test-miniprogram: install
 	$(BIN)/python -m tests.miniprogram.harness
 
 lint: install
-	$(BIN)/ruff check app tests bench alembic
-	$(BIN)/ruff format --check app tests bench alembic
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests bench alembic examples
+	$(BIN)/ruff format --check app tests bench alembic examples
+	$(BIN)/mypy app examples/webhook_receiver.py
 
 format: install
-	$(BIN)/ruff format app tests bench alembic
-	$(BIN)/ruff check --fix app tests bench alembic
+	$(BIN)/ruff format app tests bench alembic examples
+	$(BIN)/ruff check --fix app tests bench alembic examples
 
 bench: install
 	$(PIP) --require-hashes -r requirements/bench.lock

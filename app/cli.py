@@ -1,5 +1,5 @@
 """Command line: ``python -m app.cli products add|list|disable``, ``seed-demo``, ``sweep``,
-``doctor``."""
+``doctor``, ``deliver-webhooks``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         help="check configuration, database, WeChat, keys and notify URLs; exit 1 if any fails",
     )
+    commands.add_parser("deliver-webhooks", help="send every webhook delivery due now")
     return parser
 
 
@@ -68,6 +69,15 @@ async def _sweep(runtime: Runtime) -> str:
     )
 
 
+async def _deliver_due(runtime: Runtime) -> int:
+    """Pass after pass until nothing is due: a failed attempt is due again only after its
+    backoff, so this ends."""
+    made = 0
+    while sent := await runtime.deliveries.deliver_once():
+        made += sent
+    return made
+
+
 async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
     """Run one command on the service as the server builds it (the same composition root)."""
     args = _parser().parse_args(argv)
@@ -81,6 +91,8 @@ async def run(argv: Sequence[str], settings: Settings | None = None) -> str:
             return await _products(args, runtime)
         if args.command == "seed-demo":
             return await _seed_demo(runtime)
+        if args.command == "deliver-webhooks":
+            return f"{await _deliver_due(runtime)} webhook attempts made"
         return await _sweep(runtime)
 
 

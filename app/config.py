@@ -167,6 +167,25 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=60, ge=0)
     sweep_batch_size: int = Field(default=100, ge=1, le=1000)
 
+    # Webhooks (issue 13). Each replica sends at most ``webhook_max_in_flight`` requests at
+    # once to one endpoint, each given ``webhook_timeout_seconds``; a failed delivery is
+    # retried with exponential backoff (doubling from the base up to the cap, with jitter)
+    # until it succeeds, and an endpoint failing for ``webhook_disable_after_seconds`` (at
+    # least 3 days by default: merchants' outages over a weekend must not cost them events)
+    # is disabled, keeping what it is owed until it is enabled again.
+    webhook_max_in_flight: int = Field(default=4, ge=1, le=100)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_disable_after_seconds: float = Field(default=3 * 86_400, gt=0)
+    # After a rotation the old secret still signs (a second v1=) this long.
+    webhook_secret_grace_seconds: int = Field(default=86_400, ge=0)
+    # In production a webhook URL must be https:// and resolve to public addresses only,
+    # unless this allows private ones (a merchant's systems inside the same network).
+    webhook_allow_private_urls: bool = False
+    # How often the delivery worker looks for due deliveries; 0: no worker in this process.
+    webhook_poll_interval_seconds: float = Field(default=1.0, ge=0)
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
+from app.events.service import WebhookService
 from app.gateway import Gateways
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
@@ -60,6 +61,10 @@ async def get_refund_service(request: Request) -> RefundService:
     return _runtime(request).refunds
 
 
+async def get_webhook_service(request: Request) -> WebhookService:
+    return _runtime(request).webhooks
+
+
 async def get_gateways(request: Request) -> Gateways:
     return _runtime(request).gateways
 
@@ -81,6 +86,7 @@ RefundNotifiesDep = Annotated[RefundNotifies, Depends(get_refund_notifies)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
 RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
+WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]
 
 
 async def get_current_user(

@@ -20,6 +20,7 @@ from app.config import Settings, get_settings
 from app.devmount import AllowedHostsTransport, mount_lock, notify_targets
 from app.docs import install_offline_docs
 from app.errors import install_error_handlers
+from app.events.router import router as events_router
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
 from app.logging_setup import configure_logging
@@ -81,6 +82,11 @@ def create_app(
             await stack.enter_async_context(
                 _background(runtime.sweeper.run_forever, settings.sweep_interval_seconds > 0)
             )
+            await stack.enter_async_context(
+                _background(
+                    runtime.deliveries.run_forever, settings.webhook_poll_interval_seconds > 0
+                )
+            )
             logger.info("started env=%s pay_api=%s", settings.env.value, settings.pay_api)
             yield
 
@@ -114,6 +120,7 @@ def create_app(
         orders_router,
         orders_admin_router,
         refunds_admin_router,
+        events_router,
         payments_router,
         refund_notify_router,
     ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def load_all_models() -> None:
     import app.auth.models
+    import app.events.models
     import app.orders.models
     import app.payments.models
     import app.products.models

@@ -20,8 +20,10 @@ from pydantic import SecretStr
 
 from app.auth.service import AuthKeys, AuthService, LoginLimits
 from app.config import Settings
+from app.events.service import WebhookService
+from app.events.worker import DeliveryWorker
 from app.gateway import ApiVersion, Gateways, PaymentGateway
-from app.httpclient import InProcessRoute, build_http_client
+from app.httpclient import InProcessRoute, build_http_client, tls_context
 from app.inbound import RefusalBudget
 from app.metered_gateway import MeteredGateway
 from app.orders.service import OrderService
@@ -60,6 +62,8 @@ class Runtime:
     refunds: RefundService
     refund_notifies: RefundNotifies
     sweeper: Sweeper
+    webhooks: WebhookService
+    deliveries: DeliveryWorker
     schema_head: str | None
 
 
@@ -96,6 +100,7 @@ async def build_runtime(
     refusals = RefusalBudget(
         limiter, settings.refused_notifies_per_source_per_minute, settings.trusted_proxies
     )
+    webhooks = WebhookService(db, settings, webhook_box(settings))
     return Runtime(
         settings=settings,
         db=db,
@@ -110,6 +115,8 @@ async def build_runtime(
         refunds=refunds,
         refund_notifies=RefundNotifies(db, refusals),
         sweeper=Sweeper(db, settings, orders, refunds, limiter),
+        webhooks=webhooks,
+        deliveries=await _delivery_worker(settings, stack, db, webhooks),
         schema_head=schema_head(),
     )
 
@@ -173,6 +180,30 @@ def build_auth_keys(settings: Settings) -> AuthKeys:
         box=SecretBox(derive_key(secret, "wxpay session_key at rest v1")),
         ttl_seconds=settings.session_ttl_seconds,
     )
+
+
+async def _delivery_worker(
+    settings: Settings, stack: AsyncExitStack, db: Database, webhooks: WebhookService
+) -> DeliveryWorker:
+    # Its own client: merchants' servers, not WeChat's (no test transport, no in-process
+    # route), no redirects followed (a 3xx is a failed attempt, never a hop elsewhere).
+    limits = httpx.Limits(max_connections=settings.http_max_connections, keepalive_expiry=30)
+    http = httpx.AsyncClient(
+        verify=tls_context(settings),
+        timeout=settings.webhook_timeout_seconds,
+        limits=limits,
+        trust_env=False,
+        follow_redirects=False,
+    )
+    stack.push_async_callback(http.aclose)
+    worker = DeliveryWorker(db, settings, webhooks, http)
+    stack.push_async_callback(worker.close)  # before the client closes: sends finish first
+    return worker
+
+
+def webhook_box(settings: Settings) -> SecretBox:
+    """Seals webhook secrets at rest: they must be read back to sign, so they are encrypted."""
+    return SecretBox(derive_key(settings.secret_key.get_secret_value(), "wxpay webhook secret v1"))
 
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"

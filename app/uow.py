@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.repository import AuthRepository
 from app.db import PgPool, autocommit, create_engine
+from app.events.repository import EventRepository, WebhookRepository
 from app.orders.repository import OrderRepository
 from app.payments.repository import NotifyAuditRepository
 from app.products.repository import ProductRepository
@@ -52,6 +53,14 @@ class UnitOfWork:
     @cached_property
     def refunds(self) -> RefundRepository:
         return RefundRepository(self.sql)
+
+    @cached_property
+    def events(self) -> EventRepository:
+        return EventRepository(self.sql)
+
+    @cached_property
+    def webhooks(self) -> WebhookRepository:
+        return WebhookRepository(self.sql)
 
     @cached_property
     def audit(self) -> NotifyAuditRepository:

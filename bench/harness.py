@@ -63,30 +63,30 @@ async def _admin(sql: str) -> None:
 
 
 @contextmanager
-def fresh_database(label: str) -> Iterator[str]:
+def fresh_database(label: str, app_root: Path = APP_ROOT) -> Iterator[str]:
     """A new PostgreSQL database migrated to head (``alembic upgrade head``); dropped after."""
     name = f"wxpay_bench_{label}_{secrets.token_hex(4)}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        alembic(name, "upgrade", "head")
+        alembic(name, "upgrade", "head", app_root=app_root)
         yield name
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def alembic(database: str, *args: str, timeout: float = 60) -> None:
+def alembic(database: str, *args: str, timeout: float = 60, app_root: Path = APP_ROOT) -> None:
     """``alembic *args`` on ``database``, in its own process as an operator would run it."""
     subprocess.run(
         [sys.executable, "-m", "alembic", *args],
-        cwd=APP_ROOT,  # the schema the measured code expects
-        env={**_clean_env(), "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg")},
+        cwd=app_root,  # the schema the measured code expects
+        env={**clean_env(), "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg")},
         check=True,
         capture_output=True,
         timeout=timeout,
     )
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     # An empty WXPAY_ENV_FILE: servers run from the checkout, which may hold a production .env.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WXPAY_", "REF_"))}
     return {**env, "WXPAY_ENV_FILE": ""}
@@ -115,7 +115,7 @@ def server_process(
     output goes to ``log`` when given."""
     with open(log, "wb") if log else contextlib.nullcontext() as out:
         process = subprocess.Popen(
-            list(command), cwd=cwd, env={**_clean_env(), **env}, stdout=out, stderr=out
+            list(command), cwd=cwd, env={**clean_env(), **env}, stdout=out, stderr=out
         )
         server = Server(f"http://127.0.0.1:{port}", process)
         try:
@@ -204,6 +204,7 @@ def service(
     extra: dict[str, str] | None = None,
     *,
     observed: bool = False,
+    app_root: Path = APP_ROOT,
 ) -> Iterator[Server]:
     """The service itself: ``uvicorn app.main:app`` on PostgreSQL; ``extra`` adds settings."""
     port = free_port()
@@ -225,7 +226,7 @@ def service(
             command = [c for c in command if c != "--no-access-log"]
             command[command.index("--log-level") + 1] = "info"
             log = Path(scratch, "service.log")
-        with server_process(command, env, "/readyz", port, cwd=APP_ROOT, log=log) as s:
+        with server_process(command, env, "/readyz", port, cwd=app_root, log=log) as s:
             yield s
 
 
@@ -257,6 +258,16 @@ def reference(
     }
     command = uvicorn_command("reference:app", port, workers)
     with server_process(command, env, "/healthz", port) as s:
+        yield s
+
+
+@contextmanager
+def webhook_receiver(secret: str) -> Iterator[Server]:
+    """examples/webhook_receiver.py in its own process, verifying with ``secret``."""
+    port = free_port()
+    command = uvicorn_command("examples.webhook_receiver:app", port, 1)
+    env = {"WXPAY_WEBHOOK_SECRETS": secret}
+    with server_process(command, env, "/healthz", port, cwd=APP_ROOT) as s:
         yield s
 
 

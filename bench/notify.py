@@ -8,6 +8,17 @@ Orders are inserted with SQL before each round; bodies are correctly signed v2 n
 After each run the database must show exactly the expected paid orders and audit rows.
 ``--filler N`` first fills both databases alike with N orders of history and N notify audit rows
 (``bench/filler.py``), to compare with an empty database.
+``--webhook inline|separate`` configures a webhook endpoint on the service (every
+``order.paid``), delivered to ``examples/webhook_receiver.py`` in its own process: each paid
+notify then also writes its event and delivery row in its transaction. ``inline``: the
+service's own worker posts them during the load, in the same process. ``separate``: the
+service runs no worker (``WXPAY_WEBHOOK_POLL_INTERVAL_SECONDS=0``) and ``python -m app.cli
+deliver-webhooks`` drains them after the run (a dedicated delivery process). Either way the
+deliveries must drain (all delivered, one event per paid order) before the next run starts,
+so delivery work is never hidden in another target's run.
+``--baseline PATH`` adds a third target in the same rounds: the service as checked out at
+PATH (e.g. ``git archive <commit> | tar -x -C PATH``), on its own database migrated by its own
+alembic, to measure a change side by side on the same machine at the same time.
 
 ``--api-version v3`` measures WeChat Pay v3 instead: the service and the reference run with the
 same generated v3 keys, and the bodies are v3 notifies (resource encrypted with the APIv3 key,
@@ -20,21 +31,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
+import json
 import random
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from collections import defaultdict
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from filler import Filler, fill
 from harness import (
+    APP_ROOT,
     OBSERVABILITY,
     LoadResult,
     Server,
     V3Keys,
+    clean_env,
     command_line,
     fresh_database,
     median,
@@ -44,6 +62,7 @@ from harness import (
     run_load,
     service,
     version_env,
+    webhook_receiver,
 )
 from loadgen import request_file
 
@@ -153,6 +172,8 @@ class Run:
     databases: dict[str, str]
     concurrency: int
     time_cap: float
+    webhook: str | None = None  # "inline" or "separate"
+    baseline: str | None = None  # a checkout measured beside the service
 
 
 def notify_body(settings: Settings, out_trade_no: str, transaction_id: str) -> str:
@@ -204,6 +225,71 @@ async def check_outcome(database: str, batch: Batch) -> None:
         )
 
 
+async def drain_deliveries(
+    database: str, batch: Batch, separate: bool, within: float = 180
+) -> float:
+    """Wait until every delivery is made (``separate``: making them with the CLI); check one
+    ``order.paid`` event per paid order of the batch. Seconds waited after the load ended."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(pg_url(database))
+    try:
+        while await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL"
+        ):
+            if time.monotonic() - started > within:
+                raise AssertionError(f"{database}: deliveries not drained in {within} s")
+            if separate:
+                deliver_with_cli(database)
+            else:
+                await asyncio.sleep(0.2)
+        events = await conn.fetchval(
+            "SELECT count(*) FROM outbox_events e JOIN orders o ON o.id = e.order_id "
+            "WHERE o.out_trade_no LIKE $1 AND e.type = 'order.paid'",
+            batch.prefix + "%",
+        )
+    finally:
+        await conn.close()
+    if events != len(batch.numbers):
+        raise AssertionError(f"{batch.prefix}: {events} events for {len(batch.numbers)} orders")
+    return time.monotonic() - started
+
+
+def deliver_with_cli(database: str) -> None:
+    env = {**clean_env(), "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg")}
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "deliver-webhooks"],
+        cwd=APP_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def add_endpoint(service_url: str) -> str:
+    """Register a placeholder endpoint (every ``order.paid``); its secret."""
+    body = json.dumps({"url": "http://127.0.0.1:9/webhooks", "events": ["order.paid"]})
+    request = urllib.request.Request(  # noqa: S310 (loopback, our own service)
+        service_url + "/api/v1/admin/webhooks",
+        data=body.encode(),
+        headers={"Content-Type": "application/json", "X-Admin-Token": "dev-admin-token"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+        created: dict[str, str] = json.loads(reply.read())
+    return created["secret"] + "|" + str(created["id"])
+
+
+def point_endpoint(service_url: str, endpoint_id: str, url: str) -> None:
+    request = urllib.request.Request(  # noqa: S310
+        f"{service_url}/api/v1/admin/webhooks/{endpoint_id}",
+        data=json.dumps({"url": url}).encode(),
+        headers={"Content-Type": "application/json", "X-Admin-Token": "dev-admin-token"},
+        method="PATCH",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
 def measure(
     run: Run, servers: dict[str, Server], batch: Batch, order: list[str]
 ) -> dict[str, LoadResult]:
@@ -223,25 +309,46 @@ def measure(
         )
         if results[target].ok == len(batch.requests):
             asyncio.run(check_outcome(run.databases[target], batch))
+        if run.webhook and target == "ours":
+            separate = run.webhook == "separate"
+            drained = asyncio.run(drain_deliveries(run.databases["ours"], batch, separate))
+            print(f"    deliveries drained {drained:.1f} s after the load")
     return results
 
 
 Key = tuple[int, str, str]  # workers, mix, target
 
 
+def _server(
+    run: Run, target: str, workers: int, env: dict[str, str]
+) -> AbstractContextManager[Server]:
+    """One target's server: the reference, the service (observed or not), or the baseline
+    checkout; with ``--webhook separate`` the service runs no delivery worker of its own."""
+    if target == "reference":
+        return reference(run.databases[target], workers, extra=env)
+    if target == "baseline":
+        assert run.baseline is not None
+        return service(run.databases[target], workers, extra=env, app_root=Path(run.baseline))
+    no_worker = {"WXPAY_WEBHOOK_POLL_INTERVAL_SECONDS": "0"} if run.webhook == "separate" else {}
+    return service(
+        run.databases[target], workers, extra={**env, **no_worker}, observed=target == "observed"
+    )
+
+
 def bench_workers(
     run: Run, workers: int, rounds: int, count: int, results: dict[Key, list[LoadResult]]
 ) -> None:
     env = version_env(run.version.keys)
-    with contextlib.ExitStack() as servers:
+    with ExitStack() as stack:
         running = {
-            target: servers.enter_context(
-                service(db, workers, extra=env, observed=target == "observed")
-                if target != "reference"
-                else reference(db, workers, extra=env)
-            )
-            for target, db in run.databases.items()
+            target: stack.enter_context(_server(run, target, workers, env))
+            for target in run.databases
         }
+        if run.webhook:
+            ours = running["ours"].url
+            secret, endpoint_id = add_endpoint(ours).split("|")
+            receiver = stack.enter_context(webhook_receiver(secret))
+            point_endpoint(ours, endpoint_id, receiver.url + "/webhooks")
         targets = list(running)
         warmup = make_batch(run.version, run.settings, f"W{workers}", min(count, 1000), 0.0)
         measure(run, running, warmup, targets)
@@ -318,20 +425,32 @@ def main() -> None:
         default="off",
         help="the service without metrics and JSON logs, with them, or both side by side",
     )
+    parser.add_argument(
+        "--webhook",
+        choices=["inline", "separate"],
+        help="a webhook endpoint on the service, delivered by its own worker or by the CLI",
+    )
+    parser.add_argument("--baseline", help="a checkout of the service to measure beside it")
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[Key, list[LoadResult]] = defaultdict(list)
-    with contextlib.ExitStack() as stack:
+    with ExitStack() as stack:
         key_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-"))
         version = Version.of(args.api_version, Path(key_dir))
         targets = [*observed_targets(args.observability), "reference"]
         databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
+        if args.baseline:
+            root = Path(args.baseline)
+            databases["baseline"] = stack.enter_context(fresh_database("base", app_root=root))
         for database in databases.values():
             asyncio.run(seed(database))
             if args.filler:
                 filled = asyncio.run(fill(database, Filler(args.filler, args.filler, due=0)))
                 print(f"  {database}: {args.filler:,} filler orders in {filled.seconds:.0f} s")
-        run = Run(settings, version, databases, args.concurrency, args.time_cap)
+        run = Run(
+            settings, version, databases, args.concurrency, args.time_cap, args.webhook,
+            args.baseline,
+        )  # fmt: skip
         for workers in args.workers:
             bench_workers(run, workers, args.rounds, args.requests, results)
     report(results, args.rounds)

@@ -73,6 +73,7 @@ def settings(database_url: str, fresh_simulator: Any) -> Settings:
         refund_notify_url="http://127.0.0.1:9/wechat/pay/refund-notify",
         wechat_max_attempts=2,
         sweep_interval_seconds=0,
+        webhook_poll_interval_seconds=0,
     )
 
 

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import UTCDateTime, utcnow
+from app.events.repository import EventRepository, add_from_row, new_public_id, snapshot
+from app.events.types import EventType
 from app.orders.models import Order, OrderEvent
 from app.orders.states import PAYABLE, REFUNDABLE, OrderStatus, ReviewReason, sources_of
 from app.products.models import Product
@@ -182,11 +184,22 @@ _UNSETTLED = (
 _PAYMENT_VIEW = select(
     orders.c.id, orders.c.status, orders.c.total_fee, orders.c.transaction_id
 ).where(orders.c.out_trade_no == bindparam("no"))
+# Only a new reason moves the row: the same disagreement reported again (WeChat repeats a
+# notify for a day) flags nothing new, so it raises no second event.
 _FLAG_REVIEW = (
     update(orders)
-    .where(orders.c.id == bindparam("oid"))
+    .where(
+        orders.c.id == bindparam("oid"),
+        or_(orders.c.review_reason.is_(None), orders.c.review_reason != bindparam("reason")),
+    )
     .values(review_reason=bindparam("reason"), updated_at=bindparam("now"))
+    .returning(*_ALL)
 )
+_BY_ID_LOCKED = {
+    "postgresql": _BY_ID.with_for_update(),
+    # SQLite's writers are serial: the transaction already excludes every other writer.
+    "sqlite": _BY_ID,
+}
 # A refund sets its amount aside on a paid order, only while refunds stay within what was paid.
 _RESERVE_REFUND = (
     update(orders)
@@ -220,6 +233,7 @@ def _move(target: OrderStatus) -> ClauseElement:
             orders.c.status.in_(sorted(sources_of(target))),
         )
         .values(status=target.value, closed_at=bindparam("closed_at"), updated_at=bindparam("now"))
+        .returning(*_ALL)
     )
 
 
@@ -255,7 +269,7 @@ def _mark_paid_update(after_close: bool) -> Any:
             updated_at=bindparam("now"),
             **extra,
         )
-        .returning(orders.c.id)
+        .returning(*_ALL)
     )
 
 
@@ -277,8 +291,9 @@ _ADD_EVENT = {
 
 @cache
 def _mark_paid_with_event(after_close: bool) -> Any:
-    """PostgreSQL only: the PAID event rides in the payment's own statement (a data-modifying
-    CTE), one round trip instead of two; it exists exactly when the guarded UPDATE moved."""
+    """PostgreSQL only: the PAID event and the ``order.paid`` outbox event ride in the
+    payment's own statement (data-modifying CTEs), one round trip instead of three; they
+    exist exactly when the guarded UPDATE moved."""
     paid = _mark_paid_update(after_close).cte("paid")
     event = (
         _insert_event("postgresql")
@@ -290,7 +305,9 @@ def _mark_paid_with_event(after_close: bool) -> Any:
         )
         .cte("event")
     )
-    return select(paid.c.id).add_cte(event)
+    # ... and the order.paid outbox event with its deliveries, in the same round trip.
+    outbox = add_from_row(paid, EventType.ORDER_PAID.value)
+    return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox)
 
 
 def _claim(dialect: str) -> Any:
@@ -376,24 +393,26 @@ class OrderRepository:
         """Orders of ``api_version`` that may still be paid (WeChat may still report on them)."""
         return int(await self._sql.scalar(_UNSETTLED, {"version": api_version}))
 
-    async def mark_closed(self, out_trade_no: str) -> bool:
+    async def mark_closed(self, out_trade_no: str) -> OrderRecord | None:
+        """Close an unpaid order; the order as closed, None if it was in no closable state."""
         return await self._move(out_trade_no, OrderStatus.CLOSED, utcnow())
 
     async def mark_payment_failed(self, out_trade_no: str) -> bool:
-        return await self._move(out_trade_no, OrderStatus.PAYERROR, None)
+        return await self._move(out_trade_no, OrderStatus.PAYERROR, None) is not None
 
     async def _move(
         self, out_trade_no: str, target: OrderStatus, closed_at: dt.datetime | None
-    ) -> bool:
+    ) -> OrderRecord | None:
         params = {"no": out_trade_no, "closed_at": closed_at, "now": utcnow()}
-        return bool(await self._sql.execute(_move(target), params))
+        return _record(await self._sql.fetchrow(_move(target), params))
 
     async def mark_paid(
         self, out_trade_no: str, total_fee: int, facts: PaymentFacts, *, after_close: bool
-    ) -> int | None:
+    ) -> OrderRecord | None:
         """Pay an unpaid order (or, ``after_close``, a closed one) and record its PAID event
-        once; the order's id if it moved, None if it was in no such state or the amount
-        differs; ``DuplicateTransaction`` if another order holds the transaction id."""
+        and its ``order.paid`` outbox event once; the order as paid if it moved, None if it
+        was in no such state or the amount differs; ``DuplicateTransaction`` if another order
+        holds the transaction id."""
         params = {
             "no": out_trade_no,
             "fee": total_fee,
@@ -405,17 +424,16 @@ class OrderRepository:
         }
         try:
             if self._sql.dialect == "postgresql":
-                return cast(
-                    int | None, await self._sql.scalar(_mark_paid_with_event(after_close), params)
-                )
-            order_id = cast(
-                int | None, await self._sql.scalar(_mark_paid_update(after_close), params)
-            )
+                params["outbox_public_id"] = new_public_id()
+                return _record(await self._sql.fetchrow(_mark_paid_with_event(after_close), params))
+            order = _record(await self._sql.fetchrow(_mark_paid_update(after_close), params))
         except UniqueViolation as exc:
             raise DuplicateTransaction(facts.transaction_id) from exc
-        if order_id is not None:
-            await self.add_event(order_id, PAID_EVENT)
-        return order_id
+        if order is not None:
+            await self.add_event(order.id, PAID_EVENT)
+            paid = snapshot(order=order.as_dict())
+            await EventRepository(self._sql).add(EventType.ORDER_PAID.value, order.id, paid)
+        return order
 
     async def payment_view(self, out_trade_no: str) -> PaymentView | None:
         row = await self._sql.fetchrow(_PAYMENT_VIEW, {"no": out_trade_no})
@@ -426,10 +444,18 @@ class OrderRepository:
         params = {"oid": order_id, "kind": kind, "detail": detail, "now": utcnow()}
         return bool(await self._sql.execute(_ADD_EVENT[self._sql.dialect], params))
 
-    async def flag_review(self, order_id: int, reason: ReviewReason) -> None:
-        """Mark an order for a person: money and our records disagree."""
+    async def flag_review(self, order_id: int, reason: ReviewReason) -> OrderRecord | None:
+        """Mark an order for a person: money and our records disagree. The order as flagged,
+        or None if it already carried this reason."""
         params = {"oid": order_id, "reason": reason.value, "now": utcnow()}
-        await self._sql.execute(_FLAG_REVIEW, params)
+        return _record(await self._sql.fetchrow(_FLAG_REVIEW, params))
+
+    async def lock_for_event(self, order_id: int) -> OrderRecord | None:
+        """The order, its row locked until the transaction ends (PostgreSQL), so the events
+        of one order are written in the order their transactions commit."""
+        return _record(
+            await self._sql.fetchrow(_BY_ID_LOCKED[self._sql.dialect], {"oid": order_id})
+        )
 
     async def reserve_refund(self, order_id: int, amount: int) -> bool:
         """Set ``amount`` aside on a paid order, only if refunds stay within what was paid.

@@ -20,6 +20,7 @@ from app.auth.service import CurrentUser
 from app.config import Settings
 from app.db import utcnow
 from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
+from app.events.outbox import close_order
 from app.gateway import (
     MAX_FEN,
     CloseOutcome,
@@ -197,8 +198,8 @@ class OrderService:
         if report.payment is not None:
             await self._payments.apply_paid(report.payment)
         elif report.status is OrderStatus.CLOSED:
-            async with self._db.statement() as tx:
-                await tx.orders.mark_closed(order.out_trade_no)
+            async with self._db.transaction() as tx:
+                await close_order(tx, order.out_trade_no)
         elif report.status is OrderStatus.PAYERROR:
             async with self._db.statement() as tx:
                 await tx.orders.mark_payment_failed(order.out_trade_no)
@@ -214,8 +215,8 @@ class OrderService:
         if await self._gateway(order).close(order.out_trade_no) is CloseOutcome.PAID:
             await self.sync_with_wechat(order)  # the user paid first: record the payment
             return False
-        async with self._db.statement() as tx:
-            return await tx.orders.mark_closed(order.out_trade_no)
+        async with self._db.transaction() as tx:
+            return await close_order(tx, order.out_trade_no)
 
     def _gateway(self, order: OrderRecord) -> PaymentGateway:
         return self._gateways.of(order.api_version)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from app.events.outbox import flag_review, pay_order
 from app.gateway import PaymentResult
-from app.orders.repository import DuplicateTransaction, OrderRepository, PaymentFacts
+from app.orders.repository import DuplicateTransaction, PaymentFacts
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow
 
 if TYPE_CHECKING:
-    from app.uow import Database
+    from app.uow import Database, UnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class PaymentService:
         """Apply a successful payment once; the audit row commits with its effect."""
         try:
             async with self._db.transaction() as tx:
-                verdict = await _settle(tx.orders, result)
+                verdict = await _settle(tx, result)
                 if audit is not None:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         except DuplicateTransaction:
@@ -86,7 +87,7 @@ class PaymentService:
             logger.error("transaction %s already belongs to another order", result.transaction_id)
             verdict = Verdict.TRANSACTION_CONFLICT
             async with self._db.transaction() as tx:
-                await _flag(tx.orders, result.out_trade_no, ReviewReason.TRANSACTION_CONFLICT)
+                await _flag(tx, result.out_trade_no, ReviewReason.TRANSACTION_CONFLICT)
                 if audit is not None:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         return verdict
@@ -100,24 +101,24 @@ class PaymentService:
             await tx.audit.record(row)
 
 
-async def _settle(orders: OrderRepository, result: PaymentResult) -> Verdict:
+async def _settle(tx: UnitOfWork, result: PaymentResult) -> Verdict:
     facts = PaymentFacts(result.transaction_id, result.paid_at, result.cash_fee, result.bank_type)
     no, fee = result.out_trade_no, result.total_fee
-    if await orders.mark_paid(no, fee, facts, after_close=False) is not None:
+    if await pay_order(tx, no, fee, facts, after_close=False) is not None:
         return Verdict.PAID
-    if await orders.mark_paid(no, fee, facts, after_close=True) is not None:
+    if await pay_order(tx, no, fee, facts, after_close=True) is not None:
         logger.warning("order %s was paid after we closed it; flagged for review", no)
         return Verdict.PAID_AFTER_CLOSE
-    return await _explain_unpaid(orders, result)
+    return await _explain_unpaid(tx, result)
 
 
-async def _explain_unpaid(orders: OrderRepository, result: PaymentResult) -> Verdict:
-    state = await orders.payment_view(result.out_trade_no)
+async def _explain_unpaid(tx: UnitOfWork, result: PaymentResult) -> Verdict:
+    state = await tx.orders.payment_view(result.out_trade_no)
     if state is None:
         logger.error("payment for unknown order %s", result.out_trade_no)
         return Verdict.UNKNOWN_ORDER
     if state.total_fee != result.total_fee:
-        await orders.flag_review(state.id, ReviewReason.AMOUNT_MISMATCH)
+        await flag_review(tx, state.id, ReviewReason.AMOUNT_MISMATCH)
         logger.error(
             "AMOUNT MISMATCH on order %s: WeChat reports %s fen, we expect %s fen",
             result.out_trade_no,
@@ -127,15 +128,15 @@ async def _explain_unpaid(orders: OrderRepository, result: PaymentResult) -> Ver
         return Verdict.AMOUNT_MISMATCH
     if state.transaction_id == result.transaction_id:
         return Verdict.DUPLICATE
-    await orders.flag_review(state.id, ReviewReason.TRANSACTION_CONFLICT)
+    await flag_review(tx, state.id, ReviewReason.TRANSACTION_CONFLICT)
     logger.error("order %s already paid by another transaction", result.out_trade_no)
     return Verdict.TRANSACTION_CONFLICT
 
 
-async def _flag(orders: OrderRepository, out_trade_no: str, reason: ReviewReason) -> None:
-    state = await orders.payment_view(out_trade_no)
+async def _flag(tx: UnitOfWork, out_trade_no: str, reason: ReviewReason) -> None:
+    state = await tx.orders.payment_view(out_trade_no)
     if state is not None:
-        await orders.flag_review(state.id, reason)
+        await flag_review(tx, state.id, reason)
 
 
 def _audit_row(verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> AuditRow:

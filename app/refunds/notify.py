@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from app.db import utcnow
+from app.events.outbox import flag_review
 from app.gateway import InvalidNotification, PaymentGateway, RefundNotice
 from app.inbound import NotifyOutcome, RefusalBudget, refused_body
 from app.orders.repository import OrderRecord
@@ -103,7 +104,7 @@ async def _judge(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
             info.out_refund_no, info.out_trade_no, info.refund_fee, info.total_fee,
             info.refund_id,
         )  # fmt: skip
-        await tx.orders.flag_review(order.id, ReviewReason.REFUND_CONFLICT)
+        await flag_review(tx, order.id, ReviewReason.REFUND_CONFLICT)
         return RefundVerdict.MISMATCH
     outcome = info.outcome
     if outcome is None:
@@ -118,7 +119,7 @@ async def _judge(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
         "refund %s: WeChat reports %s, we hold %s",
         info.out_refund_no, outcome.status.value, current and current.status,
     )  # fmt: skip
-    await tx.orders.flag_review(order.id, ReviewReason.REFUND_CONFLICT)
+    await flag_review(tx, order.id, ReviewReason.REFUND_CONFLICT)
     return RefundVerdict.CONFLICT
 
 
@@ -140,7 +141,7 @@ async def _not_ours(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
         "order %s refunded outside this service (%s); flagged for review",
         info.out_trade_no, info.out_refund_no,
     )  # fmt: skip
-    await tx.orders.flag_review(order.id, ReviewReason.REFUND_OUTSIDE)
+    await flag_review(tx, order.id, ReviewReason.REFUND_OUTSIDE)
     return RefundVerdict.OUTSIDE
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from app.events.outbox import flag_review, record_refund_event
 from app.gateway import RefundOutcome
 from app.orders.states import ReviewReason
 from app.refunds.repository import RefundRecord
@@ -25,6 +26,7 @@ async def apply_outcome(tx: UnitOfWork, refund: RefundRecord, outcome: RefundOut
     - Any other outcome means WeChat accepted the refund: the order becomes ``REFUND``, as
       WeChat's order query reports it from then on (§6.1), even if the refund later closes.
     - ``CHANGE`` (the money could not reach the user) is flagged for a person.
+    - A final status raises its event (``refund.succeeded``, ``.failed``, ``.abnormal``).
     """
     moved = await tx.refunds.move(
         refund.out_refund_no, outcome.status, outcome.refund_id, outcome.success_time
@@ -35,10 +37,11 @@ async def apply_outcome(tx: UnitOfWork, refund: RefundRecord, outcome: RefundOut
         await tx.orders.release_refund(moved.order_id, moved.refund_fee)
     else:
         await tx.orders.mark_refunded(moved.order_id)
+    await record_refund_event(tx, moved)
     if outcome.status is RefundStatus.CHANGE:
         logger.error(
             "refund %s could not reach the user; finish it on the merchant platform",
             refund.out_refund_no,
         )
-        await tx.orders.flag_review(moved.order_id, ReviewReason.REFUND_CHANGE)
+        await flag_review(tx, moved.order_id, ReviewReason.REFUND_CHANGE)
     return True

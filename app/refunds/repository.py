@@ -36,6 +36,9 @@ class RefundRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
 
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in REFUND_COLUMNS}
+
 
 REFUND_COLUMNS = tuple(f.name for f in fields(RefundRecord))
 _ALL = [refunds.c[name] for name in REFUND_COLUMNS]

@@ -1,0 +1,1 @@
+"""Events: the transactional outbox, signed webhooks and the event feed."""

@@ -1,0 +1,124 @@
+"""Issue 13: webhook endpoints over the admin API, their secrets, and which URLs are allowed."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.events.urls import WebhookUrlRefused, check_webhook_url
+from tests.helpers import ADMIN, scalar
+from tests.hermetic import hermetic_settings
+
+HOOKS = "/api/v1/admin/webhooks"
+NEW = {"url": "http://127.0.0.1:9/hooks", "events": ["order.paid", "refund.failed"]}
+
+
+async def test_an_endpoint_is_created_with_a_secret_shown_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    created = await client.post(HOOKS, json=NEW, headers=ADMIN)
+
+    assert created.status_code == 201, created.text
+    body = created.json()
+    secret = body["secret"]
+    assert secret.startswith("whsec_") and len(secret) > 40
+    assert (body["url"], body["events"], body["enabled"]) == (
+        NEW["url"],
+        ["order.paid", "refund.failed"],
+        True,
+    )
+    shown = [
+        await client.get(f"{HOOKS}/{body['id']}", headers=ADMIN),
+        await client.get(HOOKS, headers=ADMIN),
+    ]
+    assert all(r.status_code == 200 and secret not in r.text for r in shown)
+    assert "secret" not in shown[0].json()
+    # Sealed at rest, and never logged.
+    stored = await scalar(engine, "SELECT secret FROM webhook_endpoints")
+    assert secret not in stored
+    assert secret not in caplog.text
+
+
+async def test_patch_and_delete_change_the_endpoint(client: httpx.AsyncClient) -> None:
+    endpoint = (await client.post(HOOKS, json=NEW, headers=ADMIN)).json()
+    url = f"{HOOKS}/{endpoint['id']}"
+
+    patched = await client.patch(url, json={"events": ["*"], "enabled": False}, headers=ADMIN)
+
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["events"], patched.json()["enabled"]) == (["*"], False)
+    assert (await client.delete(url, headers=ADMIN)).status_code == 204
+    assert (await client.get(url, headers=ADMIN)).json()["error"]["code"] == "WEBHOOK_NOT_FOUND"
+    assert (await client.delete(url, headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({**NEW, "events": ["order.shipped"]}, "WEBHOOK_INVALID"),
+        ({**NEW, "events": []}, "VALIDATION_ERROR"),
+        ({**NEW, "url": "ftp://example.com/x"}, "WEBHOOK_URL_REFUSED"),
+        ({**NEW, "secret": "mine"}, "VALIDATION_ERROR"),
+    ],
+)
+async def test_a_bad_endpoint_is_refused_and_nothing_is_stored(
+    client: httpx.AsyncClient, engine: AsyncEngine, body: dict[str, object], code: str
+) -> None:
+    refused = await client.post(HOOKS, json=body, headers=ADMIN)
+
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, code)
+    assert await scalar(engine, "SELECT count(*) FROM webhook_endpoints") == 0
+
+
+async def test_the_webhook_api_needs_the_admin_token(client: httpx.AsyncClient) -> None:
+    for answer in (
+        await client.post(HOOKS, json=NEW),
+        await client.get(HOOKS, headers={"X-Admin-Token": "wrong"}),
+        await client.get("/api/v1/admin/events"),
+    ):
+        assert answer.status_code == 403
+
+
+async def test_rotating_returns_a_new_secret_and_keeps_the_old_one_for_the_grace_period(
+    client: httpx.AsyncClient,
+) -> None:
+    endpoint = (await client.post(HOOKS, json=NEW, headers=ADMIN)).json()
+
+    rotated = await client.post(f"{HOOKS}/{endpoint['id']}/rotate-secret", headers=ADMIN)
+
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["secret"] != endpoint["secret"]
+    assert rotated.json()["previous_secret_expires_at"] is not None
+
+
+PRODUCTION = {"env": "production"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://93.184.216.34/hooks",  # not https
+        "https://127.0.0.1/hooks",
+        "https://localhost/hooks",
+        "https://10.1.2.3/hooks",
+        "https://192.168.0.10/hooks",
+        "https://169.254.169.254/latest/meta-data",  # cloud metadata: link-local
+        "https://[::1]/hooks",
+        "https://[fe80::1]/hooks",
+    ],
+)
+async def test_production_refuses_plain_http_and_private_addresses(url: str) -> None:
+    with pytest.raises(WebhookUrlRefused):
+        await check_webhook_url(url, hermetic_settings(**PRODUCTION))
+
+
+async def test_production_accepts_public_https_and_a_setting_allows_private_addresses() -> None:
+    await check_webhook_url("https://93.184.216.34/hooks", hermetic_settings(**PRODUCTION))
+    allowing = hermetic_settings(**PRODUCTION, webhook_allow_private_urls=True)
+    await check_webhook_url("https://10.1.2.3/hooks", allowing)
+    with pytest.raises(WebhookUrlRefused):
+        await check_webhook_url("http://10.1.2.3/hooks", allowing)
