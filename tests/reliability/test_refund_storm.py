@@ -62,7 +62,12 @@ async def test_racing_refunds_under_upstream_faults_settle_to_wechats_books(
     orders, _ = await orders_paid_at_wechat(
         http, services, wechat, users=5, orders=ORDERS, paid=ORDERS, price_fen=1000
     )
-    await wechat.wait_for_notifies(ORDERS, verdict="acknowledged", within=30)
+    paid = await wechat.wait_for_notifies(ORDERS, verdict="acknowledged", within=60)
+    # Refunds need paid orders: without this, every refund is a clear 409 and the storm proves
+    # nothing (the ledger would then name each order a lost payment).
+    assert len(paid) == ORDERS, Counter(
+        (d["verdict"], d["status"], (d["reply"] or "")[:60]) for d in await wechat.notifies()
+    )
 
     endpoint = api_version.endpoint("refund")
     replies: list[tuple[PlacedOrder, str, httpx.Response]] = []
