@@ -68,13 +68,15 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 # What a lost or refused database connection looks like, through SQLAlchemy or asyncpg
-# directly: callers answer "unavailable, retry" (503), never a bare 500.
+# directly: callers answer "unavailable, retry" (503), never a bare 500. A server with no room
+# for another client (53300, "too many clients already") refuses the connection too.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     OperationalError,
     SAInterfaceError,
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import ConfigError
@@ -24,6 +27,7 @@ from app.refunds.models import Refund
 from app.refunds.repository import REFUND_COLUMNS
 from tests.conftest import ClientFactory
 from tests.db import ROOT, downgrade, fresh_database_url, migrate
+from tests.helpers import ADMIN
 from tests.hermetic import child_env, hermetic_settings
 
 
@@ -220,6 +224,36 @@ async def test_readiness_reports_an_unreachable_database(
 
     assert ready.status_code == 503
     assert ready.json()["error"]["code"] == "NOT_READY"
+
+
+@pytest.fixture
+async def role_refused_connections(database_url: str, engine: AsyncEngine) -> AsyncIterator[str]:
+    """A PostgreSQL role that may open no connection: each attempt gets ``53300``, the error
+    PostgreSQL gives when ``max_connections`` is used up ("sorry, too many clients already")."""
+    if make_url(database_url).get_backend_name() != "postgresql":
+        pytest.skip("PostgreSQL's connection limits (the PostgreSQL pass runs it)")
+    role = f"wxpay_no_room_{secrets.token_hex(4)}"
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
+    try:
+        yield make_url(database_url).set(username=role).render_as_string(False)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP ROLE {role}"))
+
+
+async def test_a_database_with_no_room_for_another_client_is_503_not_500(
+    make_client: ClientFactory, role_refused_connections: str
+) -> None:
+    # Found by the reliability suite while other suites held every connection of the shared
+    # server: asyncpg's TooManyConnectionsError escaped as a 500 where a retry would succeed.
+    client = await make_client(database_url=role_refused_connections)
+    product = {"name": "短信套餐", "description": "短信套餐", "price_fen": 990}
+
+    response = await client.post("/api/v1/admin/products", json=product, headers=ADMIN)
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
 
 
 async def test_unknown_route_uses_the_error_envelope(client: httpx.AsyncClient) -> None:

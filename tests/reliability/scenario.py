@@ -1,13 +1,18 @@
 """Steps the scenarios share: users and orders through the service, payments at the simulator,
-and signed notifies posted many at a time the way WeChat's servers post them."""
+and signed notifies posted many at a time the way WeChat's servers post them, on either WeChat
+Pay API version (``PayVersion``: v2 XML signed with the key, PROTOCOL.md §5; v3 JSON with an
+encrypted resource and ``Wechatpay-*`` signature headers, §8.3 and §8.5)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -15,9 +20,14 @@ from httpx_aiohttp import AiohttpTransport
 
 from app.config import Settings
 from app.simulator.messages import payment_notify_body
+from app.simulator.v3envelope import SignatureFlaw, WeChatPayKeys
+from app.simulator.v3keys import DevMaterial
+from app.simulator.v3messages import notify_body as v3_notify_body
+from app.simulator.v3messages import rfc3339
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
 from tests.db import ROOT
 from tests.helpers import ADMIN
+from tests.payments.test_v3_flow import on_v3
 from tests.plugins.cluster import NOTIFY_PATH, ServiceProcess
 from tests.plugins.simulator import SimulatorHandle
 
@@ -37,19 +47,120 @@ class PlacedOrder:
 @dataclass(frozen=True)
 class Notify:
     out_trade_no: str
-    kind: str  # "paid", "failed" (result_code FAIL) or "forged" (bad signature)
+    kind: str  # "paid", "failed" (result_code FAIL, v2 only) or "forged" (bad signature)
     body: bytes
+    api_version: str = "v2"
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/xml"})
+
+    @property
+    def path(self) -> str:
+        return V3_NOTIFY_PATH if self.api_version == "v3" else NOTIFY_PATH
 
 
 @dataclass(frozen=True)
 class Delivery:
     notify: Notify
     status: int | None  # None: no HTTP answer (connection reset, timeout)
-    return_code: str | None  # or, with no HTTP answer, the transport error's name
+    # v2: the XML ``return_code``; v3: the JSON ``code`` (None for a 204, which has no body);
+    # with no HTTP answer, the transport error's name.
+    return_code: str | None
 
     @property
     def acknowledged(self) -> bool:
+        """WeChat stops retrying: v2 on 200 with ``SUCCESS`` (§5); v3 on any 2xx, whatever
+        the body says (§8.5: a 200 with ``FAIL`` counts as success)."""
+        if self.status is None:
+            return False
+        if self.notify.api_version == "v3":
+            return 200 <= self.status < 300
         return self.status == 200 and self.return_code == "SUCCESS"
+
+
+V3_NOTIFY_PATH = "/wechat/pay/v3/notify"
+# The simulator's fault endpoints for the v2 calls, on v3 (app/simulator/faults.py).
+V3_ENDPOINTS = {"unifiedorder": "v3_jsapi", "refund": "v3_refund"}
+
+
+@dataclass(frozen=True)
+class PayVersion:
+    """The WeChat Pay API version a scenario runs on: how the service is configured for it,
+    what WeChat's notifies look like and how the service must answer them.
+
+    v2 (PROTOCOL.md §5): XML signed with the API key, acknowledged with 200 ``SUCCESS``.
+    v3 (§8.3, §8.5): JSON whose resource is AES-256-GCM encrypted with the APIv3 key, signed
+    in ``Wechatpay-*`` headers by WeChat Pay's key, acknowledged with 204. Refusals are 400
+    ``FAIL`` on both (XML on v2, ``{"code": "FAIL"}`` on v3).
+    """
+
+    name: str  # "v2" or "v3"
+    merchant: Settings
+    material: DevMaterial | None = None  # v3: the merchant's keys and WeChat Pay's
+
+    @property
+    def acknowledged_reply(self) -> tuple[int, str | None]:
+        return (204, None) if self.name == "v3" else (200, "SUCCESS")
+
+    refused_reply = (400, "FAIL")
+
+    def endpoint(self, v2_endpoint: str) -> str:
+        """The simulator's name for the endpoint a fault switch targets, on this version."""
+        return V3_ENDPOINTS[v2_endpoint] if self.name == "v3" else v2_endpoint
+
+    def service_env(self, key_dir: Path, wechat_url: str) -> dict[str, str]:
+        """``WXPAY_*`` for a service process on this version; v3 key files go to ``key_dir``.
+        The v2 key stays configured, as for a merchant who migrated (both notify URLs live)."""
+        if self.material is None:
+            return {}
+        settings = on_v3(self.material, key_dir, wechat_url)
+        return {f"WXPAY_{name.upper()}": str(value) for name, value in settings.items()}
+
+    def paid_notify(self, order: PlacedOrder, transaction_id: str) -> Notify:
+        """WeChat telling that ``order`` was paid, as a fresh message (new nonce)."""
+        if self.material is None:
+            body = notify_body(self.merchant, order, transaction_id=transaction_id)
+            return Notify(order.out_trade_no, "paid", body)
+        return self._v3(order, "paid", transaction_id)
+
+    def failed_notify(self, order: PlacedOrder) -> Notify | None:
+        """A failed payment attempt (v2 ``result_code=FAIL``); None on v3, which notifies only
+        successes (§8.5)."""
+        if self.material is not None:
+            return None
+        body = notify_body(self.merchant, order, result_code="FAIL", err_code="NOTENOUGH")
+        return Notify(order.out_trade_no, "failed", body)
+
+    def forged_notify(self, order: PlacedOrder, transaction_id: str, probe: bool = False) -> Notify:
+        """A "paid" notify not made with WeChat's key. ``probe``, v3 only: WeChat's own
+        ``WECHATPAY/SIGNTEST/`` probe (§8.3), which must be refused just the same."""
+        if self.material is None:
+            body = forged(notify_body(self.merchant, order, transaction_id=transaction_id))
+            return Notify(order.out_trade_no, "forged", body)
+        flaw = SignatureFlaw.SIGNTEST_PROBE if probe else SignatureFlaw.BAD_SIGNATURE
+        return self._v3(order, "forged", transaction_id, flaw)
+
+    @cached_property
+    def _wechatpay_keys(self) -> WeChatPayKeys:
+        # Loading the keys costs ~40 ms (signed_notify does it per call), signing ~0.5 ms: a
+        # storm made with signed_notify took minutes, and its messages went stale (§8.3).
+        assert self.material is not None
+        return WeChatPayKeys(self.material.config, self.merchant.mch_id)
+
+    def _v3(
+        self, order: PlacedOrder, kind: str, transaction_id: str, flaw: SignatureFlaw | None = None
+    ) -> Notify:
+        """What ``signed_notify`` makes (a TRANSACTION.SUCCESS notify, signed now), with the
+        keys loaded once."""
+        keys = self._wechatpay_keys
+        body = v3_notify_body(
+            event_type="TRANSACTION.SUCCESS",
+            summary="支付成功",
+            original_type="transaction",
+            resource=v3_transaction(self.merchant, order, transaction_id),
+            api_v3_key=keys.config.api_v3_key,
+            now=dt.datetime.now(dt.UTC),
+        )
+        headers = {"Content-Type": "application/json", **keys.signature_headers(body, flaw=flaw)}
+        return Notify(order.out_trade_no, kind, body, "v3", headers)
 
 
 def load_client(concurrency: int = 50, timeout: float = 30) -> httpx.AsyncClient:
@@ -170,6 +281,19 @@ def notify_body(settings: Settings, order: PlacedOrder, **fields: Any) -> bytes:
     )
 
 
+def v3_transaction(merchant: Settings, order: PlacedOrder, transaction_id: str) -> dict[str, Any]:
+    """The paid transaction a v3 notify carries, encrypted, for ``order`` (§8.5 step 3)."""
+    total = order.total_fee
+    return {
+        "appid": merchant.appid, "mchid": merchant.mch_id, "out_trade_no": order.out_trade_no,
+        "transaction_id": transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功", "bank_type": "OTHERS",
+        "success_time": rfc3339(dt.datetime.now(dt.UTC)), "payer": {"openid": "o-payer"},
+        "amount": {"total": total, "payer_total": total, "currency": "CNY",
+                   "payer_currency": "CNY"},
+    }  # fmt: skip
+
+
 def forged(body: bytes) -> bytes:
     """The same message with a signature made without the key."""
     fields = from_xml(body)
@@ -194,9 +318,7 @@ async def post_notifies(
             nonlocal done
             try:
                 response = await http.post(
-                    urls[i % len(urls)] + NOTIFY_PATH,
-                    content=notify.body,
-                    headers={"Content-Type": "text/xml"},
+                    urls[i % len(urls)] + notify.path, content=notify.body, headers=notify.headers
                 )
             except httpx.HTTPError as error:
                 delivery = Delivery(notify, None, type(error).__name__)
@@ -226,6 +348,13 @@ async def retry_until_acknowledged(
 
 
 def _return_code(response: httpx.Response) -> str | None:
+    """v2's XML ``return_code`` or v3's JSON ``code``; None for an empty body (v3's 204)."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        try:
+            code = response.json().get("code")
+        except (ValueError, AttributeError):
+            return None
+        return code if isinstance(code, str) else None
     try:
         return from_xml(response.content).get("return_code")
     except XmlRejected:

@@ -2,7 +2,8 @@
 outage notifies are answered FAIL with 503 and /readyz reports 503; after it, WeChat's
 retries succeed; every acknowledged payment is in the database and nothing is lost.
 
-This disturbs every PostgreSQL user on the machine for a few seconds; it runs once per suite.
+This disturbs every PostgreSQL user on the machine for a few seconds; it runs once per API
+version (v2 notifies are answered in XML, v3's in JSON: PROTOCOL.md §5, §8.5).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
     Delivery,
     Notify,
-    notify_body,
+    PayVersion,
     orders_paid_at_wechat,
     post_notifies,
     record_figures,
@@ -73,21 +74,18 @@ def restartable_postgres(pg_database_url: str) -> Iterator[None]:
 async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
     restartable_postgres: None,
     start_services: StartServices,
-    fresh_simulator: SimulatorHandle,
+    wechat: SimulatorHandle,
+    api_version: PayVersion,
     http: httpx.AsyncClient,
     engine: AsyncEngine,
 ) -> None:
     services = start_services(count=2)
     orders, paid = await orders_paid_at_wechat(
-        http, services, fresh_simulator, users=5, orders=ORDERS, paid=PAID
+        http, services, wechat, users=5, orders=ORDERS, paid=PAID
     )
-    notifies = shuffled(
+    notifies: list[Notify] = shuffled(
         [
-            Notify(
-                o.out_trade_no,
-                "paid",
-                notify_body(fresh_simulator.settings, o, transaction_id=paid[o.out_trade_no]),
-            )
+            api_version.paid_notify(o, paid[o.out_trade_no])
             for o in orders[:PAID]
             for _ in range(COPIES)
         ],
@@ -109,7 +107,7 @@ async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
     # Every reply is an acknowledgement or a FAIL that makes WeChat retry; no answer at all
     # (a refused or reset connection) is also a retry. A 500 JSON body is neither.
     assert {(d.status, d.return_code) for d in deliveries if d.status is not None} <= {
-        (200, "SUCCESS"),
+        api_version.acknowledged_reply,
         (503, "FAIL"),
     }
     assert set(readiness) == {503}
@@ -117,12 +115,13 @@ async def test_database_outage_is_answered_fail_and_the_retries_lose_nothing(
     assert still_refused == []
     assert ready_after == [200, 200]
     assert acknowledged - await _paid_orders(engine) == set()
-    ledger = await compare_with_wechat(engine, fresh_simulator)
+    ledger = await compare_with_wechat(engine, wechat, api_version.name)
     assert ledger.problems == []
     assert (ledger.our_paid, ledger.paid_events) == (PAID, PAID)
     record_figures(
         "database restart",
         {
+            "api_version": api_version.name,
             "orders": ORDERS,
             "paid_at_wechat": PAID,
             "notifies_posted": len(notifies),

@@ -1,5 +1,12 @@
 """Hostile input corpus (PROTOCOL.md §9): every case gets a clear 4xx or a WeChat FAIL, never a
-5xx; no order changes state; nothing secret appears in a reply or in the server's log."""
+5xx; no order changes state; nothing secret appears in a reply or in the server's log.
+
+The corpus files are v2 and the API: XML on the v2 notify URLs, JSON on the API. They run
+against a service on each API version (one that creates v3 orders still serves the v2 notify
+URLs, for the orders made before it switched). On v3 the fast suite's v3 hostile notifies
+(``tests/payments/test_v3_notify_hostile.py``, §8.3, §8.5, §8.7) run as well, against the same
+process and judged the same way, but answered as v3 answers: non-2xx with ``{"code": "FAIL"}``.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.security import SecretBox, derive_key
 from app.simulator.messages import refund_notify_body
+from app.simulator.v3keys import DevMaterial
+from app.simulator.v3messages import signed_notify
 from app.wechat.xmlcodec import XmlRejected, from_xml
 from tests.helpers import ADMIN
+from tests.payments.test_v3_notify_hostile import ATTACKS, REFUND_NOTIFY, Scene, flip
 from tests.plugins.cluster import ServiceProcess
 from tests.plugins.simulator import SimulatorHandle
 from tests.reliability.conftest import StartServices
 from tests.reliability.corpus import Case, load_cases, render
 from tests.reliability.scenario import (
+    V3_NOTIFY_PATH,
+    PayVersion,
     add_product,
     login_users,
     pay_at_wechat,
@@ -40,6 +52,7 @@ STATE = text(
     "  FROM orders)"
 )
 LEAK_MARKERS = ("root:x:0:0", "Traceback", "Exception in ASGI")
+V3_FAIL = "v3 fail"  # expected of a v3 case: a 4xx with {"code": "FAIL"}
 
 
 def test_corpus_has_at_least_forty_cases_of_each_required_kind() -> None:
@@ -56,25 +69,29 @@ def test_corpus_has_at_least_forty_cases_of_each_required_kind() -> None:
 
 async def test_every_hostile_case_is_refused_without_a_trace(
     start_services: StartServices,
-    fresh_simulator: SimulatorHandle,
+    wechat: SimulatorHandle,
+    api_version: PayVersion,
     http: httpx.AsyncClient,
     engine: AsyncEngine,
 ) -> None:
     [service] = start_services(count=1)
-    values = await _scene(service, fresh_simulator, http, engine)
-    settings = fresh_simulator.settings
+    values = await _scene(service, wechat, http, engine)
+    settings = wechat.settings
     secrets = await _secrets(settings, engine) + [values["TOKEN"], values["OTHER_TOKEN"]]
+    secrets += _v3_secrets(api_version.material)
+    api_key = settings.api_key.get_secret_value()
+    cases = [render(name, spec, values, api_key) for name, spec in load_cases()]
+    cases += _v3_cases(api_version, http, values)
     before = await _state(engine)
 
     failures: list[str] = []
     statuses: dict[int, int] = {}
-    for name, spec in load_cases():
-        case = render(name, spec, values, settings.api_key.get_secret_value())
+    for case in cases:
         response = await _send(http, service, case)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-        failures += [f"{name}: {problem}" for problem in _judge(case, response, secrets)]
+        failures += [f"{case.name}: {problem}" for problem in _judge(case, response, secrets)]
         if await _state(engine) != before:
-            failures.append(f"{name}: the database changed")
+            failures.append(f"{case.name}: the database changed")
             before = await _state(engine)
 
     log = service.log_text()
@@ -86,7 +103,13 @@ async def test_every_hostile_case_is_refused_without_a_trace(
     assert [m for m in LEAK_MARKERS if m in log] == []
     record_figures(
         "hostile corpus",
-        {"cases": len(load_cases()), "statuses": statuses, "log_bytes": len(log)},
+        {
+            "api_version": api_version.name,
+            "cases": len(cases),
+            "v3_cases": sum(c.expect == V3_FAIL for c in cases),
+            "statuses": statuses,
+            "log_bytes": len(log),
+        },
     )
 
 
@@ -154,6 +177,52 @@ def _refund_infos(settings: Settings, out_trade_no: str, total_fee: int) -> dict
     }
 
 
+def _v3_cases(version: PayVersion, http: httpx.AsyncClient, values: dict[str, str]) -> list[Case]:
+    """On v3: every hostile payment notify of the fast suite, aimed at our unpaid order, and
+    two refund notifies for the paid one that are not WeChat's (another mchid, a forged
+    signature)."""
+    if version.material is None:
+        return []
+    order = {"out_trade_no": values["ORDER"], "total_fee": int(values["ORDER_FEE"])}
+    scene = Scene(http, version.material, version.merchant, order)
+    cases = [
+        Case(f"v3_notify/{name}", name, "POST", V3_NOTIFY_PATH, *attack(scene), V3_FAIL)
+        for name, attack in sorted(ATTACKS.items())
+    ]
+    return cases + _v3_refund_cases(version.material, version.merchant, values)
+
+
+def _v3_refund_cases(
+    material: DevMaterial, merchant: Settings, values: dict[str, str]
+) -> list[Case]:
+    fee = int(values["PAID_FEE"])
+    refund = {
+        "mchid": merchant.mch_id, "out_trade_no": values["PAID_ORDER"],
+        "transaction_id": values["PAID_TX"], "out_refund_no": "RNEVERASKED0003",
+        "refund_id": "50300000000000000000000001", "refund_status": "SUCCESS",
+        "amount": {"total": fee, "refund": fee, "payer_total": fee, "payer_refund": fee},
+    }  # fmt: skip
+    event = "REFUND.SUCCESS"
+    foreign = signed_notify(material.config, merchant.mch_id, {**refund, "mchid": "1000000001"},
+                            event_type=event)  # fmt: skip
+    headers, body = signed_notify(material.config, merchant.mch_id, refund, event_type=event)
+    forged = {**headers, "Wechatpay-Signature": flip(headers["Wechatpay-Signature"], 3)}
+    return [
+        Case("v3_refund_notify/another mchid", "another mchid", "POST", REFUND_NOTIFY,
+             *foreign, V3_FAIL),
+        Case("v3_refund_notify/forged signature", "forged signature", "POST", REFUND_NOTIFY,
+             forged, body, V3_FAIL),
+    ]  # fmt: skip
+
+
+def _v3_secrets(material: DevMaterial | None) -> list[str]:
+    """The APIv3 key, and a line of the merchant's private key (any dump of it holds one)."""
+    if material is None:
+        return []
+    key_lines = material.merchant_private_key_pem.decode().splitlines()
+    return [material.config.api_v3_key, key_lines[1]]
+
+
 async def _secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
     box = SecretBox(
         derive_key(settings.secret_key.get_secret_value(), "wxpay session_key at rest v1")
@@ -213,10 +282,12 @@ def _judge(case: Case, response: httpx.Response, secrets: list[str]) -> list[str
         problems.append(f"expected a 4xx, got {status}")
     elif case.expect == "fail" and _return_code(response) != "FAIL":
         problems.append(f"expected an XML FAIL, got {status} {response.text[:80]!r}")
+    elif case.expect == V3_FAIL and not (400 <= status < 500 and _v3_code(response) == "FAIL"):
+        problems.append(f'expected a 4xx with {{"code": "FAIL"}}, got {status} {reply[:80]!r}')
     if (
         case.path.startswith("/wechat/")
         and case.method == "POST"
-        and _return_code(response) != "FAIL"
+        and (_v3_code if case.expect == V3_FAIL else _return_code)(response) != "FAIL"
     ):
         problems.append(f"notify not answered with FAIL: {response.text[:80]!r}")
     return problems
@@ -227,6 +298,14 @@ def _return_code(response: httpx.Response) -> str | None:
         return from_xml(response.content).get("return_code")
     except XmlRejected:
         return None
+
+
+def _v3_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json()["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _is_error_envelope(response: httpx.Response) -> bool:

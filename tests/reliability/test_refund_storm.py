@@ -4,7 +4,8 @@ for anyone, and every time for one order in five until the storm ends. Each refu
 a clear answer; refunds never exceed what was paid, and a duplicate in flight never turns a
 valid refund away; a repeated Idempotency-Key never refunds twice; after the sweeps (both
 processes) and WeChat's refund notifies, every refund is settled and our books equal WeChat's
-to the fen."""
+to the fen. On both API versions (v3: ``/v3/refund/domestic/refunds``, its query and its
+``REFUND.SUCCESS`` notifies, PROTOCOL.md §8.7)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.plugins.simulator import SimulatorHandle
 from tests.reliability.conftest import StartServices
 from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
+    PayVersion,
     PlacedOrder,
     orders_paid_at_wechat,
     record_figures,
@@ -44,7 +46,8 @@ CLEAR = {201, 202, 409, 502, 503}
 
 async def test_racing_refunds_under_upstream_faults_settle_to_wechats_books(
     start_services: StartServices,
-    fresh_simulator: SimulatorHandle,
+    wechat: SimulatorHandle,
+    api_version: PayVersion,
     http: httpx.AsyncClient,
     engine: AsyncEngine,
 ) -> None:
@@ -57,19 +60,23 @@ async def test_racing_refunds_under_upstream_faults_settle_to_wechats_books(
     )
     urls = [s.base_url for s in services]
     orders, _ = await orders_paid_at_wechat(
-        http, services, fresh_simulator, users=5, orders=ORDERS, paid=ORDERS, price_fen=1000
+        http, services, wechat, users=5, orders=ORDERS, paid=ORDERS, price_fen=1000
     )
-    await fresh_simulator.wait_for_notifies(ORDERS, verdict="acknowledged", within=30)
+    paid = await wechat.wait_for_notifies(ORDERS, verdict="acknowledged", within=60)
+    # Refunds need paid orders: without this, every refund is a clear 409 and the storm proves
+    # nothing (the ledger would then name each order a lost payment).
+    assert len(paid) == ORDERS, Counter(
+        (d["verdict"], d["status"], (d["reply"] or "")[:60]) for d in await wechat.notifies()
+    )
 
+    endpoint = api_version.endpoint("refund")
     replies: list[tuple[PlacedOrder, str, httpx.Response]] = []
     for start in range(0, ORDERS, BATCH):
         fault = FAULTS[(start // BATCH) % len(FAULTS)]
-        await fresh_simulator.set_fault(endpoint="refund", count=_budget(start // BATCH), **fault)
+        await wechat.set_fault(endpoint=endpoint, count=_budget(start // BATCH), **fault)
         batch = orders[start : start + BATCH]
         for order in batch[:UNREACHABLE]:  # these fail every time, until the faults are cleared
-            await fresh_simulator.set_fault(
-                endpoint="refund", out_trade_no=order.out_trade_no, **fault
-            )
+            await wechat.set_fault(endpoint=endpoint, out_trade_no=order.out_trade_no, **fault)
         replies += await asyncio.gather(
             *(
                 _request(http, urls[(i + k) % 2], o, k)
@@ -77,14 +84,14 @@ async def test_racing_refunds_under_upstream_faults_settle_to_wechats_books(
                 for k in range(4)
             )
         )
-    await fresh_simulator.clear_faults()
+    await wechat.clear_faults()
 
     unclear = [(r.status_code, r.text[:100]) for _, _, r in replies if not _clear(r)]
     assert unclear == []
     assert _same_key_same_refund(replies) == []
     settled = await _wait_until_settled(engine, within=60)
     assert settled, "refunds still open after the sweeps: " + str(await _open_refunds(engine))
-    ledger = await compare_with_wechat(engine, fresh_simulator)
+    ledger = await compare_with_wechat(engine, wechat, api_version.name)
     assert ledger.problems == []
     # Two of the three distinct refunds fit on each order; a duplicate in flight must not have
     # turned the second one away.
@@ -95,11 +102,12 @@ async def test_racing_refunds_under_upstream_faults_settle_to_wechats_books(
     record_figures(
         "refund storm",
         {
+            "api_version": api_version.name,
             "orders": ORDERS,
             "refund_requests": len(replies),
             "statuses": dict(Counter(r.status_code for _, _, r in replies)),
             "refunds": await _refund_statuses(engine),
-            "wechat_refunded_fen": sum(o["refunded_fee"] for o in await fresh_simulator.orders()),
+            "wechat_refunded_fen": sum(o["refunded_fee"] for o in await wechat.orders()),
             **ledger.figures(),
         },
     )

@@ -1,5 +1,8 @@
 """A worker killed (``kill -9``) mid-storm: every notify that was acknowledged is in the
-database, nothing is half-written, and WeChat's retries settle the rest."""
+database, nothing is half-written, and WeChat's retries settle the rest.
+
+On both API versions; on v3 the unpaid orders get no notifies at all, since v3 notifies only
+successes (PROTOCOL.md §8.5) and a failed attempt is v2's alone."""
 
 from __future__ import annotations
 
@@ -10,15 +13,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
 from tests.plugins.simulator import SimulatorHandle
 from tests.reliability.conftest import StartServices
 from tests.reliability.ledger import compare_with_wechat
 from tests.reliability.scenario import (
     Delivery,
     Notify,
+    PayVersion,
     PlacedOrder,
-    notify_body,
     orders_paid_at_wechat,
     post_notifies,
     record_figures,
@@ -35,30 +37,29 @@ KILL_AFTER = 800  # replies
 
 
 def notifies_for(
-    settings: Settings, orders: list[PlacedOrder], paid: dict[str, str]
+    version: PayVersion, orders: list[PlacedOrder], paid: dict[str, str]
 ) -> list[Notify]:
     notifies = []
     for order in orders:
         if order.out_trade_no in paid:
-            body = notify_body(settings, order, transaction_id=paid[order.out_trade_no])
-            notifies += [Notify(order.out_trade_no, "paid", body)] * COPIES
-        else:
-            body = notify_body(settings, order, result_code="FAIL", err_code="NOTENOUGH")
-            notifies += [Notify(order.out_trade_no, "failed", body)] * 2
+            notifies += [version.paid_notify(order, paid[order.out_trade_no])] * COPIES
+        elif failed := version.failed_notify(order):
+            notifies += [failed] * 2
     return shuffled(notifies, seed=11)
 
 
 async def test_killed_worker_loses_nothing_acknowledged_and_half_writes_nothing(
     start_services: StartServices,
-    fresh_simulator: SimulatorHandle,
+    wechat: SimulatorHandle,
+    api_version: PayVersion,
     http: httpx.AsyncClient,
     engine: AsyncEngine,
 ) -> None:
     [service] = start_services(count=1, workers=2)
     orders, paid = await orders_paid_at_wechat(
-        http, [service], fresh_simulator, users=5, orders=ORDERS, paid=PAID
+        http, [service], wechat, users=5, orders=ORDERS, paid=PAID
     )
-    notifies = notifies_for(fresh_simulator.settings, orders, paid)
+    notifies = notifies_for(api_version, orders, paid)
     killed: list[int] = []
 
     def strike(done: int) -> None:
@@ -75,12 +76,13 @@ async def test_killed_worker_loses_nothing_acknowledged_and_half_writes_nothing(
     assert killed
     assert acknowledged_paid - paid_now == set()  # nothing acknowledged was lost
     assert still_refused == []
-    ledger = await compare_with_wechat(engine, fresh_simulator)
+    ledger = await compare_with_wechat(engine, wechat, api_version.name)
     assert ledger.problems == []  # includes: no half-written payment, one PAID event each
     assert (ledger.our_paid, ledger.paid_events) == (PAID, PAID)
     record_figures(
         "worker killed",
         {
+            "api_version": api_version.name,
             "orders": ORDERS,
             "paid_at_wechat": PAID,
             "notifies_posted": len(notifies),
