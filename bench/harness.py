@@ -24,14 +24,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from starlette.types import ASGIApp, Message
 
-from app.config import DEV_MCH_ID
-from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, dev_material
-from app.simulator.v3keys import DevMaterial
+if TYPE_CHECKING:
+    from app.simulator.v3keys import DevMaterial
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -164,12 +163,19 @@ class V3Keys:
 
     @classmethod
     def under(cls, key_dir: Path) -> V3Keys:
+        # Imported here: bench/reads.py puts BENCH_APP_ROOT's ``app`` first on the path after
+        # importing this module, and nothing may have imported ``app`` before that.
+        from app.config import DEV_MCH_ID
+        from app.simulator.v3files import dev_material
+
         material, directory = dev_material(key_dir, DEV_MCH_ID, certificate_mode=False)
         return cls(material, directory)
 
     @property
     def env(self) -> dict[str, str]:
         """The service's v3 settings; the reference reads the same ones."""
+        from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY
+
         return {
             "WXPAY_API_VERSION": "v3",
             "WXPAY_API_V3_KEY": self.material.config.api_v3_key,
