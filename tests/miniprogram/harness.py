@@ -34,6 +34,7 @@ EXAMPLE = ROOT / "examples" / "miniprogram"
 # Long enough for login and create to pass well inside it, short enough that a test can wait
 # it out while the user "looks at the payment sheet".
 SHORT_SESSION_SECONDS = 3
+THROTTLED = {"WXPAY_LOGIN_RATE_PER_MINUTE": "1"}
 # Where WXPAY_API_VERSION=v3 in dev keeps its generated keys, relative to the service's cwd.
 DEV_V3_PUBLIC_KEY_DIR = Path("var/dev-v3/public-key")
 
@@ -67,7 +68,12 @@ def main() -> int:
             for n, config in enumerate(PAY_CONFIGS)
             for seconds in (None, SHORT_SESSION_SECONDS)
         }
-        for each in started.values():
+        # The first configuration once more, allowing one login a minute in all: the client
+        # meets the server's own 429 (app.ratelimits), not only the stand-in's.
+        throttled = stack.enter_context(
+            service(PAY_CONFIGS[0], seeded, Path(tmp) / "throttled", None, THROTTLED)
+        )
+        for each in (*started.values(), throttled):
             wait_ready(each.process)
         backends = [
             {
@@ -76,6 +82,7 @@ def main() -> int:
             }
             for config in PAY_CONFIGS
         ]
+        backends[0]["throttled"] = throttled.backend_json()
         status = run_node(node, backends)
         if status != 0:
             for each in started.values():
@@ -119,7 +126,11 @@ class Started:
 
 @contextmanager
 def service(
-    config: PayConfig, seeded: Path, workdir: Path, session_seconds: int | None
+    config: PayConfig,
+    seeded: Path,
+    workdir: Path,
+    session_seconds: int | None,
+    extra: dict[str, str] | None = None,
 ) -> Iterator[Started]:
     workdir.mkdir()
     database = workdir / "wxpay.db"
@@ -135,6 +146,7 @@ def service(
         settings["WXPAY_SIGN_TYPE"] = config.sign_type
     if session_seconds is not None:
         settings["WXPAY_SESSION_TTL_SECONDS"] = str(session_seconds)
+    settings |= extra or {}
     with spawn_service(port, child_env(**settings), workdir) as process:
         yield Started(config, process, workdir, session_seconds)
 

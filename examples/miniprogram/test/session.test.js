@@ -184,3 +184,29 @@ describe('errors from the server, as the user reads them', { timeout: 60000 }, (
     })
   })
 })
+
+describe("the server's own limiter (one login a minute on this backend)", { timeout: 60000 }, () => {
+  test('a real 429 RATE_LIMITED: the client waits Retry-After only when it is short', async () => {
+    const throttled = backend.throttled
+    await device(throttled).api.login() // the minute's one login
+    const dev = device(throttled)
+
+    const outcome = await dev.api.login().then(() => 'logged in', (error) => error)
+
+    const [refused] = requestsTo(dev.log, 'POST', LOGIN)
+    assert.equal(refused.statusCode, 429)
+    assert.equal(refused.code, 'RATE_LIMITED')
+    const seconds = Number(refused.responseHeader['retry-after'])
+    assert.ok(Number.isInteger(seconds) && seconds >= 1 && seconds <= 60, `Retry-After ${seconds}`)
+    if (seconds <= 10) {
+      // Short: waited exactly what the server said, then tried again with a fresh code.
+      assert.equal(dev.waits[0], seconds * 1000)
+      assert.ok(requestsTo(dev.log, 'POST', LOGIN).length >= 2)
+    } else {
+      // Too long to hold the user on a spinner: no wait, a message instead.
+      assert.deepEqual(dev.waits, [])
+      assert.equal(outcome.code, 'RATE_LIMITED')
+      assert.match(outcome.userMessage, /wait a minute/)
+    }
+  })
+})

@@ -57,7 +57,8 @@ function createStandInWx(backend) {
       let parsed = text
       try { parsed = JSON.parse(text) } catch { /* wx.request hands over the text as it is */ }
       Object.assign(entry, { statusCode: response.status, data: parsed,
-        code: parsed && parsed.error ? parsed.error.code : undefined })
+        code: parsed && parsed.error ? parsed.error.code : undefined,
+        responseHeader: Object.fromEntries(response.headers) })
       if (behaviour.dropResponse && behaviour.dropResponse(entry)) {
         entry.dropped = true
         fail({ errMsg: 'request:fail timeout' })
