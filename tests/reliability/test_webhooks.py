@@ -21,11 +21,12 @@ from tests.plugins.cluster import ServiceProcess
 from tests.plugins.simulator import SimulatorHandle
 from tests.reliability.conftest import StartServices
 from tests.reliability.scenario import (
+    PayVersion,
     orders_paid_at_wechat,
     post_notifies,
     record_figures,
 )
-from tests.reliability.test_notify_storm import CONCURRENCY, EXPECTED_REPLY, storm
+from tests.reliability.test_notify_storm import CONCURRENCY, expected_replies, storm
 
 pytestmark = pytest.mark.reliability
 
@@ -145,7 +146,7 @@ FAULTS = {
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_every_event_reaches_a_misbehaving_receiver_signed(
     start_services: StartServices,
-    fresh_simulator: SimulatorHandle,
+    wechat: SimulatorHandle,
     http: httpx.AsyncClient,
     engine: AsyncEngine,
     receiver: ReceiverServer,
@@ -157,7 +158,7 @@ async def test_every_event_reaches_a_misbehaving_receiver_signed(
     if fault == "receiver down":
         receiver.stop()  # down before the first event
     paying = asyncio.create_task(
-        orders_paid_at_wechat(http, services, fresh_simulator, users=4, orders=ORDERS, paid=ORDERS)
+        orders_paid_at_wechat(http, services, wechat, users=4, orders=ORDERS, paid=ORDERS)
     )
     if fault == "receiver down":
         await asyncio.sleep(4)
@@ -197,7 +198,8 @@ async def test_every_event_reaches_a_misbehaving_receiver_signed(
 
 async def test_notify_storm_with_a_webhook_endpoint_delivers_each_payment_once_or_more(
     start_services: StartServices,
-    fresh_simulator: SimulatorHandle,
+    wechat: SimulatorHandle,
+    api_version: PayVersion,
     http: httpx.AsyncClient,
     engine: AsyncEngine,
     receiver: ReceiverServer,
@@ -205,9 +207,10 @@ async def test_notify_storm_with_a_webhook_endpoint_delivers_each_payment_once_o
     services = start_services(count=2, **WEBHOOK_ENV)
     await subscribe(http, services[0], receiver)
     orders, paid = await orders_paid_at_wechat(
-        http, services, fresh_simulator, users=10, orders=500, paid=400
+        http, services, wechat, users=10, orders=500, paid=400
     )
-    notifies = storm(fresh_simulator.settings, orders, paid, seed=7)
+    notifies = storm(api_version, orders, paid, seed=7)
+    expected = expected_replies(api_version)
 
     started = time.monotonic()
     deliveries = await post_notifies(notifies, [s.base_url for s in services], CONCURRENCY)
@@ -217,7 +220,7 @@ async def test_notify_storm_with_a_webhook_endpoint_delivers_each_payment_once_o
     unexpected = [
         (d.notify.kind, d.status, d.return_code)
         for d in deliveries
-        if (d.status, d.return_code) != EXPECTED_REPLY[d.notify.kind]
+        if (d.status, d.return_code) != expected[d.notify.kind]
     ]
     assert unexpected == []
     stored = await rows(engine, "SELECT public_id, type FROM outbox_events")
