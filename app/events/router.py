@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
+from app.db import MAX_BIGINT
 from app.deps import AdminDep, WebhookServiceDep
 from app.errors import error_responses
 from app.events.payloads import event_body
@@ -19,6 +20,9 @@ from app.events.schemas import (
     WebhookPatch,
     WebhookWithSecret,
 )
+
+# A bigint column: a larger id in the path is a 422, not an overflow in the driver.
+EndpointId = Annotated[int, Path(gt=0, le=MAX_BIGINT)]
 
 router = APIRouter(prefix="/api/v1/admin", tags=["webhooks"], dependencies=[AdminDep])
 
@@ -43,7 +47,7 @@ async def list_webhooks(service: WebhookServiceDep) -> list[WebhookOut]:
 @router.get(
     "/webhooks/{endpoint_id}", response_model=WebhookOut, responses=error_responses(403, 404)
 )
-async def get_webhook(endpoint_id: int, service: WebhookServiceDep) -> WebhookOut:
+async def get_webhook(endpoint_id: EndpointId, service: WebhookServiceDep) -> WebhookOut:
     return WebhookOut.of(await service.get(endpoint_id))
 
 
@@ -54,7 +58,7 @@ async def get_webhook(endpoint_id: int, service: WebhookServiceDep) -> WebhookOu
     summary="Change an endpoint; enabling it again sends what it is owed",
 )
 async def update_webhook(
-    endpoint_id: int, body: WebhookPatch, service: WebhookServiceDep
+    endpoint_id: EndpointId, body: WebhookPatch, service: WebhookServiceDep
 ) -> WebhookOut:
     updated = await service.update(endpoint_id, body.url, body.events, body.enabled)
     return WebhookOut.of(updated)
@@ -66,7 +70,7 @@ async def update_webhook(
     response_class=Response,
     responses=error_responses(403, 404),
 )
-async def delete_webhook(endpoint_id: int, service: WebhookServiceDep) -> Response:
+async def delete_webhook(endpoint_id: EndpointId, service: WebhookServiceDep) -> Response:
     await service.delete(endpoint_id)
     return Response(status_code=204)
 
@@ -77,7 +81,7 @@ async def delete_webhook(endpoint_id: int, service: WebhookServiceDep) -> Respon
     responses=error_responses(403, 404),
     summary="A new secret, shown once; the old one stays valid for the grace period",
 )
-async def rotate_secret(endpoint_id: int, service: WebhookServiceDep) -> WebhookWithSecret:
+async def rotate_secret(endpoint_id: EndpointId, service: WebhookServiceDep) -> WebhookWithSecret:
     endpoint, secret = await service.rotate_secret(endpoint_id)
     return WebhookWithSecret(**WebhookOut.of(endpoint).model_dump(), secret=secret)
 
@@ -89,7 +93,7 @@ async def rotate_secret(endpoint_id: int, service: WebhookServiceDep) -> Webhook
     summary="The endpoint's newest deliveries with every attempt",
 )
 async def list_deliveries(
-    endpoint_id: int,
+    endpoint_id: EndpointId,
     service: WebhookServiceDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[DeliveryOut]:
