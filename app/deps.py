@@ -16,7 +16,6 @@ from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
 from app.events.service import WebhookService
-from app.gateway import Gateways
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
 from app.products.service import ProductService
@@ -65,10 +64,6 @@ async def get_webhook_service(request: Request) -> WebhookService:
     return _runtime(request).webhooks
 
 
-async def get_gateways(request: Request) -> Gateways:
-    return _runtime(request).gateways
-
-
 async def get_payment_notifies(request: Request) -> PaymentNotifies:
     return _runtime(request).payment_notifies
 
@@ -80,7 +75,6 @@ async def get_refund_notifies(request: Request) -> RefundNotifies:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
-GatewaysDep = Annotated[Gateways, Depends(get_gateways)]
 PaymentNotifiesDep = Annotated[PaymentNotifies, Depends(get_payment_notifies)]
 RefundNotifiesDep = Annotated[RefundNotifies, Depends(get_refund_notifies)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]

@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -42,26 +43,37 @@ class NotifyOutcome:
     detail: str  # safe to send back to whoever posted it
 
 
-NotifyHandler = Callable[[PaymentGateway, bytes, Mapping[str, str], str], Awaitable[NotifyOutcome]]
+class Notifies(Protocol):
+    """What a notify route hands the pipeline: one object, so the route resolves one
+    dependency (FastAPI resolves each on every request, at a cost the notify path feels)."""
+
+    @property
+    def gateways(self) -> Gateways: ...
+
+    async def handle(
+        self, gateway: PaymentGateway, body: bytes, headers: Mapping[str, str], peer: str
+    ) -> NotifyOutcome:
+        """Apply one notify; the outcome returned is already committed."""
+        ...
 
 
 async def receive_notify(
-    request: Request, gateways: Gateways, version: ApiVersion, handle: NotifyHandler, what: str
+    request: Request, notifies: Notifies, version: ApiVersion, what: str
 ) -> Response:
     """Read at most the notify size limit, apply it within the deadline, and reply in the
     format WeChat expects of the API ``version``. A version not configured here has no notify
     URL: 404, and nothing is read."""
-    response, verdict = await _receive(request, gateways, version, handle, what)
+    response, verdict = await _receive(request, notifies, version, what)
     kind = what.removeprefix("v3 ").removesuffix(" notify")  # "payment" or "refund"
     NOTIFY_VERDICTS.labels(kind, version.value, verdict).inc()
     return response
 
 
 async def _receive(
-    request: Request, gateways: Gateways, version: ApiVersion, handle: NotifyHandler, what: str
+    request: Request, notifies: Notifies, version: ApiVersion, what: str
 ) -> tuple[Response, str]:
     """The reply, and the verdict ``/metrics`` counts it under."""
-    gateway = gateways.configured(version)
+    gateway = notifies.gateways.configured(version)
     if gateway is None:
         message = f"WeChat Pay {version.value} is not configured"
         return JSONResponse({"code": "FAIL", "message": message}, status_code=404), "unconfigured"
@@ -75,7 +87,7 @@ async def _receive(
     try:
         async with asyncio.timeout(NOTIFY_DEADLINE_SECONDS):
             peer = request.client.host if request.client else ""
-            outcome = await handle(gateway, body, request.headers, peer)
+            outcome = await notifies.handle(gateway, body, request.headers, peer)
     except NOTIFY_NOT_PROCESSED as exc:
         logger.error("%s not processed, WeChat will retry: %s", what, type(exc).__name__)
         return gateway.notify_reply(False, "temporarily unavailable", 503), "unavailable"

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 
 from app.db import utcnow
-from app.gateway import InvalidNotification, PaymentGateway, RefusalKind
+from app.gateway import Gateways, InvalidNotification, PaymentGateway, RefusalKind
 from app.inbound import NotifyOutcome, RefusalBudget, refused_body
 from app.payments.service import ACKNOWLEDGED, REFUSED, AuditRecord, PaymentService, Verdict
 
@@ -31,7 +31,10 @@ _REFUSAL_VERDICT = {
 class PaymentNotifies:
     """Applies one payment notify; the outcome it returns is already committed."""
 
-    def __init__(self, payments: PaymentService, refusals: RefusalBudget) -> None:
+    def __init__(
+        self, gateways: Gateways, payments: PaymentService, refusals: RefusalBudget
+    ) -> None:
+        self.gateways = gateways  # which versions have a notify URL, and who verifies each
         self._payments = payments
         self._refusals = refusals
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from app.db import utcnow
 from app.events.outbox import flag_review
-from app.gateway import InvalidNotification, PaymentGateway, RefundNotice
+from app.gateway import Gateways, InvalidNotification, PaymentGateway, RefundNotice
 from app.inbound import NotifyOutcome, RefusalBudget, refused_body
 from app.orders.repository import OrderRecord
 from app.orders.states import ReviewReason
@@ -57,7 +57,8 @@ ACKNOWLEDGED = frozenset(
 
 
 class RefundNotifies:
-    def __init__(self, db: Database, refusals: RefusalBudget) -> None:
+    def __init__(self, gateways: Gateways, db: Database, refusals: RefusalBudget) -> None:
+        self.gateways = gateways  # which versions have a notify URL, and who verifies each
         self._db = db
         self._refusals = refusals
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from app.deps import AdminDep, GatewaysDep, RefundNotifiesDep, RefundServiceDep
+from app.deps import AdminDep, RefundNotifiesDep, RefundServiceDep
 from app.errors import error_responses
 from app.gateway import ApiVersion
 from app.inbound import receive_notify
@@ -70,11 +70,9 @@ async def list_refunds(out_trade_no: str, service: RefundServiceDep) -> list[Ref
     response_class=Response,
     responses={200: {"content": {"application/xml": {}}}},
 )
-async def refund_notify(
-    request: Request, gateways: GatewaysDep, notifies: RefundNotifiesDep
-) -> Response:
+async def refund_notify(request: Request, notifies: RefundNotifiesDep) -> Response:
     """Acknowledged only after the effect is committed, like the payment notify."""
-    return await receive_notify(request, gateways, ApiVersion.V2, notifies.handle, "refund notify")
+    return await receive_notify(request, notifies, ApiVersion.V2, "refund notify")
 
 
 @notify_router.post(
@@ -83,11 +81,7 @@ async def refund_notify(
     status_code=204,
     response_class=Response,
 )
-async def refund_notify_v3(
-    request: Request, gateways: GatewaysDep, notifies: RefundNotifiesDep
-) -> Response:
+async def refund_notify_v3(request: Request, notifies: RefundNotifiesDep) -> Response:
     """Verified, decrypted and checked against our refund; 204 only after the effect is
     committed."""
-    return await receive_notify(
-        request, gateways, ApiVersion.V3, notifies.handle, "v3 refund notify"
-    )
+    return await receive_notify(request, notifies, ApiVersion.V3, "v3 refund notify")

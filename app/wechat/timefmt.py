@@ -23,9 +23,14 @@ def to_refund_time(moment: datetime_type) -> str:
 
 def from_wechat_time(text: str) -> dt.datetime:
     """WeChat's ``yyyyMMddHHmmss`` Beijing time as an aware UTC datetime."""
-    if len(text) != 14 or not text.isdigit():
+    if len(text) != 14 or not (text.isascii() and text.isdigit()):
         raise ValueError(f"not a yyyyMMddHHmmss time: {text!r}")
-    return dt.datetime.strptime(text, _FORMAT).replace(tzinfo=BEIJING).astimezone(dt.UTC)
+    # By slices, not strptime (about ten times slower, on every notify); datetime still
+    # refuses a month 13 or a February 30.
+    parts = (text[0:4], text[4:6], text[6:8], text[8:10], text[10:12], text[12:14])
+    year, month, day, hour, minute, second = map(int, parts)
+    moment = dt.datetime(year, month, day, hour, minute, second, tzinfo=BEIJING)
+    return moment.astimezone(dt.UTC)
 
 
 def from_refund_time(text: str) -> dt.datetime:
