@@ -17,16 +17,16 @@ from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
 from app.events.service import WebhookService
 from app.orders.service import OrderService
-from app.payments.notify import PaymentNotifies
 from app.products.service import ProductService
-from app.refunds.notify import RefundNotifies
 from app.refunds.service import RefundService
 from app.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="The token from /api/v1/auth/login.")
 
 
-def _runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
+    """The process's services; the WeChat notify routes, which take no dependencies (see
+    ``app.inbound.NotifyRoute``), read theirs from it."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -37,46 +37,36 @@ def _runtime(request: Request) -> Runtime:
 
 
 async def get_runtime(request: Request) -> Runtime:
-    return _runtime(request)
+    return runtime_of(request)
 
 
 async def get_settings_dep(request: Request) -> Settings:
-    return _runtime(request).settings
+    return runtime_of(request).settings
 
 
 async def get_auth_service(request: Request) -> AuthService:
-    return _runtime(request).auth
+    return runtime_of(request).auth
 
 
 async def get_product_service(request: Request) -> ProductService:
-    return _runtime(request).products
+    return runtime_of(request).products
 
 
 async def get_order_service(request: Request) -> OrderService:
-    return _runtime(request).orders
+    return runtime_of(request).orders
 
 
 async def get_refund_service(request: Request) -> RefundService:
-    return _runtime(request).refunds
+    return runtime_of(request).refunds
 
 
 async def get_webhook_service(request: Request) -> WebhookService:
-    return _runtime(request).webhooks
-
-
-async def get_payment_notifies(request: Request) -> PaymentNotifies:
-    return _runtime(request).payment_notifies
-
-
-async def get_refund_notifies(request: Request) -> RefundNotifies:
-    return _runtime(request).refund_notifies
+    return runtime_of(request).webhooks
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
-PaymentNotifiesDep = Annotated[PaymentNotifies, Depends(get_payment_notifies)]
-RefundNotifiesDep = Annotated[RefundNotifies, Depends(get_refund_notifies)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
 RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
@@ -89,7 +79,7 @@ async def get_current_user(
 ) -> CurrentUser:
     if credentials is None or not credentials.credentials:
         raise SessionMissing()
-    return await _runtime(request).auth.current_user(credentials.credentials)
+    return await runtime_of(request).auth.current_user(credentials.credentials)
 
 
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]

@@ -173,7 +173,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-    return error_response(exc.status_code, code, str(exc.detail))
+    response = error_response(exc.status_code, code, str(exc.detail))
+    # The router's own headers: a 405 names the methods the path takes (RFC 9110 §15.5.6).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -11,13 +11,15 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import MAX_NOTIFY_BYTES, ApiVersion, Gateways, PaymentGateway
@@ -55,6 +57,24 @@ class Notifies(Protocol):
     ) -> NotifyOutcome:
         """Apply one notify; the outcome returned is already committed."""
         ...
+
+
+class NotifyRoute(Route):
+    """A WeChat notify URL: a plain Starlette route, not a FastAPI one. WeChat's message format
+    is fixed, so there is no schema to validate and nothing to inject, and the notify is the
+    service's hot path: FastAPI's per-request route machinery (its wrappers, the dependency
+    solver) cost about a quarter of the worker's CPU per notify (docs/benchmarks.md). Not in
+    /openapi.json, which documents the API clients call."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(path, endpoint, methods=["POST"], include_in_schema=False)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            # As FastAPI's routes do: /metrics labels a request by its route's path.
+            child_scope["route"] = self
+        return match, child_scope
 
 
 async def receive_notify(

@@ -263,6 +263,16 @@ async def test_unknown_route_uses_the_error_envelope(client: httpx.AsyncClient) 
     assert response.json() == {"error": {"code": "NOT_FOUND", "message": "Not Found"}}
 
 
+async def test_a_method_the_route_does_not_take_is_405_naming_those_it_does(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/v1/auth/login")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
 async def test_openapi_documents_the_error_envelope(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
 

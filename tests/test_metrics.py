@@ -84,6 +84,9 @@ async def test_a_paid_and_refunded_order_shows_in_every_family(
     assert grew(before, after, f"{REQUESTS}_sum", **route) > 0
     shown = {"method": "GET", "route": "/api/v1/orders/{out_trade_no}", "status": "200"}
     assert grew(before, after, f"{REQUESTS}_count", **shown) == 1
+    # The notify URLs are plain routes (app.inbound.NotifyRoute), timed by their path too.
+    notified = {"method": "POST", "route": "/wechat/pay/notify", "status": "200"}
+    assert grew(before, after, f"{REQUESTS}_count", **notified) == 1
     verdict = {"kind": "payment", "api_version": "v2", "verdict": "acknowledged"}
     assert grew(before, after, "wxpay_notify_verdicts_total", **verdict) == 1
     ok = {"outcome": "http_2xx"}

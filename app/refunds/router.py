@@ -6,15 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from app.deps import AdminDep, RefundNotifiesDep, RefundServiceDep
+from app.deps import AdminDep, RefundServiceDep, runtime_of
 from app.errors import error_responses
 from app.gateway import ApiVersion
-from app.inbound import receive_notify
+from app.inbound import NotifyRoute, receive_notify
 from app.refunds.schemas import RefundIn, RefundOut
 from app.refunds.states import RefundStatus
 
 admin_router = APIRouter(prefix="/api/v1/admin/orders", tags=["admin"], dependencies=[AdminDep])
-notify_router = APIRouter(tags=["wechat"])
 
 
 IdempotencyKey = Annotated[
@@ -64,24 +63,21 @@ async def list_refunds(out_trade_no: str, service: RefundServiceDep) -> list[Ref
     return [RefundOut.model_validate(r) for r in await service.refunds_of(out_trade_no)]
 
 
-@notify_router.post(
-    "/wechat/pay/refund-notify",
-    summary="WeChat Pay v2 refund notify",
-    response_class=Response,
-    responses={200: {"content": {"application/xml": {}}}},
-)
-async def refund_notify(request: Request, notifies: RefundNotifiesDep) -> Response:
-    """Acknowledged only after the effect is committed, like the payment notify."""
+async def refund_notify(request: Request) -> Response:
+    """v2: acknowledged only after the effect is committed, like the payment notify."""
+    notifies = runtime_of(request).refund_notifies
     return await receive_notify(request, notifies, ApiVersion.V2, "refund notify")
 
 
-@notify_router.post(
-    "/wechat/pay/v3/refund-notify",
-    summary="WeChat Pay v3 refund notify",
-    status_code=204,
-    response_class=Response,
-)
-async def refund_notify_v3(request: Request, notifies: RefundNotifiesDep) -> Response:
-    """Verified, decrypted and checked against our refund; 204 only after the effect is
+async def refund_notify_v3(request: Request) -> Response:
+    """v3: verified, decrypted and checked against our refund; 204 only after the effect is
     committed."""
+    notifies = runtime_of(request).refund_notifies
     return await receive_notify(request, notifies, ApiVersion.V3, "v3 refund notify")
+
+
+# The URLs WeChat posts refund results to: plain routes, see ``NotifyRoute``.
+notify_routes = [
+    NotifyRoute("/wechat/pay/refund-notify", refund_notify),
+    NotifyRoute("/wechat/pay/v3/refund-notify", refund_notify_v3),
+]

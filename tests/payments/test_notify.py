@@ -292,3 +292,16 @@ async def test_transaction_id_already_used_by_another_order_is_flagged_not_paid(
         )
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [NOTIFY, "/wechat/pay/refund-notify", "/wechat/pay/v3/notify", "/wechat/pay/v3/refund-notify"],
+)
+async def test_a_notify_url_answers_only_post(client: httpx.AsyncClient, path: str) -> None:
+    # Plain routes (app.inbound.NotifyRoute), not FastAPI's: the same 405 as every route's.
+    response = await client.get(path)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
