@@ -10,7 +10,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
@@ -20,8 +20,6 @@ from app.orders.service import OrderService
 from app.products.service import ProductService
 from app.refunds.service import RefundService
 from app.runtime import Runtime
-
-_bearer = HTTPBearer(auto_error=False, description="The token from /api/v1/auth/login.")
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -73,16 +71,22 @@ RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
 WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]
 
 
-async def get_current_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> CurrentUser:
-    if credentials is None or not credentials.credentials:
-        raise SessionMissing()
-    return await runtime_of(request).auth.current_user(credentials.credentials)
+class _SessionBearer(HTTPBearer):
+    """The bearer token and the user it belongs to, in one dependency node: every client
+    route needs the user, and FastAPI resolves each node on every request. Still FastAPI's
+    ``HTTPBearer``, so /docs shows the scheme and sends the token."""
+
+    async def __call__(self, request: Request) -> CurrentUser:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None or not credentials.credentials:
+            raise SessionMissing()
+        return await runtime_of(request).auth.current_user(credentials.credentials)
 
 
-CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+_session_bearer = _SessionBearer(
+    scheme_name="HTTPBearer", auto_error=False, description="The token from /api/v1/auth/login."
+)
+CurrentUserDep = Annotated[CurrentUser, Depends(_session_bearer)]
 
 
 async def require_admin(

@@ -193,6 +193,17 @@ def _added(results: list[LoadResult], latency_ms: float) -> str:
     return f"{p50:.1f} / {p99:.1f}"
 
 
+def _server(
+    target: str, database: str, wechat_url: str, env: dict[str, str], baseline: str | None
+) -> contextlib.AbstractContextManager[Server]:
+    if target == "reference":
+        return reference(database, 1, wechat_url, extra=env)
+    if target == "baseline":
+        assert baseline is not None
+        return service(database, 1, wechat_url, extra=env, app_root=Path(baseline))
+    return service(database, 1, wechat_url, extra=env, observed=target == "observed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[16, 64, 256])
@@ -210,12 +221,16 @@ def main() -> None:
         default="off",
         help="the service without metrics and JSON logs, with them, or both side by side",
     )
+    parser.add_argument("--baseline", help="a checkout of the service to measure beside it")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         key_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wxpay-bench-v3-")))
         env = version_env(V3Keys.under(key_dir) if args.api_version == "v3" else None)
         targets = [*observed_targets(args.observability), "reference"]
         databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
+        if args.baseline:  # another checkout, on the schema it expects
+            root = Path(args.baseline)
+            databases["baseline"] = stack.enter_context(fresh_database("base", app_root=root))
         sim = stack.enter_context(simulator(args.latency_ms, extra=env))
         first = databases[targets[0]]
         with service(first, 1, sim.url, extra=env) as ours:
@@ -230,11 +245,7 @@ def main() -> None:
         spec = order_requests(tokens, product_id)
         run = Run(spec, sim.pid, args.latency_ms, args.per_slot, args.max_requests, args.time_cap)
         servers = {
-            target: stack.enter_context(
-                reference(db, 1, sim.url, extra=env)
-                if target == "reference"
-                else service(db, 1, sim.url, extra=env, observed=target == "observed")
-            )
+            target: stack.enter_context(_server(target, db, sim.url, env, args.baseline))
             for target, db in databases.items()
         }
         results = bench_levels(run, servers, args.in_flight, args.rounds)

@@ -281,6 +281,16 @@ async def test_openapi_documents_the_error_envelope(client: httpx.AsyncClient) -
     assert "401" in login["responses"] and "503" in login["responses"]
 
 
+async def test_openapi_shows_the_bearer_token_on_client_routes(client: httpx.AsyncClient) -> None:
+    # /docs' "Authorize" sends the token; the user is resolved in the same dependency.
+    schema = (await client.get("/openapi.json")).json()
+
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, method in [("/api/v1/orders", "post"), ("/api/v1/auth/session", "get")]:
+        assert schema["paths"][path][method]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/api/v1/auth/login"]["post"]
+
+
 def test_migrations_go_down_and_up_again() -> None:
     with fresh_database_url() as url:
         migrate(url)
