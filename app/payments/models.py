@@ -7,7 +7,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UTCDateTime, utcnow
 
-
 # The verdicts of notifies we refused (app.sweep.REFUSED_VERDICTS; a test keeps the two equal):
 # only those rows are pruned by age, so only they are indexed by it (migration 0009).
 REFUSED_VERDICT_VALUES = (
