@@ -32,6 +32,9 @@ _SECRET_SHAPES = (
     r"(?<=\"session_key\":\")[^\"]+",
     r"(?<='session_key': ')[^']+",
 )
+# Every shape above can match only where one of these appears: a cheap test (``in``) that
+# lets the regex, ~3 us a string, run only on the rare text that may hold a secret.
+_SHAPE_MARKERS = ("secret=", "access_token=", "session_key")
 REDACTED = "***"
 
 
@@ -48,6 +51,7 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         literals = [re.escape(s) for s in sorted(set(secrets), key=len, reverse=True)]
         self._pattern = re.compile("|".join([*literals, *_SECRET_SHAPES]))
+        self._markers = (*set(secrets), *_SHAPE_MARKERS)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
@@ -58,13 +62,17 @@ class RedactSecrets(logging.Filter):
             record.args = {key: self._redact_arg(arg) for key, arg in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-        if self._pattern.search(record.getMessage()):
+        message = record.getMessage()
+        if self._may_hold(message) and self._pattern.search(message):
             # Split between the message and its arguments; only the joined text shows it.
-            record.msg, record.args = self.redact(record.getMessage()), None
+            record.msg, record.args = self.redact(message), None
         return True
 
     def redact(self, text: str) -> str:
-        return self._pattern.sub(REDACTED, text)
+        return self._pattern.sub(REDACTED, text) if self._may_hold(text) else text
+
+    def _may_hold(self, text: str) -> bool:
+        return any(marker in text for marker in self._markers)
 
     def _redact_arg(self, arg: Any) -> Any:
         if isinstance(arg, str):
@@ -72,7 +80,7 @@ class RedactSecrets(logging.Filter):
         if isinstance(arg, int | float | type(None)):
             return arg
         text = str(arg)
-        return self.redact(text) if self._pattern.search(text) else arg
+        return self.redact(text) if self._may_hold(text) and self._pattern.search(text) else arg
 
 
 class RequestIdFilter(logging.Filter):

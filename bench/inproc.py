@@ -11,6 +11,9 @@ Workloads: ``notify`` (unique v2 payment notifies, as ``bench/notify.py``) and `
 (``POST /api/v1/orders`` against the simulator, as ``bench/create_order.py``; ``--latency-ms``
 is the simulator's delay, and ``--concurrency`` should keep the CPU the limit).
 
+``--reference`` measures ``bench/reference.py`` the same way (the service still logs the users
+in first, on the same database), for a function-by-function comparison of the two profiles.
+
 Run: ``.venv/bin/python bench/inproc.py notify [--profile]``, ``.venv/bin/python bench/inproc.py
 create --concurrency 128``. Another checkout: ``BENCH_APP_ROOT=<checkout> .venv/bin/python
 bench/inproc.py ...`` (run both in turn, more than once: this machine is noisy).
@@ -26,7 +29,7 @@ import os
 import pstats
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 sys.path.insert(0, os.environ.get("BENCH_APP_ROOT", ""))  # the checkout measured, first
@@ -41,55 +44,66 @@ Round = Callable[[str, int], Awaitable[tuple[dict[str, Any], int]]]
 
 
 async def _measure(args: argparse.Namespace, database: str, sim: Server | None) -> None:
+    wechat = sim.url if sim else "http://127.0.0.1:9"
     os.environ.update(
         WXPAY_ENV_FILE="",
         WXPAY_DATABASE_URL=pg_url(database, driver="asyncpg"),
-        WXPAY_PAY_API_BASE=sim.url if sim else "http://127.0.0.1:9",
-        WXPAY_MINIPROGRAM_API_BASE=sim.url if sim else "http://127.0.0.1:9",
+        WXPAY_PAY_API_BASE=wechat,
+        WXPAY_MINIPROGRAM_API_BASE=wechat,
         WXPAY_SIMULATOR_MOUNT="false",
         WXPAY_SWEEP_INTERVAL_SECONDS="0",
         WXPAY_LOG_LEVEL="WARNING",
         WXPAY_METRICS="false",
+        REF_DATABASE_URL=pg_url(database),
+        REF_PAY_API_BASE=wechat,
     )
-    import uvicorn
-
     import app as package
     from app.main import create_app
 
-    print(f"measuring {os.path.dirname(os.path.dirname(package.__file__))}")
-    app = create_app()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    config = uvicorn_config(app, port)
-    async with app.router.lifespan_context(app):
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, offers no event)
-            await asyncio.sleep(0.01)
-        try:
-            next_round = await _workload(args, database, url, sim)
-            for index in range(args.rounds + 1):
-                label = "warm-up" if index == 0 else f"round {index}"
-                count = 300 if index == 0 else args.requests
-                spec, ok_status = await next_round(label, count)
-                profiler = cProfile.Profile() if args.profile and index == 1 else None
-                cpu = await _timed(url, spec, ok_status, count, args.concurrency, profiler)
-                print(
-                    f"{label}: {cpu * 1000:.3f} ms CPU per request{' (profiled)' * bool(profiler)}"
-                )
-                if profiler:
-                    _print_profile(profiler, args)
-        finally:
-            server.should_exit = True
-            await serving
+    print(f"measuring {'the reference' if args.reference else package.__path__[0]}")
+    # The service sets the stage either way (users log in through it), on the one database.
+    async with _serving(create_app()) as url:
+        next_round = await _workload(args, database, url, sim)
+        if not args.reference:
+            await _rounds(args, url, next_round)
+    if args.reference:
+        import reference
+
+        async with _serving(reference.app) as url:
+            await _rounds(args, url, next_round)
 
 
-def uvicorn_config(app: Any, port: int) -> Any:
+@contextlib.asynccontextmanager
+async def _serving(app: Any) -> AsyncIterator[str]:
+    """``app`` under uvicorn in this process (its lifespan run by uvicorn); its URL."""
     import uvicorn
 
-    return uvicorn.Config(
-        app, port=port, lifespan="off", access_log=False, log_level="warning", http="httptools"
+    port = free_port()
+    config = uvicorn.Config(
+        app, port=port, access_log=False, log_level="warning", http="httptools", lifespan="on"
     )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, offers no event)
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def _rounds(args: argparse.Namespace, url: str, next_round: Round) -> None:
+    for index in range(args.rounds + 1):
+        label = "warm-up" if index == 0 else f"round {index}"
+        count = 300 if index == 0 else args.requests
+        spec, ok_status = await next_round(label, count)
+        profiler = cProfile.Profile() if args.profile and index == 1 else None
+        cpu = await _timed(url, spec, ok_status, count, args.concurrency, profiler)
+        note = " (profiled)" if profiler else ""
+        print(f"{label}: {cpu * 1000:.3f} ms CPU per request{note}")
+        if profiler:
+            _print_profile(profiler, args)
 
 
 async def _workload(args: argparse.Namespace, database: str, url: str, sim: Server | None) -> Round:
@@ -148,6 +162,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=256, help="create: users logged in")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="create: the simulator's")
+    parser.add_argument("--reference", action="store_true", help="bench/reference.py instead")
     parser.add_argument("--profile", action="store_true", help="cProfile the first round")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--sort", default="tottime", help="cProfile's sort key")

@@ -14,10 +14,18 @@ import string
 
 _ALPHABET = string.ascii_uppercase + string.digits
 OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_-]{6,32}$")
+_SUFFIX_LENGTH = 12
+_SUFFIX_SPACE = len(_ALPHABET) ** _SUFFIX_LENGTH
 
 
 def new_out_trade_no(now: dt.datetime | None = None) -> str:
     """26 characters: ``yyyyMMddHHmmss`` (UTC) followed by 12 random ``[A-Z0-9]``."""
     moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(12))
-    return moment.strftime("%Y%m%d%H%M%S") + suffix
+    # One uniform draw below 36**12, written in base 36: one read of the OS's randomness
+    # instead of twelve secrets.choice calls (a measurable share of a create order's CPU).
+    draw = secrets.randbelow(_SUFFIX_SPACE)
+    suffix = []
+    for _ in range(_SUFFIX_LENGTH):
+        draw, digit = divmod(draw, len(_ALPHABET))
+        suffix.append(_ALPHABET[digit])
+    return moment.strftime("%Y%m%d%H%M%S") + "".join(suffix)

@@ -193,21 +193,28 @@ def from_xml(
         document = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:
         raise XmlRejected(XmlFault.MALFORMED, str(exc)) from exc
-    _check_document(document, root)
+    _check_root(document, root)
+    # One pass: WeChat's shape only. Attributes, nesting or loose text would each be a second
+    # reading of the message that the signature (over name=value pairs) does not cover.
     fields: dict[str, str] = {}
     for child in document:
-        if not isinstance(child.tag, str):
+        if not _blank(child.tail):
+            raise XmlRejected(XmlFault.MALFORMED, "text outside the fields")
+        tag = child.tag
+        if not isinstance(tag, str):
             continue  # an entity reference or other non-element node left unresolved
-        if child.tag in fields:
+        if child.attrib or child.nsmap:
+            raise XmlRejected(XmlFault.ATTRIBUTE, f"<{tag}> carries attributes")
+        if len(child):
+            raise XmlRejected(XmlFault.NESTED, f"<{tag}> contains elements")
+        if tag in fields:
             # Which copy a signature covers would depend on the parser; WeChat never repeats one.
-            raise XmlRejected(XmlFault.DUPLICATE, f"<{child.tag}> appears more than once")
-        fields[child.tag] = child.text or ""
+            raise XmlRejected(XmlFault.DUPLICATE, f"<{tag}> appears more than once")
+        fields[tag] = child.text or ""
     return fields
 
 
-def _check_document(document: etree._Element, root: str) -> None:
-    """WeChat's shape only: attributes, nesting or loose text would each be a second reading
-    of the message that the signature (over name=value pairs) does not cover."""
+def _check_root(document: etree._Element, root: str) -> None:
     if document.getroottree().docinfo.internalDTD is not None:
         raise XmlRejected(XmlFault.DOCTYPE, "DTDs are not accepted")  # were the screen passed
     if document.tag != root:
@@ -216,15 +223,6 @@ def _check_document(document: etree._Element, root: str) -> None:
         raise XmlRejected(XmlFault.ATTRIBUTE, f"<{document.tag}> carries attributes")
     if not _blank(document.text):
         raise XmlRejected(XmlFault.MALFORMED, "text outside the fields")
-    for child in document:
-        if not _blank(child.tail):
-            raise XmlRejected(XmlFault.MALFORMED, "text outside the fields")
-        if not isinstance(child.tag, str):
-            continue
-        if child.attrib or child.nsmap:
-            raise XmlRejected(XmlFault.ATTRIBUTE, f"<{child.tag}> carries attributes")
-        if len(child):
-            raise XmlRejected(XmlFault.NESTED, f"<{child.tag}> contains elements")
 
 
 def _blank(text: str | None) -> bool:

@@ -191,7 +191,7 @@ def test_a_doctype_past_the_byte_screen_is_still_refused(doctype: bytes) -> None
     # pattern ever talked around.
     document = etree.fromstring(doctype + b"<xml><a>1</a></xml>", xmlcodec._parser())
     with pytest.raises(XmlRejected) as caught:
-        xmlcodec._check_document(document, "xml")
+        xmlcodec._check_root(document, "xml")
     assert caught.value.fault is XmlFault.DOCTYPE
 
 
