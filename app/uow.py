@@ -91,6 +91,8 @@ class UnitOfWork:
 class Database(ABC):
     """Units of work on this process's one pool."""
 
+    dialect: str  # "postgresql", "sqlite"
+
     @abstractmethod
     def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """For one statement: it commits on its own (autocommit), saving BEGIN and COMMIT."""
@@ -105,6 +107,8 @@ class Database(ABC):
 
 class PgDatabase(Database):
     """PostgreSQL through asyncpg, with every statement compiled once."""
+
+    dialect = "postgresql"
 
     def __init__(self, pool: PgPool) -> None:
         self._pool = pool
@@ -156,6 +160,7 @@ class SqlAlchemyDatabase(Database):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self.dialect = engine.dialect.name
         self._autocommit = autocommit(engine)
 
     @asynccontextmanager

@@ -7,7 +7,7 @@ here, with bind parameters, and runs on whichever driver the unit of work holds 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, cast
@@ -289,11 +289,16 @@ _ADD_EVENT = {
 }
 
 
+# A data-modifying CTE built from the ``paid`` CTE (every column of the order just paid), for
+# another package's row to ride in the payment's statement: the notify's audit row does.
+Rider = Callable[[Any], Any]
+
+
 @cache
-def _mark_paid_with_event(after_close: bool) -> Any:
+def _mark_paid_with_event(after_close: bool, riders: tuple[Rider, ...] = ()) -> Any:
     """PostgreSQL only: the PAID event and the ``order.paid`` outbox event ride in the
     payment's own statement (data-modifying CTEs), one round trip instead of three; they
-    exist exactly when the guarded UPDATE moved."""
+    exist exactly when the guarded UPDATE moved. So do the ``riders``' rows."""
     paid = _mark_paid_update(after_close).cte("paid")
     event = (
         _insert_event("postgresql")
@@ -307,7 +312,8 @@ def _mark_paid_with_event(after_close: bool) -> Any:
     )
     # ... and the order.paid outbox event with its deliveries, in the same round trip.
     outbox = add_from_row(paid, EventType.ORDER_PAID.value)
-    return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox)
+    extra = [ride(paid) for ride in riders]
+    return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox, *extra)
 
 
 def _claim(dialect: str) -> Any:
@@ -407,13 +413,24 @@ class OrderRepository:
         return _record(await self._sql.fetchrow(_move(target), params))
 
     async def mark_paid(
-        self, out_trade_no: str, total_fee: int, facts: PaymentFacts, *, after_close: bool
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        facts: PaymentFacts,
+        *,
+        after_close: bool,
+        riders: tuple[Rider, ...] = (),
+        rider_params: Mapping[str, Any] | None = None,
     ) -> OrderRecord | None:
         """Pay an unpaid order (or, ``after_close``, a closed one) and record its PAID event
         and its ``order.paid`` outbox event once; the order as paid if it moved, None if it
         was in no such state or the amount differs; ``DuplicateTransaction`` if another order
-        holds the transaction id."""
+        holds the transaction id. ``riders`` (PostgreSQL only) write their rows in the same
+        statement, from ``rider_params``."""
+        if riders and self._sql.dialect != "postgresql":
+            raise ValueError("riders are CTEs of PostgreSQL's statement; write their rows apart")
         params = {
+            **(rider_params or {}),
             "no": out_trade_no,
             "fee": total_fee,
             "transaction_id": facts.transaction_id,
@@ -425,7 +442,8 @@ class OrderRepository:
         try:
             if self._sql.dialect == "postgresql":
                 params["outbox_public_id"] = new_public_id()
-                return _record(await self._sql.fetchrow(_mark_paid_with_event(after_close), params))
+                statement = _mark_paid_with_event(after_close, riders)
+                return _record(await self._sql.fetchrow(statement, params))
             order = _record(await self._sql.fetchrow(_mark_paid_update(after_close), params))
         except UniqueViolation as exc:
             raise DuplicateTransaction(facts.transaction_id) from exc

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete
+from sqlalchemy import Table, Text, bindparam, delete, literal, select
 
 from app.db import UTCDateTime
 from app.payments.models import NotifyAudit
@@ -30,6 +30,27 @@ class AuditRow:
 
 _COLUMNS = tuple(f.name for f in fields(AuditRow))
 _INSERT = notifies.insert().values({name: bindparam(name) for name in _COLUMNS})
+
+
+def audit_of_paid(paid: Any) -> Any:
+    """PostgreSQL: the PAID audit row, written from the paid order's row inside the payment's
+    own statement (a rider of ``OrderRepository.mark_paid``), so it exists exactly when the
+    order moved. Its message comes in as ``audit_received_at`` and ``audit_raw``."""
+    row = select(
+        bindparam("audit_received_at", type_=UTCDateTime()),
+        literal("PAID"),
+        bindparam("audit_raw", type_=Text()),
+        literal(""),
+        paid.c.out_trade_no,
+        paid.c.transaction_id,
+        paid.c.total_fee,
+    )
+    columns = ["received_at", "verdict", "raw", "detail", "out_trade_no", "transaction_id"]
+    return notifies.insert().from_select([*columns, "total_fee"], row).cte("audit")
+
+
+def audit_params(received_at: dt.datetime, raw: str) -> dict[str, Any]:
+    return {"audit_received_at": received_at, "audit_raw": raw}
 
 
 # One statement per set of verdicts (a constant IN list), built once: app.sql compiles each once.
