@@ -46,8 +46,8 @@ class NotifyOutcome:
 
 
 class Notifies(Protocol):
-    """What a notify route hands the pipeline: one object, so the route resolves one
-    dependency (FastAPI resolves each on every request, at a cost the notify path feels)."""
+    """What a notify route hands the pipeline: the gateways that verify a message (one per
+    configured API version), and the handler that applies it."""
 
     @property
     def gateways(self) -> Gateways: ...

@@ -76,12 +76,15 @@ class PaymentService:
 
     async def apply_paid(self, result: PaymentResult, audit: AuditRecord | None = None) -> Verdict:
         """Apply a successful payment once; the audit row commits with its effect."""
+        # PostgreSQL pays the usual notify in one statement; whatever else it is (a duplicate,
+        # a closed order, a mismatch) then goes the transaction's way, which needs no retry
+        # of that payment.
+        one_statement = audit is not None and self._db.dialect == "postgresql"
         try:
-            tried = None if audit is None else await self._paid_in_one_statement(result, audit)
-            if tried is True:
+            if audit is not None and one_statement and await self._paid_with_audit(result, audit):
                 return Verdict.PAID
             async with self._db.transaction() as tx:
-                verdict = await _settle(tx, result, tried_unpaid=tried is False)
+                verdict = await _settle(tx, result, tried_unpaid=one_statement)
                 if audit is not None:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         except DuplicateTransaction:
@@ -95,16 +98,10 @@ class PaymentService:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         return verdict
 
-    async def _paid_in_one_statement(
-        self, result: PaymentResult, audit: AuditRecord
-    ) -> bool | None:
-        """PostgreSQL: the usual notify (an unpaid order, the right amount) as one statement
-        that commits on its own: the payment, its events and its audit row (data-modifying
-        CTEs), one round trip where BEGIN, the payment, the audit INSERT and COMMIT took four.
-        True if it paid; False if not, and anything else takes the transaction's way; None
-        where statements cannot carry riders (SQLite)."""
-        if self._db.dialect != "postgresql":
-            return None
+    async def _paid_with_audit(self, result: PaymentResult, audit: AuditRecord) -> bool:
+        """PostgreSQL: an unpaid order paid by one statement that commits on its own: the
+        payment, its events and its audit row (data-modifying CTEs), one round trip where
+        BEGIN, the payment, the audit INSERT and COMMIT took four. Whether it paid."""
         facts = PaymentFacts(
             result.transaction_id, result.paid_at, result.cash_fee, result.bank_type
         )
