@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from app.auth.service import AuthKeys, AuthService, LoginLimits
 from app.config import Settings
 from app.events.service import WebhookService
+from app.events.urls import delivery_transport
 from app.events.worker import DeliveryWorker
 from app.gateway import ApiVersion, Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client, tls_context
@@ -189,9 +190,8 @@ async def _delivery_worker(
     # route), no redirects followed (a 3xx is a failed attempt, never a hop elsewhere).
     limits = httpx.Limits(max_connections=settings.http_max_connections, keepalive_expiry=30)
     http = httpx.AsyncClient(
-        verify=tls_context(settings),
+        transport=delivery_transport(settings, tls_context(settings), limits),
         timeout=settings.webhook_timeout_seconds,
-        limits=limits,
         trust_env=False,
         follow_redirects=False,
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.events.urls import WebhookUrlRefused, check_webhook_url
+from app.config import Settings
+from app.events.urls import WebhookUrlRefused, check_webhook_url, delivery_transport
+from app.httpclient import tls_context
 from tests.helpers import ADMIN, scalar
 from tests.hermetic import hermetic_settings
 
@@ -144,3 +148,66 @@ async def test_production_accepts_public_https_and_a_setting_allows_private_addr
     await check_webhook_url("https://10.1.2.3/hooks", allowing)
     with pytest.raises(WebhookUrlRefused):
         await check_webhook_url("http://10.1.2.3/hooks", allowing)
+
+
+class Listener:
+    """A local HTTP server that answers 204 to anything and counts the connections it got."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        self._server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    server = Listener()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def deliver(settings: Settings, url: str) -> int:
+    limits = httpx.Limits(max_connections=4)
+    transport = delivery_transport(settings, tls_context(settings), limits)
+    async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=5) as http:
+        return (await http.post(url, content=b"{}")).status_code
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_production_deliveries_never_connect_to_a_private_address(
+    listener: Listener, host: str
+) -> None:
+    # What DNS rebinding does: a name registered while it resolved to a public address later
+    # resolves to loopback. The check runs again on every connection a delivery opens.
+    with pytest.raises(httpx.ConnectError, match="non-public"):
+        await deliver(hermetic_settings(**PRODUCTION), f"http://{host}:{listener.port}/hooks")
+
+    assert listener.connections == 0
+
+
+async def test_dev_and_the_setting_let_deliveries_reach_private_addresses(
+    listener: Listener,
+) -> None:
+    url = f"http://127.0.0.1:{listener.port}/hooks"
+    allowing = hermetic_settings(**PRODUCTION, webhook_allow_private_urls=True)
+
+    assert await deliver(hermetic_settings(), url) == 204
+    assert await deliver(allowing, url) == 204
+    assert listener.connections == 2
