@@ -81,6 +81,7 @@ class WeChatPayClient:
         self._http = http
         self._refund_http = refund_http or http
         self._api_base = api_base.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}
         self.appid = appid
         self.mch_id = mch_id
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
@@ -172,7 +173,7 @@ class WeChatPayClient:
         reply = await send(
             http,
             "POST",
-            self._api_base + path,
+            self._url(path),
             content=body,
             headers=_XML_HEADERS,
             max_bytes=self._max_bytes,
@@ -185,6 +186,13 @@ class WeChatPayClient:
             return model.from_fields(fields)
         except ValidationError as exc:
             raise WeChatUnavailable(f"{what} answered unexpected fields: {_summary(exc)}") from None
+
+    def _url(self, path: str) -> httpx.URL:
+        # Parsed once per path (a handful): httpx parses a string URL on every request.
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._api_base + path)
+        return url
 
     def _envelope(self, business: Mapping[str, object]) -> dict[str, object]:
         fields: dict[str, object] = {

@@ -33,7 +33,7 @@ class Reply:
 async def send(
     http: httpx.AsyncClient,
     method: str,
-    url: str,
+    url: str | httpx.URL,
     *,
     max_bytes: int,
     what: str,
@@ -79,7 +79,7 @@ def _observe(api: str, outcome: str, seconds: float) -> None:
 async def _exchange(
     http: httpx.AsyncClient,
     method: str,
-    url: str,
+    url: str | httpx.URL,
     max_bytes: int,
     what: str,
     content: bytes | None,
