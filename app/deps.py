@@ -16,6 +16,7 @@ from app.auth.service import AuthService, CurrentUser
 from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
 from app.events.service import WebhookService
+from app.netutil import client_ip
 from app.orders.service import OrderService
 from app.products.service import ProductService
 from app.refunds.service import RefundService
@@ -62,7 +63,13 @@ async def get_webhook_service(request: Request) -> WebhookService:
     return runtime_of(request).webhooks
 
 
+async def get_client_ip(request: Request) -> str:
+    """The caller's address, through trusted proxies only (``app.netutil.client_ip``)."""
+    return client_ip(request, runtime_of(request).settings.trusted_proxies)
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ClientIpDep = Annotated[str, Depends(get_client_ip)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from app.auth.schemas import LoginRequest, LoginResponse, RevokedSessions, SessionResponse
 from app.db import utcnow
-from app.deps import AdminDep, AuthServiceDep, CurrentUserDep, SettingsDep
+from app.deps import AdminDep, AuthServiceDep, ClientIpDep, CurrentUserDep
 from app.errors import error_responses
-from app.netutil import client_ip
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 admin_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"], dependencies=[AdminDep])
@@ -19,13 +18,9 @@ admin_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"], dependenc
     summary="Exchange a wx.login code for a session token",
 )
 async def login(
-    body: LoginRequest,
-    request: Request,
-    response: Response,
-    auth: AuthServiceDep,
-    settings: SettingsDep,
+    body: LoginRequest, response: Response, auth: AuthServiceDep, ip: ClientIpDep
 ) -> LoginResponse:
-    issued = await auth.login(body.code, client_ip(request, settings.trusted_proxies))
+    issued = await auth.login(body.code, ip)
     # A bearer token: no cache (a proxy's, the mini-program's HTTP layer) may keep it.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"

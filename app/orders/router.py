@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 
-from app.deps import AdminDep, CurrentUserDep, OrderServiceDep, SettingsDep
+from app.deps import AdminDep, ClientIpDep, CurrentUserDep, OrderServiceDep
 from app.errors import error_responses
-from app.netutil import client_ip
 from app.orders.repository import OrderRecord
 from app.orders.schemas import (
     CreateOrderRequest,
@@ -47,13 +46,11 @@ def with_params(result: OrderWithParams) -> OrderWithPayParams:
 )
 async def create_order(
     body: CreateOrderRequest,
-    request: Request,
     user: CurrentUserDep,
     service: OrderServiceDep,
-    settings: SettingsDep,
+    ip: ClientIpDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderWithPayParams:
-    ip = client_ip(request, settings.trusted_proxies)
     result = await service.create_order(user, body.product_id, body.quantity, ip, idempotency_key)
     return with_params(result)
 
