@@ -88,7 +88,7 @@ async def test_slow_garbled_and_refused_replies_are_failures(
 
     verdicts = [a["verdict"] for a in attempts]
     assert verdicts == ["timeout", "malformed", "malformed", "error", "acknowledged"]
-    assert attempts[0]["elapsed_ms"] >= 200  # the notify_timeout of these tests
+    assert attempts[0]["elapsed_ms"] >= 1000  # the notify_timeout of these tests
     assert "ConnectError" in attempts[3]["reply"]
 
 
