@@ -6,12 +6,14 @@ database is created beside it and dropped afterwards, so tests never touch that 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic.config import Config
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
 from app.db import Base
+from app.orders.states import OrderStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +85,29 @@ async def truncate_all(engine: AsyncEngine) -> None:
         else:
             for table in tables:
                 await conn.execute(text(f"DELETE FROM {table}"))
+
+
+def order_values(
+    no: str,
+    *,
+    user_id: int = 1,
+    openid: str = "o-1",
+    key: str | None = None,
+    product_id: int = 1,
+    quantity: int = 1,
+    time_expire: dt.datetime,
+) -> dict[str, Any]:
+    """What ``OrderRepository.insert_priced`` takes for a v2 NOTPAY order (it prices it)."""
+    return {
+        "out_trade_no": no,
+        "user_id": user_id,
+        "openid": openid,
+        "product_id": product_id,
+        "quantity": quantity,
+        "status": OrderStatus.NOTPAY.value,
+        "sign_type": "MD5",
+        "api_version": "v2",
+        "client_ip": "127.0.0.1",
+        "idempotency_key": key,
+        "time_expire": time_expire,
+    }

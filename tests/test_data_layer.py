@@ -23,12 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import Base, create_engine
 from app.orders.repository import DuplicateOrder, DuplicateTransaction, PaymentFacts
-from app.orders.states import OrderStatus, ReviewReason
+from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow
 from app.refunds.repository import DuplicateRefund
 from app.refunds.states import RefundStatus
 from app.uow import Database, PgDatabase, SqlAlchemyDatabase, UnitOfWork
-from tests.db import truncate_all
+from tests.db import order_values, truncate_all
 
 T0 = dt.datetime(2020, 5, 1, 8, 0, tzinfo=dt.UTC)  # a year no stamped time falls in
 MOMENT = "<aware utc>"
@@ -118,19 +118,10 @@ async def _auth_and_products(call: Call) -> None:
 
 
 def _order(no: str, key: str | None, product_id: int = 1, quantity: int = 2) -> dict[str, Any]:
-    return {
-        "out_trade_no": no,
-        "user_id": 1,
-        "openid": "o-1",
-        "product_id": product_id,
-        "quantity": quantity,
-        "status": OrderStatus.NOTPAY.value,
-        "sign_type": "MD5",
-        "api_version": "v2",
-        "client_ip": "127.0.0.1",
-        "idempotency_key": key,
-        "time_expire": T0 + dt.timedelta(hours=2),
-    }
+    return order_values(
+        no, key=key, product_id=product_id, quantity=quantity,
+        time_expire=T0 + dt.timedelta(hours=2),
+    )  # fmt: skip
 
 
 async def _orders(call: Call) -> None:

@@ -40,7 +40,7 @@ async def check_webhook_url(url: str, settings: Settings) -> None:
         return
     if parts.scheme != "https":
         raise WebhookUrlRefused("in production the URL must be https://")
-    if settings.webhook_allow_private_urls:
+    if not addresses_checked(settings):
         return
     for address in await _addresses(parts.hostname, parts.port or 443):
         if not _public(address):
@@ -48,6 +48,12 @@ async def check_webhook_url(url: str, settings: Settings) -> None:
                 f"{parts.hostname} resolves to {address}, which is not a public address "
                 "(set WXPAY_WEBHOOK_ALLOW_PRIVATE_URLS to allow it)"
             )
+
+
+def addresses_checked(settings: Settings) -> bool:
+    """Whether webhook hosts must resolve to public addresses only (production, unless
+    ``WXPAY_WEBHOOK_ALLOW_PRIVATE_URLS``): at registration and on every connection."""
+    return settings.is_production and not settings.webhook_allow_private_urls
 
 
 def _public(address: str) -> bool:
@@ -116,7 +122,7 @@ def delivery_transport(
     """The transport deliveries use: in production (unless private addresses are allowed)
     every connection goes through ``PublicAddressesOnly``."""
     transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
-    if settings.is_production and not settings.webhook_allow_private_urls:
+    if addresses_checked(settings):
         # httpx takes no network backend, so its pool is rebuilt with ours, and the same limits.
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=verify,

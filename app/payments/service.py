@@ -102,13 +102,10 @@ class PaymentService:
         """PostgreSQL: an unpaid order paid by one statement that commits on its own: the
         payment, its events and its audit row (data-modifying CTEs), one round trip where
         BEGIN, the payment, the audit INSERT and COMMIT took four. Whether it paid."""
-        facts = PaymentFacts(
-            result.transaction_id, result.paid_at, result.cash_fee, result.bank_type
-        )
         params = audit_params(audit.received_at, audit.raw)
         async with self._db.statement() as tx:
             order = await tx.orders.mark_paid(
-                result.out_trade_no, result.total_fee, facts, after_close=False,
+                result.out_trade_no, result.total_fee, _facts(result), after_close=False,
                 riders=(audit_of_paid,), rider_params=params,
             )  # fmt: skip
         return order is not None
@@ -124,14 +121,17 @@ class PaymentService:
 
 async def _settle(tx: UnitOfWork, result: PaymentResult, *, tried_unpaid: bool) -> Verdict:
     """``tried_unpaid``: the payment of an unpaid order was just tried, and did not move it."""
-    facts = PaymentFacts(result.transaction_id, result.paid_at, result.cash_fee, result.bank_type)
-    no, fee = result.out_trade_no, result.total_fee
+    facts, no, fee = _facts(result), result.out_trade_no, result.total_fee
     if not tried_unpaid and await pay_order(tx, no, fee, facts, after_close=False) is not None:
         return Verdict.PAID
     if await pay_order(tx, no, fee, facts, after_close=True) is not None:
         logger.warning("order %s was paid after we closed it; flagged for review", no)
         return Verdict.PAID_AFTER_CLOSE
     return await _explain_unpaid(tx, result)
+
+
+def _facts(result: PaymentResult) -> PaymentFacts:
+    return PaymentFacts(result.transaction_id, result.paid_at, result.cash_fee, result.bank_type)
 
 
 async def _explain_unpaid(tx: UnitOfWork, result: PaymentResult) -> Verdict:

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.orders.repository import PaymentFacts
-from app.orders.states import OrderStatus
 from app.payments.repository import audit_of_paid, audit_params
 from app.uow import Database, open_database
+from tests.db import order_values
 from tests.helpers import scalar
 
 NOW = dt.datetime(2026, 11, 30, 4, 0, tzinfo=dt.UTC)
@@ -31,12 +31,9 @@ async def an_order(db: Database, no: str) -> None:
     async with db.statement() as tx:
         await tx.products.add("套餐", "短信平台-短信套餐购买", 990)
         user = await tx.auth.upsert_user(f"o-{no}", None, "sealed")
-        values = {
-            "out_trade_no": no, "user_id": user, "openid": f"o-{no}", "product_id": 1,
-            "quantity": 1, "status": OrderStatus.NOTPAY.value, "sign_type": "MD5",
-            "api_version": "v2", "client_ip": "127.0.0.1", "idempotency_key": None,
-            "time_expire": NOW + dt.timedelta(hours=2),
-        }  # fmt: skip
+        values = order_values(
+            no, user_id=user, openid=f"o-{no}", time_expire=NOW + dt.timedelta(hours=2)
+        )
         await tx.orders.insert_priced(values, 10_000)
 
 
