@@ -16,6 +16,7 @@ from app.httpclient import build_http_client
 from app.main import create_app
 from app.models import load_all_models
 from app.runtime import Runtime, build_runtime
+from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.sweep import SweepReport
 from app.wechat.client import WeChatPayClient
 from tests.db import fresh_database_url, migrate, truncate_all
@@ -38,6 +39,13 @@ def pytest_report_header() -> str:
 def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
     """``settings`` with some values replaced, validated like the environment would be."""
     return hermetic_settings(**{**dict(settings), **overrides})
+
+
+@pytest.fixture(scope="session")
+def v3_material() -> DevMaterial:
+    """A merchant's v3 keys and WeChat Pay's, public-key mode (``PUB_KEY_ID_...``): generated
+    once per session, as RSA-2048 keys take 50-100 ms each."""
+    return generate_dev_material(hermetic_settings().mch_id)
 
 
 @pytest.fixture(scope="session")

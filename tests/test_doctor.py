@@ -20,7 +20,7 @@ from app.config import Settings
 from app.simulator.v3files import DevMaterial
 from tests.conftest import with_overrides
 from tests.db import fresh_database_url
-from tests.payments.test_v3_flow import on_v3, v3_material, v3_simulator  # noqa: F401
+from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401
 from tests.plugins.simulator import SimulatorHandle
 from tests.plugins.tls import Pki
 from tests.test_cli import cli
@@ -68,7 +68,7 @@ def test_a_healthy_v2_setup_passes_and_exits_0(
 
 async def test_a_healthy_v3_setup_queries_both_versions(
     settings: Settings,
-    v3_material: DevMaterial,  # noqa: F811
+    v3_material: DevMaterial,
     v3_simulator: SimulatorHandle,  # noqa: F811
     tmp_path: Path,
 ) -> None:

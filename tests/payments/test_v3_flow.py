@@ -29,16 +29,9 @@ from tests.helpers import (
     prepay_id_of,
     scalar,
 )
-from tests.hermetic import hermetic_settings
 from tests.plugins.service import LiveFactory
 from tests.plugins.simulator import TEST_TIME_FACTOR, SimulatorHandle, start_simulator
 from tests.refunds.support import refund, until, wait_for_status
-
-
-@pytest.fixture(scope="module")
-def v3_material() -> DevMaterial:
-    """A merchant's v3 keys and WeChat Pay's, generated once (RSA keys take a moment)."""
-    return generate_dev_material(hermetic_settings().mch_id)
 
 
 @pytest.fixture

@@ -29,10 +29,10 @@ from app.wechat.v3 import load_private_key, rsa_sign
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES
 from tests.conftest import ClientFactory
 from tests.helpers import add_product, create_order, login, scalar
-from tests.payments.test_v3_flow import on_v3, v3_material, v3_simulator
+from tests.payments.test_v3_flow import on_v3, v3_simulator
 from tests.plugins.simulator import SimulatorHandle
 
-__all__ = ["v3_material", "v3_simulator"]  # fixtures shared with the v3 flow tests
+__all__ = ["v3_simulator"]  # a fixture shared with the v3 flow tests
 
 NOTIFY = "/wechat/pay/v3/notify"
 REFUND_NOTIFY = "/wechat/pay/v3/refund-notify"

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from app.simulator.v3keys import DevMaterial, generate_dev_material
 from tests.hermetic import hermetic_settings
 from tests.plugins.cluster import ServiceProcess, running_services
 from tests.plugins.simulator import SimulatorHandle, start_simulator
@@ -32,12 +31,6 @@ def pg_database_url(database_url: str) -> str:
             "(make test-reliability does)"
         )
     return database_url
-
-
-@pytest.fixture(scope="session")
-def v3_material() -> DevMaterial:
-    """The merchant's v3 keys and WeChat Pay's, generated once (RSA keys take a moment)."""
-    return generate_dev_material(hermetic_settings().mch_id)
 
 
 @pytest.fixture(params=["v2", "v3"])

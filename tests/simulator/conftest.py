@@ -24,13 +24,8 @@ async def merchant(receiver: NotifyReceiver) -> AsyncIterator[Merchant]:
         yield merchant
 
 
-# RSA-2048 keys take 50-100 ms each: generated once per session, per mode.
-@pytest.fixture(scope="session")
-def v3_material() -> DevMaterial:
-    """Public-key mode: WeChat Pay signs with one key named ``PUB_KEY_ID_...``."""
-    return generate_dev_material(hermetic_settings().mch_id)
-
-
+# RSA-2048 keys take 50-100 ms each: generated once per session (``v3_material``, public-key
+# mode, is shared by every directory: tests/conftest.py).
 @pytest.fixture(scope="session")
 def v3_certificate_material() -> DevMaterial:
     """Certificate mode with two platform certificates, so a test can rotate."""
