@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     # Seconds; production wants at least PRODUCTION_MIN_SESSION_TTL. Dev allows a few seconds so
     # the mini-program tests can watch a real token expire mid-purchase.
     session_ttl_seconds: int = Field(default=86_400, ge=1)
+    # How long a process may answer a bearer check from its own memory (app.auth.sessioncache);
+    # revocations still take effect at once (PostgreSQL notifies every process). 0: always ask
+    # the database. SQLite never caches.
+    session_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     http_connect_timeout: float = Field(default=3.0, gt=0)
     http_read_timeout: float = Field(default=10.0, gt=0)

@@ -87,6 +87,11 @@ def create_app(
                     runtime.deliveries.run_forever, settings.webhook_poll_interval_seconds > 0
                 )
             )
+            await stack.enter_async_context(
+                _background(
+                    runtime.session_freshness.run_forever, settings.session_cache_seconds > 0
+                )
+            )
             logger.info("started env=%s pay_api=%s", settings.env.value, settings.pay_api)
             yield
 

@@ -12,12 +12,17 @@ worker would report the same rows, so they are not counted per process.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from app.events.repository import EndpointBacklog
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,6 +62,13 @@ GATEWAY_CALLS = Histogram(
     buckets=_BUCKETS,
     registry=REGISTRY,
 )
+SESSION_LOOKUPS = Counter(
+    "wxpay_session_lookups_total",
+    "Bearer-token checks, by where the session came from: hit (this process's cache), miss "
+    "(the database), off (the database: the cache is off, or not live yet)",
+    ["result"],
+    registry=REGISTRY,
+)
 SWEEP_PASSES = Counter(
     "wxpay_sweep_passes_total", "Sweep passes, by result (ok, error)", ["result"], registry=REGISTRY
 )
@@ -74,9 +86,8 @@ SWEEP_REFUNDS = Counter(
 )
 
 
-# Figures read from the database at scrape time are built by functions like this one and
-# gathered by ``app.observe._state``. The outbox/webhook lag (the age of the oldest undelivered
-# event) belongs there too once events exist: one more query, one more gauge family.
+# Figures read from the database at scrape time are built by functions like these and gathered
+# by ``app.observe._state``.
 def refund_states(counts: dict[str, int]) -> Metric:
     """``wxpay_refunds{status}``: the refunds in the database, by status."""
     family = GaugeMetricFamily(
@@ -85,6 +96,32 @@ def refund_states(counts: dict[str, int]) -> Metric:
     for status, count in sorted(counts.items()):
         family.add_metric([status], count)
     return family
+
+
+def webhook_backlog(endpoints: Iterable[EndpointBacklog], now: dt.datetime) -> list[Metric]:
+    """The webhook lag, by endpoint id: what is undelivered, the age of the oldest of it (0
+    when nothing is owed), and whether the endpoint is enabled (a disabled one keeps what it
+    is owed, and its lag grows until it is enabled again)."""
+    labels = ["endpoint"]
+    pending = GaugeMetricFamily(
+        "wxpay_webhook_pending_deliveries", "Events not yet delivered, by endpoint", None, labels
+    )
+    oldest = GaugeMetricFamily(
+        "wxpay_webhook_oldest_pending_seconds",
+        "Age of the oldest event not yet delivered, by endpoint (0: none owed)",
+        None,
+        labels,
+    )
+    enabled = GaugeMetricFamily(
+        "wxpay_webhook_endpoint_enabled", "1 if the endpoint is enabled, else 0", None, labels
+    )
+    for endpoint in endpoints:
+        label = [str(endpoint.endpoint_id)]
+        since = endpoint.oldest_pending_since
+        pending.add_metric(label, endpoint.pending)
+        oldest.add_metric(label, 0.0 if since is None else max((now - since).total_seconds(), 0))
+        enabled.add_metric(label, 1 if endpoint.enabled else 0)
+    return [pending, oldest, enabled]
 
 
 def database_up(up: bool) -> Metric:

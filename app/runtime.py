@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 
 from app.auth.service import AuthKeys, AuthService, LoginLimits
+from app.auth.sessioncache import SessionCache, SessionFreshness
 from app.config import Settings
 from app.events.service import WebhookService
 from app.events.urls import delivery_transport
@@ -56,6 +57,7 @@ class Runtime:
     db: Database
     gateways: Gateways
     auth: AuthService
+    session_freshness: SessionFreshness
     products: ProductService
     payments: PaymentService
     payment_notifies: PaymentNotifies
@@ -102,13 +104,15 @@ async def build_runtime(
         limiter, settings.refused_notifies_per_source_per_minute, settings.trusted_proxies
     )
     webhooks = WebhookService(db, settings, webhook_box(settings))
+    sessions = SessionCache(settings.session_cache_seconds)
     return Runtime(
         settings=settings,
         db=db,
         gateways=gateways,
         auth=AuthService(
-            db, build_auth_keys(settings), miniprogram, limiter, _login_limits(settings)
+            db, build_auth_keys(settings), miniprogram, limiter, _login_limits(settings), sessions
         ),
+        session_freshness=SessionFreshness(db, sessions),
         products=ProductService(db),
         payments=payments,
         payment_notifies=PaymentNotifies(gateways, payments, refusals),

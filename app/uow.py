@@ -16,9 +16,10 @@ process.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cached_property
+from typing import Protocol
 
 import asyncpg
 from asyncpg.transaction import Transaction
@@ -88,10 +89,30 @@ class UnitOfWork:
         return version
 
 
+class Subscription(Protocol):
+    """A connection of its own that hears one channel (PostgreSQL's LISTEN)."""
+
+    async def ping(self) -> None:
+        """One round trip: raises if the connection no longer answers."""
+
+    async def notify(self, payload: str) -> None:
+        """Send ``payload`` on the channel (every listener hears it, this one too)."""
+
+    async def close(self) -> None: ...
+
+
 class Database(ABC):
     """Units of work on this process's one pool."""
 
     dialect: str  # "postgresql", "sqlite"
+
+    async def subscribe(
+        self, channel: str, on_message: Callable[[str], None], *, on_lost: Callable[[], None]
+    ) -> Subscription | None:
+        """Hear ``channel``: ``on_message(payload)`` for each notification, in commit order,
+        and ``on_lost()`` if the connection drops. None where the database has no
+        notifications (SQLite)."""
+        return None
 
     @abstractmethod
     def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:
@@ -110,8 +131,8 @@ class PgDatabase(Database):
 
     dialect = "postgresql"
 
-    def __init__(self, pool: PgPool) -> None:
-        self._pool = pool
+    def __init__(self, pool: PgPool, dsn: str) -> None:
+        self._pool, self._dsn = pool, dsn
         self._cache = StatementCache()
 
     def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:
@@ -122,6 +143,47 @@ class PgDatabase(Database):
 
     async def close(self) -> None:
         await self._pool.close()
+
+    async def subscribe(
+        self, channel: str, on_message: Callable[[str], None], *, on_lost: Callable[[], None]
+    ) -> Subscription | None:
+        # Outside the pool: a pooled connection is shared, and LISTEN is per connection.
+        # Named, so an operator sees in pg_stat_activity what the extra connection is for.
+        settings = {"application_name": f"wxpay listen {channel}"}
+        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+            self._dsn, server_settings=settings
+        )
+        return await _PgSubscription.start(conn, channel, on_message, on_lost)
+
+
+class _PgSubscription:
+    def __init__(self, conn: asyncpg.Connection[asyncpg.Record], channel: str) -> None:
+        self._conn, self._channel = conn, channel
+
+    @classmethod
+    async def start(
+        cls,
+        conn: asyncpg.Connection[asyncpg.Record],
+        channel: str,
+        on_message: Callable[[str], None],
+        on_lost: Callable[[], None],
+    ) -> _PgSubscription:
+        try:
+            conn.add_termination_listener(lambda _conn: on_lost())
+            await conn.add_listener(channel, lambda _c, _pid, _ch, payload: on_message(payload))
+        except BaseException:
+            conn.terminate()
+            raise
+        return cls(conn, channel)
+
+    async def ping(self) -> None:
+        await self._conn.fetchval("SELECT 1")
+
+    async def notify(self, payload: str) -> None:
+        await self._conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
+
+    async def close(self) -> None:
+        self._conn.terminate()  # no goodbye round trip: it may be the one that hangs
 
 
 class _Pooled:
@@ -185,7 +247,7 @@ async def open_database(url: str, *, pool_size: int = 10) -> Database:
     dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     # min_size=0: start-up does not need the database; connections open on first use.
     pool = await asyncpg.create_pool(dsn, min_size=0, max_size=pool_size, reset=_keep_session)
-    return PgDatabase(pool)
+    return PgDatabase(pool, dsn)
 
 
 async def _keep_session(conn: object) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 from collections.abc import Awaitable, Callable
@@ -49,7 +51,9 @@ async def prepare(client: httpx.AsyncClient, sim: httpx.AsyncClient) -> dict[str
     return auth
 
 
-async def measure(database: str, calls: int, rounds: int) -> dict[str, list[float]]:
+async def measure(
+    database: str, calls: int, rounds: int, profile: str | None = None
+) -> dict[str, list[float]]:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         database_url=pg_url(database, driver="asyncpg"),
@@ -80,6 +84,9 @@ async def measure(database: str, calls: int, rounds: int) -> dict[str, list[floa
 
         for call in (*calls_of.values(), echo_run):
             await call(200)  # warm: pools, caches, compiled statements
+        if profile:
+            await _profiled(calls_of[profile], calls)
+            return ratios
         for index in range(rounds):
             for path, call in calls_of.items():
                 if index % 2 == 0:
@@ -92,14 +99,27 @@ async def measure(database: str, calls: int, rounds: int) -> dict[str, list[floa
     return ratios
 
 
+async def _profiled(call: Callable[[int], Awaitable[float]], calls: int) -> None:
+    """One run of ``call`` under cProfile, its top functions printed: read it for *where* the
+    time goes (cProfile slows every Python call), the unprofiled rounds for *how much*."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await call(calls)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=1000, help="per run")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--profile", choices=READS, help="profile one run of this path instead")
     args = parser.parse_args()
     print(f"{command_line()}\nmeasuring {APP_ROOT}, load average {os.getloadavg()}")
     with fresh_database("reads") as database:
-        ratios = asyncio.run(measure(database, args.calls, args.rounds))
+        ratios = asyncio.run(measure(database, args.calls, args.rounds, args.profile))
+    if args.profile:
+        return
     print(f"\nmedians of {args.rounds} rounds of {args.calls} calls each\n")
     print("| endpoint | CPU per call, echo = 1 | µs per call |")
     print("|---|---:|---:|")

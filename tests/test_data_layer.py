@@ -43,7 +43,7 @@ async def drivers(database_url: str, engine: AsyncEngine) -> AsyncIterator[dict[
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
     pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
     both: dict[str, Database] = {
-        "asyncpg": PgDatabase(pool),
+        "asyncpg": PgDatabase(pool, dsn),
         "sqlalchemy": SqlAlchemyDatabase(create_engine(database_url)),
     }
     yield both

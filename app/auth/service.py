@@ -27,6 +27,7 @@ from app.wechat.errors import WeChatRejected
 from app.wechat.miniprogram import MiniProgramClient
 
 if TYPE_CHECKING:
+    from app.auth.sessioncache import SessionCache
     from app.uow import Database
 
 logger = logging.getLogger(__name__)
@@ -77,12 +78,14 @@ class AuthService:
         wechat: MiniProgramClient,
         limiter: RateLimiter,
         limits: LoginLimits,
+        sessions: SessionCache,
     ) -> None:
         self._db = db
         self._keys = keys
         self._wechat = wechat
         self._limiter = limiter
         self._limits = limits
+        self._sessions = sessions
 
     async def login(self, code: str, client_ip: str) -> IssuedToken:
         """Exchange a ``wx.login`` code for our own bearer token.
@@ -107,10 +110,15 @@ class AuthService:
 
     async def current_user(self, token: str) -> CurrentUser:
         """The user a bearer token belongs to; ``SessionInvalid`` or ``SessionExpired`` if none."""
-        async with self._db.statement() as tx:
-            row = await tx.auth.find_session(hash_token(token, self._keys.token_key))
+        token_hash = hash_token(token, self._keys.token_key)
+        row = self._sessions.get(token_hash)
         if row is None:
-            raise SessionInvalid()
+            ticket = self._sessions.ticket()
+            async with self._db.statement() as tx:
+                row = await tx.auth.find_session(token_hash)
+            if row is None:
+                raise SessionInvalid()
+            self._sessions.put(ticket, token_hash, row)
         if row.expires_at <= utcnow():
             raise SessionExpired()
         return CurrentUser(
@@ -124,6 +132,7 @@ class AuthService:
         """Revoke the session the request's token belongs to; its other sessions stay."""
         async with self._db.statement() as tx:
             await tx.auth.delete_session(user.session_id)
+        self._sessions.forget_session(user.session_id)  # here at once; elsewhere by notification
         logger.info("logout user_id=%s", user.id)
 
     async def revoke_sessions(self, openid: str) -> int:
@@ -133,6 +142,7 @@ class AuthService:
             if user_id is None:
                 raise NotFound("No such user.")
             revoked = await tx.auth.delete_user_sessions(user_id)
+        self._sessions.forget_user(user_id)
         logger.info("sessions revoked user_id=%s count=%s", user_id, revoked)
         return revoked
 
