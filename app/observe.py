@@ -25,7 +25,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.db import DATABASE_UNAVAILABLE
+from app.db import DATABASE_UNAVAILABLE, utcnow
 from app.deps import RuntimeDep
 from app.errors import Unauthorized
 from app.logging_setup import REQUEST_ID
@@ -139,10 +139,15 @@ async def _state(runtime: Runtime) -> list[Metric]:
     try:
         async with runtime.db.statement() as tx:
             refunds = await tx.refunds.count_by_status()
+            backlog = await tx.webhooks.backlog()
     except _UNREACHABLE as exc:
         logger.warning("/metrics without database figures: %s", type(exc).__name__)
         return [metrics.database_up(False)]
-    return [metrics.database_up(True), metrics.refund_states(refunds)]
+    return [
+        metrics.database_up(True),
+        metrics.refund_states(refunds),
+        *metrics.webhook_backlog(backlog, utcnow()),
+    ]
 
 
 def _check_token(expected: SecretStr | None, authorization: str | None) -> None:

@@ -383,6 +383,26 @@ _ATTEMPTS_OF = (
     .order_by(attempts.c.id)
 )
 
+# Per endpoint (there are few): each count reads the partial index of undelivered rows, so a
+# scrape costs the same however many deliveries have succeeded before.
+_UNDELIVERED = and_(deliveries.c.endpoint_id == endpoints.c.id, deliveries.c.delivered_at.is_(None))
+_BACKLOG = select(
+    endpoints.c.id,
+    endpoints.c.enabled,
+    select(func.count()).where(_UNDELIVERED).scalar_subquery(),
+    select(func.min(deliveries.c.created_at)).where(_UNDELIVERED).scalar_subquery(),
+).order_by(endpoints.c.id)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointBacklog:
+    """What an endpoint is still owed: for ``/metrics``, the webhook lag."""
+
+    endpoint_id: int
+    enabled: bool
+    pending: int
+    oldest_pending_since: dt.datetime | None
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
@@ -485,6 +505,11 @@ class WebhookRepository:
         width = len(_DELIVERY)
         found = [tuple(row) for row in rows]
         return [(DeliveryRecord(*r[:width]), r[width], r[width + 1]) for r in found]
+
+    async def backlog(self) -> list[EndpointBacklog]:
+        """Every endpoint with its undelivered events: how many, and since when."""
+        rows = await self._sql.fetch(_BACKLOG)
+        return [EndpointBacklog(r[0], bool(r[1]), int(r[2]), r[3]) for r in rows]
 
     async def attempts_of(self, delivery_id: int) -> list[AttemptRecord]:
         rows = await self._sql.fetch(_ATTEMPTS_OF, {"delivery_id": delivery_id})

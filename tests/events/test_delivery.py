@@ -5,6 +5,7 @@ keep what they are owed. Backoff is configured in milliseconds here, not slept i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import time
@@ -23,8 +24,9 @@ from tests.conftest import ClientFactory, RuntimeFactory
 from tests.events.receiver import ReceiverServer
 from tests.events.support import outbox
 from tests.events.test_outbox import NOTIFY, new_order
-from tests.helpers import ADMIN, scalar
+from tests.helpers import ADMIN, scalar, set_time
 from tests.plugins.simulator import SimulatorHandle
+from tests.test_metrics import scrape, value
 
 HOOKS = "/api/v1/admin/webhooks"
 FAST = {
@@ -352,3 +354,36 @@ async def test_the_cli_sends_what_is_due_once(
     [(headers, body)] = receiver.seen.requests
     assert verify_signature(headers["wxpay-signature"], body, endpoint["secret"])
     assert endpoint["secret"] not in done.stdout + done.stderr
+
+
+async def test_metrics_show_each_endpoints_backlog_and_its_age(
+    make_client: ClientFactory,
+    fresh_simulator: SimulatorHandle,
+    settings: Settings,
+    make_runtime: RuntimeFactory,
+    engine: AsyncEngine,
+    receiver: ReceiverServer,
+) -> None:
+    """Issue 15: the webhook lag in ``/metrics``, read from the database at each scrape."""
+    client = await make_client(metrics=True)
+    endpoint = await subscribe(client, receiver, ["order.paid"])
+    label = {"endpoint": str(endpoint["id"])}
+    assert value(await scrape(client), "wxpay_webhook_oldest_pending_seconds", **label) == 0
+    await pay(client, fresh_simulator, settings)
+    await pay(client, fresh_simulator, settings)
+    ten_minutes_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    await set_time(engine, "UPDATE webhook_deliveries SET created_at = :t", ten_minutes_ago)
+
+    owed = await scrape(client)
+
+    assert value(owed, "wxpay_webhook_pending_deliveries", **label) == 2
+    assert 600 <= value(owed, "wxpay_webhook_oldest_pending_seconds", **label) < 660
+    assert value(owed, "wxpay_webhook_endpoint_enabled", **label) == 1
+    await deliver_until((await make_runtime(**FAST)).deliveries, lambda: _none_undelivered(engine))
+    paid_up = await scrape(client)
+    assert value(paid_up, "wxpay_webhook_pending_deliveries", **label) == 0
+    assert value(paid_up, "wxpay_webhook_oldest_pending_seconds", **label) == 0
+
+
+async def _none_undelivered(engine: AsyncEngine) -> bool:
+    return await undelivered(engine) == 0
