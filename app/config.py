@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     # revocations still take effect at once (PostgreSQL notifies every process). 0: always ask
     # the database. SQLite never caches.
     session_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # The client routes' usual requests skip FastAPI's generic handler (app.leanroute); false
+    # serves every request through it, as stock FastAPI does (the answers are the same).
+    lean_routes: bool = True
 
     http_connect_timeout: float = Field(default=3.0, gt=0)
     http_read_timeout: float = Field(default=10.0, gt=0)

@@ -23,6 +23,7 @@ from app.errors import install_error_handlers
 from app.events.router import router as events_router
 from app.health import router as health_router
 from app.httpclient import InProcessRoute, InProcessTransport
+from app.leanroute import LEAN_ROUTES_STATE
 from app.logging_setup import configure_logging
 from app.observe import RequestObserver
 from app.observe import router as metrics_router
@@ -119,6 +120,15 @@ def create_app(
     # Busiest first: every request is matched against the routes in this order, and the
     # notifies, the orders and the login are most of the traffic (no two share a path).
     app.router.routes.extend([*payment_notify_routes, *refund_notify_routes])
+    setattr(app.state, LEAN_ROUTES_STATE, settings.lean_routes)
+    _include_routers(app, settings)
+    simulator = _dev_simulator(settings, app, dev_v3)
+    if simulator is not None:
+        app.mount("/sim", simulator.app)
+    return app
+
+
+def _include_routers(app: FastAPI, settings: Settings) -> None:
     for router in (
         orders_router,
         auth_router,
@@ -133,10 +143,6 @@ def create_app(
         app.include_router(router)
     if settings.metrics:
         app.include_router(metrics_router)  # last: every request is matched against it
-    simulator = _dev_simulator(settings, app, dev_v3)
-    if simulator is not None:
-        app.mount("/sim", simulator.app)
-    return app
 
 
 def _telemetry(enabled: bool) -> TelemetryConfig:

@@ -6,8 +6,9 @@ from app.auth.schemas import LoginRequest, LoginResponse, RevokedSessions, Sessi
 from app.db import utcnow
 from app.deps import AdminDep, AuthServiceDep, ClientIpDep, CurrentUserDep
 from app.errors import error_responses
+from app.leanroute import LeanRoute
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=LeanRoute)
 admin_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"], dependencies=[AdminDep])
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query
 
 from app.deps import AdminDep, ClientIpDep, CurrentUserDep, OrderServiceDep
 from app.errors import error_responses
+from app.leanroute import LeanRoute
 from app.orders.repository import OrderRecord
 from app.orders.schemas import (
     CreateOrderRequest,
@@ -15,7 +16,7 @@ from app.orders.schemas import (
 )
 from app.orders.service import OrderWithParams
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"], route_class=LeanRoute)
 
 
 IdempotencyKey = Annotated[

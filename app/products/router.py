@@ -7,9 +7,10 @@ from fastapi import APIRouter, Path
 from app.db import MAX_BIGINT
 from app.deps import AdminDep, ProductServiceDep
 from app.errors import error_responses
+from app.leanroute import LeanRoute
 from app.products.schemas import ProductIn, ProductOut
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=LeanRoute)
 admin_router = APIRouter(prefix="/api/v1/admin/products", tags=["admin"], dependencies=[AdminDep])
 
 

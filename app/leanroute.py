@@ -1,0 +1,265 @@
+"""The client routes' usual request, through FastAPI with less of its generic machinery.
+
+FastAPI's request handler serves any signature: per request it walks the dependency tree
+(caches, scopes, exit stacks), inspects the endpoint for error context and parses the content
+type with ``email.message``. For the client routes that was a sixth of an order's CPU here
+(docs/benchmarks.md). ``LeanRoute`` plans a route's handler once, from the dependant FastAPI
+built for it, when the route has the shape the client routes have:
+
+- parameters in the path, the query and the headers, and at most one JSON body model;
+- dependencies that take only the request (the bearer check, a service), no ``yield``;
+- a ``response_model``, the default response class, no include/exclude options.
+
+Each request on that path is parsed and validated by FastAPI's own functions
+(``request_params_to_args``, ``request_body_to_args``, ``serialize_response``), so the values
+and the answer are FastAPI's. Anything off the usual path goes to FastAPI's own handler, which
+then answers exactly as before: a parameter or a body that does not validate, a body that is
+not JSON, dependency overrides, telemetry switched on, or a route of any other shape (planned
+as "not lean" once, at start-up). The routes stay ``APIRoute``s, so ``/openapi.json`` is
+unchanged. Dependencies run once per request: the plan validates everything it can before
+calling any, and a request it hands over has called none.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import fastapi.routing
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.routing import APIRoute, serialize_response
+from fastapi.telemetry import get_telemetry_data
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+LEAN_ROUTES_STATE = "lean_routes"  # the app.state attribute that switches planning off
+
+# Where FastAPI keeps the route as included (prefix, router dependencies, the app's overrides)
+# while it builds that inclusion's handler. Private: without it, every route stays generic.
+_INCLUDED = getattr(fastapi.routing, "_effective_route_context_var", None)
+
+
+class LeanRoute(APIRoute):
+    """An ``APIRoute`` whose usual requests skip FastAPI's generic handler (module doc)."""
+
+    planned = False  # whether the last handler built for this route has a plan (tests)
+
+    def get_route_handler(self) -> Handler:
+        generic = super().get_route_handler()
+        plan = plan_for(_as_included(self))
+        self.planned = plan is not None
+        return generic if plan is None else plan.handler(generic)
+
+
+def _as_included(route: APIRoute) -> Any | None:
+    """The route as FastAPI serves it: the inclusion being built, else the route itself."""
+    if _INCLUDED is None:
+        return None
+    included = _INCLUDED.get()
+    return included if included is not None and included.original_route is route else route
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    dependant: Dependant
+    endpoint: Callable[..., Awaitable[Any]]
+    dependencies: tuple[tuple[str | None, Callable[..., Awaitable[Any]], str], ...]
+    body_field: Any | None
+    embed_body_fields: bool
+    response_field: Any
+    status_code: int
+    overrides: Any | None  # the app (its ``dependency_overrides``), for included routes
+
+    def handler(self, generic: Handler) -> Handler:
+        async def lean(request: Request) -> Response:
+            values = await self._values(request)
+            if values is None:
+                return await generic(request)  # FastAPI's answer, to the letter
+            for name, call, request_name in self.dependencies:
+                value = await call(**{request_name: request})
+                if name is not None:
+                    values[name] = value
+            return await self._respond(await self.endpoint(**values))
+
+        return lean
+
+    async def _values(self, request: Request) -> dict[str, Any] | None:
+        """The endpoint's parameters, or None when FastAPI's own handler must answer."""
+        if get_telemetry_data() is not None or (
+            self.overrides is not None and getattr(self.overrides, "dependency_overrides", None)
+        ):
+            return None
+        values: dict[str, Any] = {}
+        for fields, received in (
+            (self.dependant.path_params, request.path_params),
+            (self.dependant.query_params, request.query_params),
+            (self.dependant.header_params, request.headers),
+        ):
+            found, errors = request_params_to_args(fields, received)
+            if errors:
+                return None
+            values.update(found)
+        if self.body_field is not None:
+            body = await _json_body(request)
+            if body is None:
+                return None
+            found, errors = await request_body_to_args(
+                [self.body_field], body, self.embed_body_fields
+            )
+            if errors:
+                return None
+            values.update(found)
+        return values
+
+    async def _respond(self, result: Any) -> Response:
+        if isinstance(result, Response):
+            return result
+        content = await serialize_response(
+            field=self.response_field, response_content=result, dump_json=True
+        )
+        return Response(
+            content=content, media_type="application/json", status_code=self.status_code
+        )
+
+
+async def _json_body(request: Request) -> Any | None:
+    """The parsed body when it is JSON as FastAPI reads it (``application/json`` or
+    ``application/*+json``, not empty, well formed); None otherwise."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        return None
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:  # JSONDecodeError, and bytes that are not UTF-8
+        return None
+
+
+def plan_for(route: Any | None) -> Plan | None:
+    """A plan for ``route`` (an ``APIRoute`` or FastAPI's included view of one), or None if
+    its shape is not one the plan knows: FastAPI's generic handler serves it then."""
+    if route is None or not _plain_shape(route) or not _enabled(route):
+        return None
+    dependant: Dependant = route.dependant
+    dependencies = tuple(_request_only(sub) for sub in dependant.dependencies)
+    if any(dependency is None for dependency in dependencies):
+        return None
+    calls = [sub.call for sub in dependant.dependencies]
+    if len(set(map(id, calls))) != len(calls):
+        return None  # one dependency twice: FastAPI's cache would call it once
+    supported, body_field = _body_field(route)
+    if not supported:
+        return None
+    assert dependant.call is not None
+    return Plan(
+        dependant=dependant,
+        endpoint=dependant.call,
+        dependencies=tuple(d for d in dependencies if d is not None),
+        body_field=body_field,
+        embed_body_fields=bool(route._embed_body_fields),
+        response_field=route.response_field,
+        status_code=route.status_code or 200,
+        overrides=route.dependency_overrides_provider,
+    )
+
+
+def _enabled(route: Any) -> bool:
+    """``WXPAY_LEAN_ROUTES``, as the app that includes the route says (``app.main`` sets
+    ``app.state.lean_routes``; FastAPI builds an included route's handler on its first
+    request, with the app as the route's dependency-overrides provider)."""
+    state = getattr(route.dependency_overrides_provider, "state", None)
+    return bool(getattr(state, LEAN_ROUTES_STATE, True))
+
+
+def _plain_shape(route: Any) -> bool:
+    dependant: Dependant = route.dependant
+    return (
+        dependant.call is not None
+        and _is_coroutine(dependant.call)
+        and not dependant.cookie_params
+        and _no_special_parameters(dependant)
+        and route.response_field is not None
+        and isinstance(route.response_class, DefaultPlaceholder)
+        and route.response_model_include is None
+        and route.response_model_exclude is None
+        and route.response_model_by_alias
+        and not route.response_model_exclude_unset
+        and not route.response_model_exclude_defaults
+        and not route.response_model_exclude_none
+        and not route.is_json_stream
+        and route.stream_item_field is None
+        and _value(route.strict_content_type) is True
+    )
+
+
+def _no_special_parameters(dependant: Dependant) -> bool:
+    return not any(
+        (
+            dependant.request_param_name,
+            dependant.websocket_param_name,
+            dependant.http_connection_param_name,
+            dependant.response_param_name,
+            dependant.background_tasks_param_name,
+            dependant.security_scopes_param_name,
+        )
+    )
+
+
+def _request_only(
+    sub: Dependant,
+) -> tuple[str | None, Callable[..., Awaitable[Any]], str] | None:
+    """``(name, call, request parameter)`` for a dependency that takes only the request and
+    returns a value (no ``yield``, no parameters of its own); None for any other."""
+    call = sub.call
+    if (
+        call is None
+        or not _is_coroutine(call)
+        or sub.request_param_name is None
+        or sub.dependencies
+        or sub.path_params
+        or sub.query_params
+        or sub.header_params
+        or sub.cookie_params
+        or sub.body_params
+        or sub.websocket_param_name
+        or sub.http_connection_param_name
+        or sub.response_param_name
+        or sub.background_tasks_param_name
+        or sub.security_scopes_param_name
+        or sub.own_oauth_scopes
+    ):
+        return None
+    return sub.name, call, sub.request_param_name
+
+
+def _body_field(route: Any) -> tuple[bool, Any | None]:
+    """``(supported, field)``: no body, or one pydantic model (its field); not a form, not
+    several fields."""
+    params = route.dependant.body_params
+    if not params:
+        return True, None
+    field = route.body_field
+    if len(params) != 1 or field is None or route._embed_body_fields:
+        return False, None
+    annotation = getattr(field.field_info, "annotation", None)
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel), field
+
+
+def _is_coroutine(call: Callable[..., Any]) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (not a generator)."""
+    target = call if inspect.isroutine(call) else type(call).__call__
+    return inspect.iscoroutinefunction(target)
+
+
+def _value(setting: Any) -> Any:
+    return setting.value if isinstance(setting, DefaultPlaceholder) else setting

@@ -1,0 +1,166 @@
+"""The client routes' planned path (app.leanroute) answers exactly as stock FastAPI does.
+
+Two instances of the service share one database and one simulator: one plans its client
+routes (the default), the other serves every request through FastAPI's generic handler
+(``WXPAY_LEAN_ROUTES=false``). The same requests, good and bad, go to both, and the answers
+must be the same: status, content type and body (for a new order, every field but the ones a
+new order makes fresh: its number, its times and the signed payment parameters).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from app.auth.router import router as auth_router
+from app.orders.router import router as orders_router
+from app.products.router import router as products_router
+from tests.conftest import ClientFactory
+from tests.helpers import add_product, create_order, login
+from tests.plugins.simulator import SimulatorHandle
+
+JSON = {"Content-Type": "application/json"}
+# Fields a new order makes fresh, so two creates never share them.
+FRESH = {"out_trade_no", "created_at", "updated_at", "time_expire", "pay_params", "id"}
+
+
+def routes_planned() -> dict[tuple[str, str], bool]:
+    routes = [*orders_router.routes, *auth_router.routes, *products_router.routes]
+    return {(method, r.path): r.planned for r in routes for method in r.methods}  # type: ignore[attr-defined]
+
+
+async def test_the_client_routes_are_planned_and_the_setting_turns_it_off(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle
+) -> None:
+    for lean in (True, False):
+        client = await make_client(lean_routes=lean)
+        auth = await login(client, fresh_simulator)
+        order = await create_order(client, auth, await add_product(client))
+        no = order["out_trade_no"]
+        for path in ("/api/v1/orders", f"/api/v1/orders/{no}", "/api/v1/auth/session"):
+            assert (await client.get(path, headers=auth)).status_code == 200
+        assert (await client.get("/api/v1/products")).status_code == 200
+        assert (await client.post(f"/api/v1/orders/{no}/pay-params", headers=auth)).is_success
+
+        planned = routes_planned()
+        hot = [
+            ("POST", "/api/v1/orders"),
+            ("GET", "/api/v1/orders"),
+            ("GET", "/api/v1/orders/{out_trade_no}"),
+            ("POST", "/api/v1/orders/{out_trade_no}/pay-params"),
+            ("GET", "/api/v1/auth/session"),
+            ("GET", "/api/v1/products"),
+        ]
+        assert [planned[route] for route in hot] == [lean] * len(hot)
+        # Shapes the plan does not know stay with FastAPI: login sets headers on a Response
+        # parameter, logout has no response model.
+        assert not planned["POST", "/api/v1/auth/login"]
+        assert not planned["POST", "/api/v1/auth/logout"]
+
+
+def answer(response: httpx.Response) -> tuple[int, str, Any]:
+    """What a client sees, less what a new order makes fresh."""
+    body: Any = response.content
+    if response.headers.get("content-type") == "application/json":
+        body = json.loads(response.content)
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k not in FRESH}
+    return response.status_code, response.headers.get("content-type", ""), body
+
+
+def create_cases(token: str) -> list[tuple[str, dict[str, str], bytes]]:
+    """``(what, headers, body)`` for ``POST /api/v1/orders``: the usual request and every
+    way off it the plan must hand to FastAPI (or answer the same way itself)."""
+    auth = {"Authorization": f"Bearer {token}"}
+    ok = b'{"product_id": 1, "quantity": 2}'
+    return [
+        ("usual", {**auth, **JSON}, ok),
+        (
+            "charset in the content type",
+            {**auth, "Content-Type": "application/json; charset=utf-8"},
+            ok,
+        ),
+        ("a +json media type", {**auth, "Content-Type": "application/vnd.order+json"}, ok),
+        ("text/plain", {**auth, "Content-Type": "text/plain"}, ok),
+        ("no content type", auth, ok),
+        ("quantity as a string", {**auth, **JSON}, b'{"product_id": 1, "quantity": "3"}'),
+        ("quantity as 2.0", {**auth, **JSON}, b'{"product_id": 1, "quantity": 2.0}'),
+        ("quantity 2.5", {**auth, **JSON}, b'{"product_id": 1, "quantity": 2.5}'),
+        ("quantity 0", {**auth, **JSON}, b'{"product_id": 1, "quantity": 0}'),
+        ("default quantity", {**auth, **JSON}, b'{"product_id": 1}'),
+        ("no product", {**auth, **JSON}, b'{"quantity": 1}'),
+        ("an extra field (a price)", {**auth, **JSON}, b'{"product_id": 1, "total_fee": 1}'),
+        ("duplicate keys", {**auth, **JSON}, b'{"product_id": 99, "product_id": 1}'),
+        ("unknown product", {**auth, **JSON}, b'{"product_id": 424242}'),
+        ("not JSON", {**auth, **JSON}, b'{"product_id": 1,'),
+        ("not UTF-8", {**auth, **JSON}, b'{"product_id": "\xff"}'),
+        ("empty body", {**auth, **JSON}, b""),
+        ("null", {**auth, **JSON}, b"null"),
+        ("an array", {**auth, **JSON}, b"[1, 2]"),
+        ("no token", JSON, ok),
+        ("a bad token", {"Authorization": "Bearer nope", **JSON}, ok),
+        ("a bad token and a bad body", {"Authorization": "Bearer nope", **JSON}, b"{"),
+        ("idempotency key", {**auth, **JSON, "Idempotency-Key": "k-1"}, ok),
+        ("idempotency key again", {**auth, **JSON, "Idempotency-Key": "k-1"}, ok),
+        ("idempotency key too long", {**auth, **JSON, "Idempotency-Key": "k" * 65}, ok),
+    ]
+
+
+async def test_creating_an_order_answers_as_stock_fastapi_does(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle
+) -> None:
+    lean, stock = await make_client(), await make_client(lean_routes=False)
+    assert await add_product(lean) == 1
+    token = (await login(lean, fresh_simulator))["Authorization"].removeprefix("Bearer ")
+
+    for what, headers, body in create_cases(token):
+        answers = [
+            answer(await client.post("/api/v1/orders", content=body, headers=headers))
+            for client in (lean, stock)
+        ]
+        assert answers[0] == answers[1], what
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/orders",
+        "/api/v1/orders?limit=1&offset=1",
+        "/api/v1/orders?limit=0",
+        "/api/v1/orders?limit=abc",
+        "/api/v1/orders?offset=-1",
+        "/api/v1/orders?limit=2&limit=3",
+        "/api/v1/orders/{no}",
+        "/api/v1/orders/{no}?sync=maybe",
+        "/api/v1/orders/{no}?sync=true",
+        "/api/v1/orders/{other}",
+        "/api/v1/orders/NO_SUCH_ORDER",
+        "/api/v1/auth/session",
+        "/api/v1/products",
+        "/api/v1/products?extra=1",
+    ],
+)
+async def test_reads_answer_as_stock_fastapi_does(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle, path: str
+) -> None:
+    lean, stock = await make_client(), await make_client(lean_routes=False)
+    auth = await login(lean, fresh_simulator)
+    product = await add_product(lean)
+    mine = [await create_order(lean, auth, product) for _ in range(3)]
+    other = await create_order(lean, await login(lean, fresh_simulator), product)
+    path = path.format(no=mine[0]["out_trade_no"], other=other["out_trade_no"])
+
+    for headers in (auth, {}, {"Authorization": "Bearer nope"}):
+        lean_answer = await lean.get(path, headers=headers)
+        stock_answer = await stock.get(path, headers=headers)
+        assert (lean_answer.status_code, lean_answer.headers["content-type"]) == (
+            stock_answer.status_code,
+            stock_answer.headers["content-type"],
+        )
+        if "/auth/session" in path:  # "expires_in" counts down between the two calls
+            assert lean_answer.json().keys() == stock_answer.json().keys()
+        else:
+            assert lean_answer.content == stock_answer.content
