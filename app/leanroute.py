@@ -76,6 +76,9 @@ class Plan:
     response_field: Any
     status_code: int
     overrides: Any | None  # the app (its ``dependency_overrides``), for included routes
+    # The kinds of parameter the endpoint takes, each with where a request keeps them; only
+    # those it takes, as Starlette parses the query string or the headers on first access.
+    params: tuple[tuple[list[Any], Callable[[Request], Any]], ...]
 
     def handler(self, generic: Handler) -> Handler:
         async def lean(request: Request) -> Response:
@@ -97,12 +100,8 @@ class Plan:
         ):
             return None
         values: dict[str, Any] = {}
-        for fields, received in (
-            (self.dependant.path_params, request.path_params),
-            (self.dependant.query_params, request.query_params),
-            (self.dependant.header_params, request.headers),
-        ):
-            found, errors = request_params_to_args(fields, received)
+        for fields, source in self.params:
+            found, errors = request_params_to_args(fields, source(request))
             if errors:
                 return None
             values.update(found)
@@ -170,7 +169,28 @@ def plan_for(route: Any | None) -> Plan | None:
         response_field=route.response_field,
         status_code=route.status_code or 200,
         overrides=route.dependency_overrides_provider,
+        params=tuple(
+            (fields, source)
+            for fields, source in (
+                (dependant.path_params, _path_params),
+                (dependant.query_params, _query_params),
+                (dependant.header_params, _headers),
+            )
+            if fields
+        ),
     )
+
+
+def _path_params(request: Request) -> Any:
+    return request.path_params
+
+
+def _query_params(request: Request) -> Any:
+    return request.query_params
+
+
+def _headers(request: Request) -> Any:
+    return request.headers
 
 
 def _enabled(route: Any) -> bool:

@@ -15,6 +15,7 @@ process.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -159,6 +160,8 @@ class PgDatabase(Database):
 class _PgSubscription:
     def __init__(self, conn: asyncpg.Connection[asyncpg.Record], channel: str) -> None:
         self._conn, self._channel = conn, channel
+        # One query at a time on a connection: a heartbeat and a notify may overlap.
+        self._turn = asyncio.Lock()
 
     @classmethod
     async def start(
@@ -177,10 +180,12 @@ class _PgSubscription:
         return cls(conn, channel)
 
     async def ping(self) -> None:
-        await self._conn.fetchval("SELECT 1")
+        async with self._turn:
+            await self._conn.fetchval("SELECT 1")
 
     async def notify(self, payload: str) -> None:
-        await self._conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
+        async with self._turn:
+            await self._conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
 
     async def close(self) -> None:
         self._conn.terminate()  # no goodbye round trip: it may be the one that hangs
