@@ -140,7 +140,7 @@ async def _json_body(request: Request) -> Any | None:
         return None
     try:
         return json.loads(raw)
-    except ValueError:  # JSONDecodeError, and bytes that are not UTF-8
+    except (ValueError, RecursionError):  # malformed, not UTF-8, or nested past the C stack
         return None
 
 

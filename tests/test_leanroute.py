@@ -97,6 +97,11 @@ def create_cases(token: str) -> list[tuple[str, dict[str, str], bytes]]:
         ("unknown product", {**auth, **JSON}, b'{"product_id": 424242}'),
         ("not JSON", {**auth, **JSON}, b'{"product_id": 1,'),
         ("not UTF-8", {**auth, **JSON}, b'{"product_id": "\xff"}'),
+        (
+            "nested 5,000 deep",
+            {**auth, **JSON},
+            b'{"product_id": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        ),
         ("empty body", {**auth, **JSON}, b""),
         ("null", {**auth, **JSON}, b"null"),
         ("an array", {**auth, **JSON}, b"[1, 2]"),
