@@ -35,6 +35,7 @@ from fastapi.dependencies.utils import request_body_to_args, request_params_to_a
 from fastapi.routing import APIRoute, serialize_response
 from fastapi.telemetry import get_telemetry_data
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -135,7 +136,12 @@ async def _json_body(request: Request) -> Any | None:
     kind, _, subtype = media.partition("/")
     if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
         return None
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except HTTPException:
+        raise  # the body limit's 413: FastAPI's handler lets it through too
+    except Exception:
+        return None  # a client gone mid-body: FastAPI's handler answers it, as stock does
     if not raw:
         return None
     try:

@@ -169,3 +169,36 @@ async def test_reads_answer_as_stock_fastapi_does(
             assert lean_answer.json().keys() == stock_answer.json().keys()
         else:
             assert lean_answer.content == stock_answer.content
+
+
+async def test_a_client_gone_before_its_body_arrives_is_answered_as_stock_fastapi_does(
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle
+) -> None:
+    lean, stock = await make_client(), await make_client(lean_routes=False)
+    token = (await login(lean, fresh_simulator))["Authorization"]
+    headers = [
+        (b"authorization", token.encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"30"),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/v1/orders", "raw_path": b"/api/v1/orders",
+        "root_path": "", "query_string": b"", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("service.test", 80),
+    }  # fmt: skip
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    statuses = []
+    for client in (lean, stock):
+        app = client._transport.app  # type: ignore[attr-defined]
+        sent: list[dict[str, Any]] = []
+
+        async def keep(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        await app(dict(scope, state={}), gone, keep)
+        statuses.append([m["status"] for m in sent if m["type"] == "http.response.start"])
+    assert statuses[0] == statuses[1] == [400]
