@@ -8,7 +8,6 @@ deadline passed) is answered so that WeChat sends the notify again, so nothing i
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
@@ -18,14 +17,13 @@ from typing import Protocol
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from app import metrics
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import MAX_NOTIFY_BYTES, ApiVersion, Gateways, PaymentGateway
-from app.metrics import NOTIFY_VERDICTS
 from app.netutil import forwarded_client
 from app.ratelimits.service import Limit, RateLimiter
 
@@ -87,15 +85,9 @@ async def receive_notify(
     URL: 404, and nothing is read."""
     response, verdict = await _receive(request, notifies, version, what)
     kind = what.removeprefix("v3 ").removesuffix(" notify")  # "payment" or "refund"
-    _verdicts(kind, version.value, verdict).inc()
+    # Bounded: two kinds, two versions, a fixed set of verdicts.
+    metrics.child(metrics.NOTIFY_VERDICTS, kind, version.value, verdict).inc()
     return response
-
-
-@functools.cache
-def _verdicts(kind: str, version: str, verdict: str) -> Counter:
-    """The verdict counter's child, looked up once per label set (``labels()`` takes a lock
-    on every call); bounded: two kinds, two versions, a fixed set of verdicts."""
-    return NOTIFY_VERDICTS.labels(kind, version, verdict)
 
 
 async def _receive(

@@ -13,6 +13,7 @@ worker would report the same rows, so they are not counted per process.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -84,6 +85,14 @@ SWEEP_REFUNDS = Counter(
     ["status"],
     registry=REGISTRY,
 )
+
+
+@functools.cache
+def child(metric: Counter, *labels: str) -> Counter:
+    """``metric.labels(*labels)``, looked up once per label set: ``labels()`` takes a lock on
+    every call. For label sets that are bounded (fixed names, a few versions), never for
+    anything a caller chooses."""
+    return metric.labels(*labels)
 
 
 # Figures read from the database at scrape time are built by functions like these and gathered

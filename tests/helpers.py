@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,6 +17,16 @@ from app.db import UTCDateTime
 from tests.plugins.simulator import SimulatorHandle
 
 ADMIN = {"X-Admin-Token": "dev-admin-token"}
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail the test if it does not within ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not there within {within} s")
+        await asyncio.sleep(0.02)
 
 
 async def login(client: httpx.AsyncClient, simulator: SimulatorHandle) -> dict[str, str]:

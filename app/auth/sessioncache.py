@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from prometheus_client import Counter
 
 from app import metrics
 from app.auth.repository import SessionRow
@@ -56,12 +53,6 @@ HEARTBEAT_SECONDS = 5.0
 RECONNECT_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-@functools.cache
-def _counted(result: str) -> Counter:
-    """The lookups counter's child for ``result`` (hit, miss, off), looked up once."""
-    return metrics.SESSION_LOOKUPS.labels(result)
-
-
 class SessionCache:
     """Token hash -> session row, for at most ``ttl_seconds``, and only while ``live``."""
 
@@ -80,13 +71,13 @@ class SessionCache:
     def get(self, token_hash: str) -> SessionRow | None:
         entry = self._entries.get(token_hash)
         if entry is None:
-            _counted("miss" if self.live else "off").inc()
+            metrics.child(metrics.SESSION_LOOKUPS, "miss" if self.live else "off").inc()
             return None
         if entry[0] <= self._clock():
             self._drop(token_hash)
-            _counted("miss").inc()
+            metrics.child(metrics.SESSION_LOOKUPS, "miss").inc()
             return None
-        _counted("hit").inc()
+        metrics.child(metrics.SESSION_LOOKUPS, "hit").inc()
         return entry[1]
 
     def ticket(self) -> int:

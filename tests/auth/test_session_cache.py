@@ -27,7 +27,7 @@ from app.main import create_app
 from app.runtime import Runtime
 from tests.auth.test_sessions import bearer
 from tests.conftest import with_overrides
-from tests.helpers import ADMIN
+from tests.helpers import ADMIN, wait_until
 from tests.plugins.simulator import SimulatorHandle
 
 EXPIRES = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -146,12 +146,6 @@ class Replica:
         return await self.client.get("/api/v1/auth/session", headers=bearer(token))
 
 
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 (the cache raises no event to wait on)
-            await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def replicas(settings: Settings, engine: AsyncEngine) -> AsyncIterator[list[Replica]]:
     if engine.dialect.name != "postgresql":
@@ -164,7 +158,7 @@ async def replicas(settings: Settings, engine: AsyncEngine) -> AsyncIterator[lis
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s")
             started.append(Replica(await stack.enter_async_context(client), app.state.runtime))
         for replica in started:
-            await until(lambda replica=replica: replica.freshness.cache.live)
+            await wait_until(lambda replica=replica: replica.freshness.cache.live)
         yield started
 
 
@@ -246,7 +240,7 @@ async def test_a_replica_that_stops_hearing_keeps_nothing_until_it_hears_again(
             {"name": f"wxpay listen {SESSIONS_CHANNEL}"},
         )
     for replica in replicas:
-        await until(lambda replica=replica: not replica.freshness.cache.live)
+        await wait_until(lambda replica=replica: not replica.freshness.cache.live)
         assert (await replica.session(token)).status_code == 200
         assert len(replica.freshness.cache) == 0  # answered by the database, and not kept
 
@@ -256,7 +250,7 @@ async def test_a_replica_that_stops_hearing_keeps_nothing_until_it_hears_again(
     assert [(await r.session(token)).status_code for r in replicas] == [401, 401]
 
     for replica in replicas:  # and each hears again, on its own
-        await until(lambda replica=replica: replica.freshness.cache.live)
+        await wait_until(lambda replica=replica: replica.freshness.cache.live)
 
 
 async def test_the_trigger_speaks_of_live_sessions_only(

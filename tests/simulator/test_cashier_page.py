@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.plugins.simulator import SimulatorHandle
 from tests.simulator.test_server import unified_order
 
@@ -71,15 +71,6 @@ def text_of(driver: WebDriver, element_id: str) -> str:
         return str(by_id(driver, element_id).text)
     except (NoSuchElementException, StaleElementReferenceException):
         return ""  # the page re-rendered in between; the caller polls again
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("the page did not get there in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_minting_a_login_code_shows_a_usable_code(
