@@ -10,6 +10,7 @@ new order makes fresh: its number, its times and the signed payment parameters).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +19,10 @@ import pytest
 from app.auth.router import router as auth_router
 from app.orders.router import router as orders_router
 from app.products.router import router as products_router
+from app.simulator.v3keys import DevMaterial
 from tests.conftest import ClientFactory
 from tests.helpers import add_product, create_order, login
+from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401 (a fixture)
 from tests.plugins.simulator import SimulatorHandle
 
 JSON = {"Content-Type": "application/json"}
@@ -114,12 +117,19 @@ def create_cases(token: str) -> list[tuple[str, dict[str, str], bytes]]:
     ]
 
 
+@pytest.mark.parametrize("version", ["v2", "v3"])
 async def test_creating_an_order_answers_as_stock_fastapi_does(
-    make_client: ClientFactory, fresh_simulator: SimulatorHandle
+    make_client: ClientFactory,
+    v3_simulator: SimulatorHandle,  # noqa: F811 (the fixture imported above)
+    v3_material: DevMaterial,
+    tmp_path: Path,
+    version: str,
 ) -> None:
-    lean, stock = await make_client(), await make_client(lean_routes=False)
+    """On either API version (the payment parameters differ): one simulator speaks both."""
+    service = {**on_v3(v3_material, tmp_path, v3_simulator.base_url), "api_version": version}
+    lean, stock = await make_client(**service), await make_client(**service, lean_routes=False)
     assert await add_product(lean) == 1
-    token = (await login(lean, fresh_simulator))["Authorization"].removeprefix("Bearer ")
+    token = (await login(lean, v3_simulator))["Authorization"].removeprefix("Bearer ")
 
     for what, headers, body in create_cases(token):
         answers = [
