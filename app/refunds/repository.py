@@ -70,8 +70,11 @@ _ADD = (
     )
     .returning(*_ALL)
 )
+# By the order's number: a replayed request names the order, and one statement finds both.
 _BY_KEY = select(*_ALL).where(
-    refunds.c.order_id == bindparam("order_id"), refunds.c.idempotency_key == bindparam("key")
+    refunds.c.order_id
+    == select(Order.id).where(Order.out_trade_no == bindparam("no")).scalar_subquery(),
+    refunds.c.idempotency_key == bindparam("key"),
 )
 _BY_NO = select(*_ALL).where(refunds.c.out_refund_no == bindparam("no"))
 _OF_ORDER = select(*_ALL).where(refunds.c.order_id == bindparam("order_id")).order_by(refunds.c.id)
@@ -167,8 +170,9 @@ class RefundRepository:
         assert row is not None  # INSERT ... RETURNING always returns the row
         return RefundRecord(*row)
 
-    async def by_key(self, order_id: int, key: str) -> RefundRecord | None:
-        return _record(await self._sql.fetchrow(_BY_KEY, {"order_id": order_id, "key": key}))
+    async def by_key(self, out_trade_no: str, key: str) -> RefundRecord | None:
+        """The refund of order ``out_trade_no`` made with idempotency key ``key``."""
+        return _record(await self._sql.fetchrow(_BY_KEY, {"no": out_trade_no, "key": key}))
 
     async def by_out_refund_no(self, out_refund_no: str) -> RefundRecord | None:
         return _record(await self._sql.fetchrow(_BY_NO, {"no": out_refund_no}))

@@ -256,9 +256,8 @@ class RefundService:
             return refund, order
 
     async def _by_key(self, out_trade_no: str, key: str) -> RefundRecord | None:
-        async with self._db.transaction() as tx:
-            order = await tx.orders.by_out_trade_no(out_trade_no)
-            return None if order is None else await tx.refunds.by_key(order.id, key)
+        async with self._db.statement() as tx:
+            return await tx.refunds.by_key(out_trade_no, key)
 
     async def _load(self, out_refund_no: str) -> tuple[RefundRecord, OrderRecord]:
         async with self._db.transaction() as tx:
@@ -269,7 +268,12 @@ class RefundService:
         return refund, order
 
     async def _reload(self, out_refund_no: str) -> RefundRecord:
-        return (await self._load(out_refund_no))[0]
+        # The refund alone: the answer carries no order fields, so one read, not two.
+        async with self._db.statement() as tx:
+            refund = await tx.refunds.by_out_refund_no(out_refund_no)
+        if refund is None:
+            raise LookupError(f"refund {out_refund_no} vanished")  # never deleted
+        return refund
 
 
 def _refund_order(refund: RefundRecord, order: OrderRecord) -> RefundOrder:
