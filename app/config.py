@@ -174,8 +174,8 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=60, ge=0)
     sweep_batch_size: int = Field(default=100, ge=1, le=1000)
 
-    # Webhooks (issue 13). Each replica sends at most ``webhook_max_in_flight`` requests at
-    # once to one endpoint, each given ``webhook_timeout_seconds``; a failed delivery is
+    # Webhooks (issue 13). At most ``webhook_max_in_flight`` requests are open at once to one
+    # endpoint, over all replicas, each given ``webhook_timeout_seconds``; a failed delivery is
     # retried with exponential backoff (doubling from the base up to the cap, with jitter)
     # until it succeeds, and an endpoint failing for ``webhook_disable_after_seconds`` (at
     # least 3 days by default: merchants' outages over a weekend must not cost them events)

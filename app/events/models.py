@@ -66,6 +66,13 @@ class WebhookDelivery(Base):
             postgresql_where=column("delivered_at").is_(None),
             sqlite_where=column("delivered_at").is_(None),
         ),
+        # The in-flight cap: the rows being sent now (a lease is cleared when an attempt ends).
+        Index(
+            "ix_webhook_deliveries_leased",
+            "endpoint_id",
+            postgresql_where=column("lease_token").isnot(None),
+            sqlite_where=column("lease_token").isnot(None),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -339,6 +339,22 @@ def _claim(dialect: str) -> Any:
 
 
 _CLAIM = {d: _claim(d) for d in ("postgresql", "sqlite")}
+# Claims for one endpoint take turns, so two replicas cannot both see room for the same slot.
+# PostgreSQL locks the endpoint's row; SQLite has no row locks, and a write as the first
+# statement takes its one write lock before the transaction reads anything.
+_CLAIM_TURN = {
+    "postgresql": select(endpoints.c.id).where(endpoints.c.id == bindparam("ep")).with_for_update(),
+    "sqlite": update(endpoints).where(endpoints.c.id == bindparam("ep")).values(id=endpoints.c.id),
+}
+_LEASED = (
+    select(func.count())
+    .select_from(deliveries)
+    .where(
+        deliveries.c.endpoint_id == bindparam("ep"),
+        deliveries.c.lease_token.isnot(None),
+        deliveries.c.lease_until >= _NOW,
+    )
+)
 _HELD = and_(deliveries.c.id == bindparam("did"), deliveries.c.lease_token == bindparam("token"))
 _DELIVERED = (
     update(deliveries)
@@ -453,17 +469,17 @@ class WebhookRepository:
         return await self._sql.execute(_WAKE, {"ep": endpoint_id, "now": utcnow()})
 
     async def claim(
-        self, endpoint_id: int, limit: int, token: str, lease: dt.timedelta
+        self, endpoint_id: int, cap: int, token: str, lease: dt.timedelta
     ) -> list[DeliveryRecord]:
+        """Lease due deliveries of one endpoint while fewer than ``cap`` are leased, by any
+        replica. Run it in a transaction: the turn it takes lasts until the commit."""
         now = utcnow()
-        params = {
-            "ep": endpoint_id,
-            "limit": limit,
-            "token": token,
-            "until": now + lease,
-            "now": now,
-        }
-        rows = await self._sql.fetch(_CLAIM[self._sql.dialect], params)
+        await self._sql.execute(_CLAIM_TURN[self._sql.dialect], {"ep": endpoint_id})
+        room = cap - (await self._sql.scalar(_LEASED, {"ep": endpoint_id, "now": now}) or 0)
+        if room <= 0:
+            return []
+        params = {"ep": endpoint_id, "limit": room, "token": token, "until": now + lease}
+        rows = await self._sql.fetch(_CLAIM[self._sql.dialect], {**params, "now": now})
         return [DeliveryRecord(*row) for row in rows]
 
     async def record_attempt(

@@ -2,9 +2,10 @@
 
 Replicas share the work through leases on the delivery rows (claimed with ``SKIP LOCKED`` on
 PostgreSQL), so in normal operation nothing is sent twice; a worker killed mid-send leaves
-its lease to run out and another sends the event again (consumers dedupe by event id). Each
-replica keeps at most ``WXPAY_WEBHOOK_MAX_IN_FLIGHT`` requests open to one endpoint, each
-bounded by ``WXPAY_WEBHOOK_TIMEOUT_SECONDS`` from first byte out to last byte read.
+its lease to run out and another sends the event again (consumers dedupe by event id). At
+most ``WXPAY_WEBHOOK_MAX_IN_FLIGHT`` requests are open to one endpoint, counted over every
+replica (the leases held), each bounded by ``WXPAY_WEBHOOK_TIMEOUT_SECONDS`` from first byte
+out to last byte read.
 """
 
 from __future__ import annotations
@@ -103,11 +104,12 @@ class DeliveryWorker:
         started: list[asyncio.Task[None]] = []
         token = secrets.token_hex(16)
         for endpoint in endpoints:
-            room = self._max_in_flight - self._in_flight[endpoint.id]
-            if room <= 0:
-                continue
-            async with self._db.statement() as tx:
-                claimed = await tx.webhooks.claim(endpoint.id, room, token, self._lease)
+            if self._in_flight[endpoint.id] >= self._max_in_flight:
+                continue  # full with our own sends: no need to ask the database
+            async with self._db.transaction() as tx:
+                claimed = await tx.webhooks.claim(
+                    endpoint.id, self._max_in_flight, token, self._lease
+                )
             started += [self._start(endpoint, delivery) for delivery in claimed]
         return started
 

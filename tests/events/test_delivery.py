@@ -317,6 +317,30 @@ async def test_at_most_max_in_flight_requests_are_open_to_one_endpoint(
     assert len(receiver.log.events) == 5
 
 
+async def test_the_in_flight_cap_holds_across_replicas(
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+    settings: Settings,
+    make_runtime: RuntimeFactory,
+    engine: AsyncEngine,
+    receiver: ReceiverServer,
+) -> None:
+    # Two processes' workers on one database, passing at the same moment: the endpoint sees
+    # the cap once, not once per replica.
+    await subscribe(client, receiver)
+    for _ in range(6):
+        await pay(client, fresh_simulator, settings)
+    receiver.faults.delay_seconds = 0.3
+    replicas = [(await make_runtime(**FAST, webhook_max_in_flight=2)).deliveries for _ in "ab"]
+
+    first_passes = await asyncio.gather(*(worker.deliver_once() for worker in replicas))
+    await deliver_until(replicas[1], lambda: _delivered_all(engine))
+
+    assert sorted(first_passes) == [0, 2]
+    assert receiver.seen.peak_open == 2
+    assert len(receiver.log.events) == 6
+
+
 async def test_the_service_delivers_in_the_background_and_stops_cleanly(
     make_client: ClientFactory,
     fresh_simulator: SimulatorHandle,
