@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from app.auth.service import AuthKeys, AuthService, LoginLimits
 from app.auth.sessioncache import SessionCache, SessionFreshness
 from app.config import Settings
+from app.eventdata import render_data
 from app.events.service import WebhookService
 from app.events.urls import delivery_transport
 from app.events.worker import DeliveryWorker
@@ -103,7 +104,7 @@ async def build_runtime(
     refusals = RefusalBudget(
         limiter, settings.refused_notifies_per_source_per_minute, settings.trusted_proxies
     )
-    webhooks = WebhookService(db, settings, webhook_box(settings))
+    webhooks = WebhookService(db, settings, webhook_box(settings), render_data)
     sessions = SessionCache(settings.session_cache_seconds)
     return Runtime(
         settings=settings,

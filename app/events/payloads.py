@@ -1,42 +1,19 @@
-"""What an event's ``data`` says: the order or refund as the API shows it, plus what a
-merchant needs to fulfil (the buyer's openid, the product, a refund's out_trade_no).
+"""An event's bytes, as webhooks carry them and the feed lists them.
 
-An event stores the rows its transaction saw (a snapshot), and ``data`` is rendered from
-them here, the one place that knows the shape: so the payment's statement on PostgreSQL can
-write its event itself (``to_jsonb`` of the row it just updated) in the same round trip."""
+What ``data`` says about an order or a refund is rendered by a ``Renderer`` the composition
+root passes in (``app.eventdata.render_data``): this package stores and sends events, and
+does not import the packages whose changes they report."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from dataclasses import fields
+from collections.abc import Callable
 from typing import Any
 
 from app.events.repository import EventRecord
-from app.orders.repository import OrderRecord
-from app.orders.schemas import OrderOut
-from app.refunds.repository import RefundRecord
-from app.refunds.schemas import RefundOut
 
-
-def order_data(order: OrderRecord) -> dict[str, Any]:
-    shown = OrderOut.model_validate(order.as_dict()).model_dump(mode="json")
-    return {
-        **shown,
-        "openid": order.openid,
-        "product": {"id": order.product_id, "description": order.description},
-        "review_reason": order.review_reason,
-    }
-
-
-def refund_data(refund: RefundRecord, order: OrderRecord) -> dict[str, Any]:
-    shown = RefundOut.model_validate(refund).model_dump(mode="json")
-    return {
-        **shown,
-        "out_trade_no": order.out_trade_no,
-        "openid": order.openid,
-        "product": {"id": order.product_id, "description": order.description},
-    }
+# An event's stored snapshot in, its ``data`` out (JSON text).
+Renderer = Callable[[str], str]
 
 
 def as_json(data: dict[str, Any]) -> str:
@@ -44,33 +21,8 @@ def as_json(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def event_body(event: EventRecord) -> bytes:
+def event_body(event: EventRecord, render: Renderer) -> bytes:
     """The event as sent and as the feed shows it: the same bytes every time."""
     created = event.created_at.isoformat().replace("+00:00", "Z")
     head = f'{{"id":"{event.public_id}","type":"{event.type}","created_at":"{created}"'
-    return f'{head},"sequence":{event.id},"data":{render_data(event.data)}}}'.encode()
-
-
-def render_data(snapshot: str) -> str:
-    """``data`` from the rows the event's transaction saw (``app.events.repository.snapshot``)."""
-    rows = json.loads(snapshot)
-    order = _restore(OrderRecord, rows["order"])
-    if "refund" in rows:
-        return as_json(refund_data(_restore(RefundRecord, rows["refund"]), order))
-    return as_json(order_data(order))
-
-
-def _restore(record: type[Any], row: dict[str, Any]) -> Any:
-    names, moments = _SHAPES[record]
-    for name in moments:
-        if row.get(name) is not None:
-            row[name] = dt.datetime.fromisoformat(row[name]).astimezone(dt.UTC)
-    return record(**{name: row[name] for name in names})
-
-
-def _shape(record: type[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    found = fields(record)
-    return tuple(f.name for f in found), tuple(f.name for f in found if "datetime" in str(f.type))
-
-
-_SHAPES = {record: _shape(record) for record in (OrderRecord, RefundRecord)}
+    return f'{head},"sequence":{event.id},"data":{render(event.data)}}}'.encode()

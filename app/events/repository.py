@@ -52,7 +52,7 @@ class EventRecord:
     type: str
     order_id: int
     # What the event reports, as stored: ``snapshot`` (rendered for sending by
-    # ``app.events.payloads.event_body``).
+    # ``app.events.payloads.event_body``, with ``app.eventdata``).
     data: str
     txid: int
     created_at: dt.datetime

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Path, Query, Response
 from app.db import MAX_BIGINT
 from app.deps import AdminDep, WebhookServiceDep
 from app.errors import error_responses
-from app.events.payloads import event_body
 from app.events.schemas import (
     DeliveryOut,
     EventPage,
@@ -114,7 +113,7 @@ async def event_feed(
 ) -> Response:
     events, cursor = await service.feed(after, types, limit)
     # The stored bytes of each event, as webhooks carry them, not re-serialised.
-    items = b",".join(event_body(event) for event in events)
+    items = b",".join(service.body(event) for event in events)
     tail = json.dumps(cursor).encode()
     return Response(
         b'{"items":[' + items + b'],"next_cursor":' + tail + b"}", media_type="application/json"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from app.config import Settings
 from app.db import utcnow
 from app.errors import AppError, NotFound
+from app.events.payloads import Renderer, event_body
 from app.events.repository import AttemptRecord, DeliveryRecord, EndpointRecord, EventRecord
 from app.events.types import ALL_TYPES, EventType
 from app.events.urls import WebhookUrlRefused, check_webhook_url
@@ -85,10 +86,11 @@ def parse_types(types: str | None) -> tuple[str, ...] | None:
 
 
 class WebhookService:
-    def __init__(self, db: Database, settings: Settings, box: SecretBox) -> None:
+    def __init__(self, db: Database, settings: Settings, box: SecretBox, render: Renderer) -> None:
         self._db = db
         self._settings = settings
         self._box = box
+        self._render = render
 
     async def create(self, url: str, types: list[str], enabled: bool) -> tuple[EndpointRecord, str]:
         """Register an endpoint; its secret is returned here, once, and never shown again."""
@@ -193,6 +195,10 @@ class WebhookService:
         async with self._db.statement() as tx:
             found = await tx.events.feed(position, parse_types(types), limit)
         return found, _cursor(found[-1]) if found else (after or "-1.0")
+
+    def body(self, event: EventRecord) -> bytes:
+        """The event's bytes, the same for a webhook and for the feed."""
+        return event_body(event, self._render)
 
     async def _check_url(self, url: str) -> None:
         try:

@@ -1,10 +1,8 @@
-"""The event types merchants subscribe to, and which refund statuses raise which."""
+"""The event types merchants subscribe to."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-from app.refunds.states import RefundStatus
 
 
 class EventType(StrEnum):
@@ -15,15 +13,6 @@ class EventType(StrEnum):
     REFUND_ABNORMAL = "refund.abnormal"
     ORDER_REVIEW_REQUIRED = "order.review_required"
 
-
-# A refund's move to one of these statuses is an event; PROCESSING (accepted, not finished)
-# is not. v3's ABNORMAL is stored as CHANGE by the v3 adapter.
-REFUND_EVENTS: dict[RefundStatus, EventType] = {
-    RefundStatus.SUCCESS: EventType.REFUND_SUCCEEDED,
-    RefundStatus.FAILED: EventType.REFUND_FAILED,
-    RefundStatus.REFUNDCLOSE: EventType.REFUND_FAILED,
-    RefundStatus.CHANGE: EventType.REFUND_ABNORMAL,
-}
 
 # An endpoint subscribed to this receives every type.
 ALL_TYPES = "*"

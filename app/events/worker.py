@@ -25,7 +25,6 @@ import httpx
 from app.config import Settings
 from app.db import utcnow
 from app.events.decisions import WebhookBackoff, next_attempt_at
-from app.events.payloads import event_body
 from app.events.repository import AttemptOutcome, DeliveryRecord, EndpointRecord
 from app.events.service import WebhookService
 from app.events.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
@@ -125,7 +124,7 @@ class DeliveryWorker:
             async with self._db.statement() as tx:
                 event = await tx.events.by_id(delivery.event_id)
             assert event is not None  # deliveries keep their events
-            outcome = await self._post(endpoint, event.public_id, event_body(event))
+            outcome = await self._post(endpoint, event.public_id, self._webhooks.body(event))
             await self._settle(endpoint, delivery, outcome)
         except Exception:
             # The lease runs out and the delivery is tried again: nothing is lost.

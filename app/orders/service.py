@@ -20,7 +20,6 @@ from app.auth.service import CurrentUser
 from app.config import Settings
 from app.db import utcnow
 from app.errors import AppError, Conflict, NotFound, upstream_rejected, upstream_unavailable
-from app.events.outbox import close_order
 from app.gateway import (
     MAX_FEN,
     CloseOutcome,
@@ -32,6 +31,7 @@ from app.gateway import (
     WeChatUnavailable,
 )
 from app.orders.numbers import new_out_trade_no
+from app.orders.outbox import close_and_record
 from app.orders.repository import DuplicateOrder, OrderRecord
 from app.orders.states import PAYABLE, OrderStatus
 from app.products.service import ProductNotFound
@@ -199,7 +199,7 @@ class OrderService:
             await self._payments.apply_paid(report.payment)
         elif report.status is OrderStatus.CLOSED:
             async with self._db.transaction() as tx:
-                await close_order(tx, order.out_trade_no)
+                await close_and_record(tx, order.out_trade_no)
         elif report.status is OrderStatus.PAYERROR:
             async with self._db.statement() as tx:
                 await tx.orders.mark_payment_failed(order.out_trade_no)
@@ -216,7 +216,7 @@ class OrderService:
             await self.sync_with_wechat(order)  # the user paid first: record the payment
             return False
         async with self._db.transaction() as tx:
-            return await close_order(tx, order.out_trade_no)
+            return await close_and_record(tx, order.out_trade_no)
 
     def _gateway(self, order: OrderRecord) -> PaymentGateway:
         return self._gateways.of(order.api_version)

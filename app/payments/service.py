@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from app.events.outbox import flag_review, pay_order
 from app.gateway import PaymentResult
+from app.orders.outbox import flag_and_record, pay_and_record
 from app.orders.repository import DuplicateTransaction, PaymentFacts
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow, audit_of_paid, audit_params
@@ -122,9 +122,9 @@ class PaymentService:
 async def _settle(tx: UnitOfWork, result: PaymentResult, *, tried_unpaid: bool) -> Verdict:
     """``tried_unpaid``: the payment of an unpaid order was just tried, and did not move it."""
     facts, no, fee = _facts(result), result.out_trade_no, result.total_fee
-    if not tried_unpaid and await pay_order(tx, no, fee, facts, after_close=False) is not None:
+    if not tried_unpaid and await pay_and_record(tx, no, fee, facts, after_close=False) is not None:
         return Verdict.PAID
-    if await pay_order(tx, no, fee, facts, after_close=True) is not None:
+    if await pay_and_record(tx, no, fee, facts, after_close=True) is not None:
         logger.warning("order %s was paid after we closed it; flagged for review", no)
         return Verdict.PAID_AFTER_CLOSE
     return await _explain_unpaid(tx, result)
@@ -140,7 +140,7 @@ async def _explain_unpaid(tx: UnitOfWork, result: PaymentResult) -> Verdict:
         logger.error("payment for unknown order %s", result.out_trade_no)
         return Verdict.UNKNOWN_ORDER
     if state.total_fee != result.total_fee:
-        await flag_review(tx, state.id, ReviewReason.AMOUNT_MISMATCH)
+        await flag_and_record(tx, state.id, ReviewReason.AMOUNT_MISMATCH)
         logger.error(
             "AMOUNT MISMATCH on order %s: WeChat reports %s fen, we expect %s fen",
             result.out_trade_no,
@@ -150,7 +150,7 @@ async def _explain_unpaid(tx: UnitOfWork, result: PaymentResult) -> Verdict:
         return Verdict.AMOUNT_MISMATCH
     if state.transaction_id == result.transaction_id:
         return Verdict.DUPLICATE
-    await flag_review(tx, state.id, ReviewReason.TRANSACTION_CONFLICT)
+    await flag_and_record(tx, state.id, ReviewReason.TRANSACTION_CONFLICT)
     logger.error("order %s already paid by another transaction", result.out_trade_no)
     return Verdict.TRANSACTION_CONFLICT
 
@@ -158,7 +158,7 @@ async def _explain_unpaid(tx: UnitOfWork, result: PaymentResult) -> Verdict:
 async def _flag(tx: UnitOfWork, out_trade_no: str, reason: ReviewReason) -> None:
     state = await tx.orders.payment_view(out_trade_no)
     if state is not None:
-        await flag_review(tx, state.id, reason)
+        await flag_and_record(tx, state.id, reason)
 
 
 def _audit_row(verdict: Verdict, result: PaymentResult, audit: AuditRecord) -> AuditRow:

@@ -17,9 +17,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from app.db import utcnow
-from app.events.outbox import flag_review
 from app.gateway import Gateways, InvalidNotification, PaymentGateway, RefundNotice
 from app.inbound import NotifyOutcome, RefusalBudget, refused_body
+from app.orders.outbox import flag_and_record
 from app.orders.repository import OrderRecord
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow
@@ -105,7 +105,7 @@ async def _judge(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
             info.out_refund_no, info.out_trade_no, info.refund_fee, info.total_fee,
             info.refund_id,
         )  # fmt: skip
-        await flag_review(tx, order.id, ReviewReason.REFUND_CONFLICT)
+        await flag_and_record(tx, order.id, ReviewReason.REFUND_CONFLICT)
         return RefundVerdict.MISMATCH
     outcome = info.outcome
     if outcome is None:
@@ -120,7 +120,7 @@ async def _judge(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
         "refund %s: WeChat reports %s, we hold %s",
         info.out_refund_no, outcome.status.value, current and current.status,
     )  # fmt: skip
-    await flag_review(tx, order.id, ReviewReason.REFUND_CONFLICT)
+    await flag_and_record(tx, order.id, ReviewReason.REFUND_CONFLICT)
     return RefundVerdict.CONFLICT
 
 
@@ -142,7 +142,7 @@ async def _not_ours(tx: UnitOfWork, info: RefundNotice) -> RefundVerdict:
         "order %s refunded outside this service (%s); flagged for review",
         info.out_trade_no, info.out_refund_no,
     )  # fmt: skip
-    await flag_review(tx, order.id, ReviewReason.REFUND_OUTSIDE)
+    await flag_and_record(tx, order.id, ReviewReason.REFUND_OUTSIDE)
     return RefundVerdict.OUTSIDE
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from app.events.outbox import flag_review, record_refund_event
 from app.gateway import RefundOutcome
+from app.orders.outbox import flag_and_record
 from app.orders.states import ReviewReason
+from app.refunds.outbox import record_refund_event
 from app.refunds.repository import RefundRecord
 from app.refunds.states import RELEASES_AMOUNT, RefundStatus
 
@@ -43,5 +44,5 @@ async def apply_outcome(tx: UnitOfWork, refund: RefundRecord, outcome: RefundOut
             "refund %s could not reach the user; finish it on the merchant platform",
             refund.out_refund_no,
         )
-        await flag_review(tx, moved.order_id, ReviewReason.REFUND_CHANGE)
+        await flag_and_record(tx, moved.order_id, ReviewReason.REFUND_CHANGE)
     return True

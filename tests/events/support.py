@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.events.payloads import render_data
+from app.eventdata import render_data
 
 
 async def outbox(engine: AsyncEngine, event_type: str | None = None) -> list[dict[str, Any]]:

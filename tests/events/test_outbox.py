@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.events.outbox import close_order, pay_order
-from app.events.payloads import as_json, order_data
+from app.eventdata import order_data
+from app.events.payloads import as_json
+from app.orders.outbox import close_and_record, pay_and_record
 from app.orders.repository import PaymentFacts
 from app.runtime import Runtime
 from app.simulator.messages import payment_notify_body
@@ -97,7 +98,7 @@ async def test_no_event_is_written_when_the_change_rolls_back(
 
     with pytest.raises(RuntimeError):
         async with runtime.db.transaction() as tx:
-            assert await pay_order(tx, order["out_trade_no"], 990, facts, after_close=False)
+            assert await pay_and_record(tx, order["out_trade_no"], 990, facts, after_close=False)
             raise RuntimeError("the rest of the transaction failed")
 
     assert await outbox(engine) == []
@@ -118,11 +119,11 @@ async def test_closing_twice_writes_one_order_closed_event_and_a_late_payment_tw
 
     for _ in range(2):
         async with runtime.db.transaction() as tx:
-            await close_order(tx, no)
+            await close_and_record(tx, no)
     # The user paid just before our close reached WeChat: recorded, and flagged.
     async with runtime.db.transaction() as tx:
         facts = PaymentFacts("4200000004", None, 990, "CMC")
-        assert await pay_order(tx, no, 990, facts, after_close=True)
+        assert await pay_and_record(tx, no, 990, facts, after_close=True)
 
     events = await outbox(engine)
     assert [e["type"] for e in events] == ["order.closed", "order.paid", "order.review_required"]

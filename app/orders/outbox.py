@@ -1,8 +1,9 @@
-"""Writing events beside the changes they report, in the caller's transaction.
+"""An order's changes that merchants hear of, each written with its event in one unit of work.
 
-Every state change a merchant hears of goes through one of these, so the rule "one event per
-change, never for a change that rolled back" lives here: each writes its event only when the
-guarded UPDATE before it moved a row, and in the same unit of work.
+Every change to an order that a merchant is told about goes through one of these, so the rule
+"one event per change, never for a change that rolled back" lives here: each writes its event
+only when the guarded UPDATE before it moved a row, in the caller's transaction. The events
+package stores and sends events; what an order's change means is this package's to say.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from app.events.repository import snapshot
-from app.events.types import REFUND_EVENTS, EventType
+from app.events.types import EventType
 from app.orders.repository import OrderRecord, PaymentFacts
 from app.orders.states import ReviewReason
-from app.refunds.repository import RefundRecord
-from app.refunds.states import RefundStatus
 
 if TYPE_CHECKING:
     from app.uow import UnitOfWork
@@ -24,7 +23,7 @@ async def record_order_event(tx: UnitOfWork, event_type: EventType, order: Order
     await tx.events.add(event_type.value, order.id, snapshot(order=order.as_dict()))
 
 
-async def pay_order(
+async def pay_and_record(
     tx: UnitOfWork, out_trade_no: str, total_fee: int, facts: PaymentFacts, *, after_close: bool
 ) -> OrderRecord | None:
     """``mark_paid`` (which writes the ``order.paid`` event in its own statement: the notify
@@ -35,7 +34,7 @@ async def pay_order(
     return order
 
 
-async def close_order(tx: UnitOfWork, out_trade_no: str) -> bool:
+async def close_and_record(tx: UnitOfWork, out_trade_no: str) -> bool:
     """``mark_closed`` and its ``order.closed`` event; False if the order was not closable."""
     order = await tx.orders.mark_closed(out_trade_no)
     if order is not None:
@@ -43,21 +42,9 @@ async def close_order(tx: UnitOfWork, out_trade_no: str) -> bool:
     return order is not None
 
 
-async def flag_review(tx: UnitOfWork, order_id: int, reason: ReviewReason) -> None:
+async def flag_and_record(tx: UnitOfWork, order_id: int, reason: ReviewReason) -> None:
     """Flag an order for a person; ``order.review_required`` once per reason, however many
     notifies or queries report the same disagreement."""
     order = await tx.orders.flag_review(order_id, reason)
     if order is not None:
         await record_order_event(tx, EventType.ORDER_REVIEW_REQUIRED, order)
-
-
-async def record_refund_event(tx: UnitOfWork, refund: RefundRecord) -> None:
-    """The event of a refund's move, if the move is one merchants hear of. The order's row is
-    locked first, so an order's events get ids (``sequence``) in the order they commit."""
-    event_type = REFUND_EVENTS.get(RefundStatus(refund.status))
-    if event_type is None:
-        return
-    order = await tx.orders.lock_for_event(refund.order_id)
-    assert order is not None  # a refund's order is never deleted
-    data = snapshot(order=order.as_dict(), refund=refund.as_dict())
-    await tx.events.add(event_type.value, order.id, data)
