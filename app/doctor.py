@@ -7,10 +7,11 @@ the exit status is 0 only when every finding holds. What is checked:
 - the database answers and its schema is at the head this code expects;
 - WeChat Pay answers a signed order query for an order number nobody used: "no such order"
   (v2 ``ORDERNOTEXIST``, v3 404 ``ORDER_NOT_EXIST``) proves the address, the merchant id and
-  the signing key, since WeChat checks the signature before it looks the order up (v2's answer is
-  signed too, and verified);
+  the signing key, since WeChat checks the signature before it looks the order up. Both answers
+  must carry WeChat Pay's signature, verified: any host can say "not found";
 - the merchant certificate, its key, WeChat Pay's public key and extra CA certificates load, fit
-  together, and when the certificates expire;
+  together, and when the certificates expire; in v3 platform-certificate mode (no public key
+  configured), the certificates WeChat Pay lists and when they expire;
 - the notify URLs are https (in production) and their hosts resolve.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import ConfigError, Settings
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import ApiVersion, PaymentGateway, WeChatRejected, WeChatUnavailable
+from app.httpclient import build_http_client
 from app.runtime import Runtime, build_runtime
+from app.wechat.gateway_v3 import UnprovenNotFound, WeChatPayV3Gateway
 from app.wechat.v3 import load_private_key, load_public_key
-from app.wechat.v3setup import V3ConfigError
+from app.wechat.v3setup import V3ConfigError, build_v3_gateway
 
 RENEW_WITHIN = dt.timedelta(days=30)
 RESOLVE_SECONDS = 5.0
@@ -75,7 +78,10 @@ async def diagnose(settings: Settings) -> list[Finding]:
         except (ConfigError, V3ConfigError, ValueError, OSError) as exc:
             return [*findings, Finding("service", False, f"cannot be built: {exc}")]
         findings.append(await database(runtime))
-        findings += [await wechat_pay(gateway) for gateway in _gateways(runtime)]
+        v3 = _v3_gateway(settings, stack)
+        findings += [await wechat_pay(gateway) for gateway in _gateways(runtime, v3)]
+        if v3 is not None and settings.v3_certificate_mode:
+            findings.append(await platform_certificates(v3))
     findings += await notify_urls(settings)
     return findings
 
@@ -112,20 +118,41 @@ async def database(runtime: Runtime) -> Finding:
     return Finding("database", True, f"answers; schema at head ({current})")
 
 
-def _gateways(runtime: Runtime) -> list[PaymentGateway]:
-    """Every configured API version, the one new orders use first."""
+def _v3_gateway(settings: Settings, stack: AsyncExitStack) -> WeChatPayV3Gateway | None:
+    """The doctor's own v3 gateway, built as the runtime builds its own, or None without v3.
+    The runtime's sits behind the metrics wrapper, which offers only the payment-gateway port:
+    neither the strict query below nor the platform certificates."""
+    if settings.v3_missing:
+        return None
+    http = build_http_client(settings)
+    stack.push_async_callback(http.aclose)
+    return build_v3_gateway(settings, http)
+
+
+def _gateways(runtime: Runtime, v3: WeChatPayV3Gateway | None) -> list[PaymentGateway]:
+    """Every configured API version, the one new orders use first; v3 as the doctor's own."""
     current = runtime.gateways.current
     others = [runtime.gateways.configured(v) for v in ApiVersion if v is not current.version]
-    return [current, *(g for g in others if g is not None)]
+    found = [current, *(g for g in others if g is not None)]
+    return [v3 if v3 is not None and g.version is ApiVersion.V3 else g for g in found]
 
 
 async def wechat_pay(gateway: PaymentGateway) -> Finding:
     check = f"WeChat Pay {gateway.version.value}"
     made_up = "DOCTOR" + secrets.token_hex(12).upper()  # 30 characters, never an order of ours
+    # v3's query reads any "not found" as no such order (it has nothing to apply either way);
+    # here only WeChat's signed 404 ORDER_NOT_EXIST proves that WeChat Pay answered.
+    query = (
+        gateway.query_proving_no_such_order
+        if isinstance(gateway, WeChatPayV3Gateway)
+        else gateway.query
+    )
     try:
-        answer = await gateway.query(made_up)
+        answer = await query(made_up)
     except WeChatRejected as exc:
         return Finding(check, False, f"answered, but refused the signed query: {exc}")
+    except UnprovenNotFound as exc:
+        return Finding(check, False, f"answered, but not as WeChat Pay: {exc}")
     except WeChatUnavailable as exc:
         return Finding(check, False, f"does not answer: {exc}")
     if answer is not None:
@@ -157,17 +184,37 @@ def merchant_certificate(cert_path: str, key_path: str) -> Finding:
         return Finding(check, False, f"cannot be read ({type(exc).__name__}: {exc})")
     if _public_der(key.public_key()) != _public_der(certificate.public_key()):
         return Finding(check, False, "WXPAY_MCH_KEY_PATH is not the key of WXPAY_MCH_CERT_PATH")
-    return _expiry(check, [certificate], f"serial {certificate.serial_number:X}")
+    ends = certificate.not_valid_after_utc
+    return _expiry(check, ends, f"serial {certificate.serial_number:X}")
 
 
 def v3_keys(settings: Settings) -> list[Finding]:
     if settings.v3_missing:
         return [Finding("v3 keys", False, "missing: " + ", ".join(settings.v3_missing))]
-    assert settings.merchant_private_key_path and settings.wechatpay_public_key_path
-    return [
-        _key("v3 merchant private key", settings.merchant_private_key_path, load_private_key),
-        _key("WeChat Pay public key", settings.wechatpay_public_key_path, load_public_key),
-    ]
+    assert settings.merchant_private_key_path
+    path = settings.merchant_private_key_path
+    findings = [_key("v3 merchant private key", path, load_private_key)]
+    # Without a public key, WeChat Pay is verified with its platform certificates, which are
+    # downloaded: checked once the service is built (``platform_certificates``).
+    if settings.wechatpay_public_key_path:
+        path = settings.wechatpay_public_key_path
+        findings.append(_key("WeChat Pay public key", path, load_public_key))
+    return findings
+
+
+async def platform_certificates(gateway: WeChatPayV3Gateway) -> Finding:
+    check = "WeChat Pay platform certificates"
+    try:
+        certificates = await gateway.platform_certificates()
+    except (WeChatRejected, WeChatUnavailable) as exc:
+        return Finding(check, False, f"cannot be downloaded: {exc}")
+    if not certificates:
+        return Finding(check, False, "WeChat Pay lists none: its signatures cannot be verified")
+    listed = ", ".join(f"{c.serial} to {c.not_after:%Y-%m-%d}" for c in certificates)
+    # Signatures verify while any certificate holds, and an older one lapsing during a rotation's
+    # overlap is expected (§8.6): the one that matters is the last to expire.
+    ends = max(c.not_after for c in certificates)
+    return _expiry(check, ends, f"{len(certificates)} listed ({listed}); the last")
 
 
 def _key(check: str, path: str, load: Callable[[bytes], object]) -> Finding:
@@ -183,11 +230,11 @@ def ca_certificates(path: str) -> Finding:
         certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
     except (OSError, ValueError) as exc:
         return Finding("extra CA certificates", False, f"cannot be read ({type(exc).__name__})")
-    return _expiry("extra CA certificates", certificates, f"{len(certificates)} certificate(s)")
-
-
-def _expiry(check: str, certificates: Iterable[x509.Certificate], what: str) -> Finding:
     ends = min(c.not_valid_after_utc for c in certificates)
+    return _expiry("extra CA certificates", ends, f"{len(certificates)} certificate(s)")
+
+
+def _expiry(check: str, ends: dt.datetime, what: str) -> Finding:
     left = ends - dt.datetime.now(dt.UTC)
     when = f"{what}, expires {ends:%Y-%m-%d} ({left.days} days)"
     if left <= dt.timedelta(0):

@@ -1,12 +1,14 @@
 """``python -m app.cli doctor`` (issue 15, operations): a readable report, exit 0 only when
 everything holds. WeChat is the simulator over real HTTP: a signed query for an order nobody
-placed must come back "no such order" (PROTOCOL.md §6.1 ``ORDERNOTEXIST``; §8 v3: 404
-``ORDER_NOT_EXIST``)."""
+placed must come back "no such order" (PROTOCOL.md §6.1 ``ORDERNOTEXIST``; §8.1 v3: 404
+``ORDER_NOT_EXIST``), with WeChat Pay's signature (§8.3)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +16,29 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from app.cli import doctor
 from app.config import Settings
 from app.simulator.v3files import DevMaterial
+from app.simulator.v3keys import CERTIFICATE_LIFETIME, new_certified_key
 from tests.conftest import with_overrides
 from tests.db import fresh_database_url
 from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401
-from tests.plugins.simulator import SimulatorHandle
+from tests.plugins.simulator import ServerThread, SimulatorHandle, start_simulator
 from tests.plugins.tls import Pki
 from tests.test_cli import cli
 
 HTTPS_NOTIFIES = {
     "notify_url": "https://localhost/wechat/pay/notify",
     "refund_notify_url": "https://localhost/wechat/pay/refund-notify",
+}
+HTTPS_V3_NOTIFIES = {
+    "v3_notify_url": "https://localhost/n",
+    "v3_refund_notify_url": "https://localhost/r",
 }
 
 
@@ -73,9 +84,10 @@ async def test_a_healthy_v3_setup_queries_both_versions(
     tmp_path: Path,
 ) -> None:
     v3 = on_v3(v3_material, tmp_path, v3_simulator.base_url)
-    https = {"v3_notify_url": "https://localhost/n", "v3_refund_notify_url": "https://localhost/r"}
 
-    text, healthy = await doctor(with_overrides(settings, {**v3, **HTTPS_NOTIFIES, **https}))
+    text, healthy = await doctor(
+        with_overrides(settings, {**v3, **HTTPS_NOTIFIES, **HTTPS_V3_NOTIFIES})
+    )
 
     assert healthy, text
     found = lines(text)
@@ -83,6 +95,102 @@ async def test_a_healthy_v3_setup_queries_both_versions(
     assert found["WeChat Pay v2"].startswith("ok")  # the v2 key is still set: old orders
     assert found["v3 merchant private key"].startswith("ok")
     assert found["WXPAY_V3_NOTIFY_URL"].startswith("ok")
+
+
+def certificate_mode(material: DevMaterial, days_left: int, mchid: str) -> DevMaterial:
+    """``material`` with WeChat Pay signing with one platform certificate instead of its public
+    key (§8.6), the certificate expiring in ``days_left`` days."""
+    start = dt.datetime.now(dt.UTC) - CERTIFICATE_LIFETIME + dt.timedelta(days=days_left, hours=1)
+    key = new_certified_key(mchid, not_before=start)
+    return replace(material, config=replace(material.config, signing_keys=(key,)))
+
+
+@contextmanager
+def running(server: ServerThread) -> Iterator[str]:
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("days_left", "mark"), [(400, "ok"), (10, "warn")])
+async def test_platform_certificate_mode_reports_each_certificate_and_when_it_expires(
+    settings: Settings, v3_material: DevMaterial, tmp_path: Path, days_left: int, mark: str
+) -> None:
+    """No WeChat Pay public key configured: WeChat is verified with the platform certificates
+    it lists at /v3/certificates (§8.6), which expire like the merchant's (``warn`` within 30
+    days)."""
+    material = certificate_mode(v3_material, days_left, settings.mch_id)
+    handle, server = start_simulator(settings, v3=material.config)
+    v3 = on_v3(material, tmp_path, handle.base_url)
+    v3 |= {"wechatpay_public_key_path": None, "wechatpay_public_key_id": None}
+    try:
+        text, healthy = await doctor(
+            with_overrides(settings, {**v3, **HTTPS_NOTIFIES, **HTTPS_V3_NOTIFIES})
+        )
+    finally:
+        server.stop()
+
+    assert healthy, text  # a warning is no failure
+    found = lines(text)
+    assert "WeChat Pay public key" not in found
+    assert found["v3 merchant private key"].startswith("ok")
+    assert found["WeChat Pay v3"].startswith("ok")  # verified with the downloaded certificate
+    (key,) = material.config.signing_keys
+    assert key.certificate_pem is not None
+    ends = x509.load_pem_x509_certificate(key.certificate_pem).not_valid_after_utc
+    assert found["WeChat Pay platform certificates"] == (
+        f"{mark:<5} WeChat Pay platform certificates: 1 listed ({key.serial} to {ends:%Y-%m-%d}); "
+        f"the last, expires {ends:%Y-%m-%d} ({days_left} days)"
+    )
+
+
+def not_wechat_pay(code: str) -> Starlette:
+    """A host that answers every request 404 ``{"code": code}`` without WeChat Pay's signature:
+    a wrong address, or a proxy's error page."""
+
+    async def answer(request: Request) -> JSONResponse:
+        return JSONResponse({"code": code, "message": "not here"}, status_code=404)
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
+
+
+@pytest.mark.parametrize("code", ["NOT_FOUND", "ORDER_NOT_EXIST"])
+async def test_an_unsigned_404_does_not_prove_that_wechat_pay_v3_answers(
+    settings: Settings, v3_material: DevMaterial, tmp_path: Path, code: str
+) -> None:
+    """§8.1: WeChat answers a query for an order it does not have with 404 ``ORDER_NOT_EXIST``,
+    signed like any answer to a correctly signed request (§8.3; WeChat's v3 signing guide,
+    签名验证). An unsigned one, whatever its code, anyone could have sent."""
+    with running(ServerThread(not_wechat_pay(code))) as url:
+        text, healthy = await doctor(with_overrides(settings, on_v3(v3_material, tmp_path, url)))
+
+    assert not healthy
+    line = lines(text)["WeChat Pay v3"]
+    assert line.startswith("FAIL  WeChat Pay v3: answered, but not as WeChat Pay:"), line
+    assert f"HTTP 404 {code} (not signed by WeChat Pay)" in line
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "NOT_FOUND"), (400, "ORDER_NOT_EXIST")])
+async def test_a_signed_not_found_other_than_404_order_not_exist_fails(
+    settings: Settings,
+    v3_material: DevMaterial,
+    v3_simulator: SimulatorHandle,  # noqa: F811
+    tmp_path: Path,
+    status: int,
+    code: str,
+) -> None:
+    await v3_simulator.set_fault(
+        "business_error", endpoint="v3_query", err_code=code, http_status=status
+    )
+    v3 = on_v3(v3_material, tmp_path, v3_simulator.base_url)
+
+    text, healthy = await doctor(with_overrides(settings, v3))
+
+    assert not healthy
+    line = lines(text)["WeChat Pay v3"]
+    assert line.startswith("FAIL  WeChat Pay v3: answered, but not as WeChat Pay:"), line
+    assert f"HTTP {status} {code} (signed)" in line
 
 
 def expired_certificate(directory: Path) -> tuple[Path, Path]:

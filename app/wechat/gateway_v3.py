@@ -29,11 +29,16 @@ from app.gateway import (
 from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
 from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
-from app.wechat.v3client import V3Refund, V3Transaction, WeChatPayV3Client
+from app.wechat.v3client import V3Refund, V3Rejected, V3Transaction, WeChatPayV3Client
+from app.wechat.v3trust import PlatformCertificate
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 # v3's answers for an order or refund WeChat does not have (§8.1, §8.7).
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
+# What WeChat itself answers an order query with when it has no such order: HTTP 404 with one
+# of these codes (§8.1 lists both spellings, §11: they differ between generations of its docs).
+_NO_SUCH_ORDER_STATUS = 404
+_NO_SUCH_ORDER = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST"})
 # Refusals that mean "not now" (§8.1): the refund stays PENDING and is sent again later.
 REFUND_LATER = frozenset({"NOT_ENOUGH", "NOTENOUGH", "FREQUENCY_LIMITED"})
 # v3 refund states onto ours, so the API and the events keep one vocabulary (§8.7).
@@ -44,6 +49,11 @@ _REFUND_STATUS = {
     "CLOSED": RefundStatus.REFUNDCLOSE,
 }
 _PAYMENT_EVENT = "TRANSACTION.SUCCESS"
+
+
+class UnprovenNotFound(WeChatUnavailable):
+    """A "not found" that is not provably WeChat Pay's own 404 ``ORDER_NOT_EXIST``: the wrong
+    status or code, or no signature we trust (a wrong host, a proxy's error page)."""
 
 
 class WeChatPayV3Gateway:
@@ -81,9 +91,41 @@ class WeChatPayV3Gateway:
             if exc.err_code in _NOT_FOUND:
                 return None
             raise
-        status = order_status_of(transaction.trade_state)
-        paid = status in (OrderStatus.SUCCESS, OrderStatus.REFUND)
-        return TradeReport(status, _payment(transaction) if paid else None)
+        return _trade_report(transaction)
+
+    async def query_proving_no_such_order(self, out_trade_no: str) -> TradeReport | None:
+        """``query``, except that None means WeChat Pay itself said it has no such order: HTTP
+        404 ``ORDER_NOT_EXIST`` (§8.1), signed with a key we trust (§8.3). Any other "not
+        found" raises ``UnprovenNotFound``.
+
+        WeChat checks a request's signature before it looks the order up, and signs its answer
+        once that signature holds (its v3 signing guide, 签名验证: "如果验证商户的请求签名正确，
+        微信支付会在应答的HTTP头部中包括应答签名"), so this answer proves the address, the
+        merchant id and both keys; a bare ``{"code": "NOT_FOUND"}`` from whatever answers at
+        the address proves nothing. For the doctor: the order sync and the sweep keep
+        ``query``'s wider reading, where "not found" only means "nothing to apply"."""
+        try:
+            transaction = await self._client.query(out_trade_no)
+        except V3Rejected as exc:
+            if exc.err_code not in _NOT_FOUND:
+                raise
+            status_and_code = exc.status == _NO_SUCH_ORDER_STATUS and exc.err_code in _NO_SUCH_ORDER
+            if status_and_code and exc.verified:
+                return None
+            signed = "signed" if exc.verified else "not signed by WeChat Pay"
+            raise UnprovenNotFound(
+                f"WeChat Pay v3 query answered HTTP {exc.status} {exc.err_code} ({signed}), "
+                "not WeChat Pay's signed 404 ORDER_NOT_EXIST",
+                err_code=exc.err_code,
+            ) from None
+        return _trade_report(transaction)
+
+    async def platform_certificates(self) -> list[PlatformCertificate]:
+        """WeChat Pay's platform certificates as it lists them now (§8.6), each checked (see
+        ``WeChatPayV3Client.download_certificates``) and trusted from then on."""
+        certificates = await self._client.download_certificates()
+        self._client.trust.accept(certificates)
+        return certificates
 
     async def close(self, out_trade_no: str) -> CloseOutcome:
         """v3 closes an order with 204 and names no "already paid" code of its own (§8.7), so a
@@ -168,6 +210,12 @@ class WeChatPayV3Gateway:
 def rfc3339(moment: dt.datetime) -> str:
     """An aware datetime as v3 writes times: RFC 3339 in Beijing time, to the second."""
     return moment.astimezone(BEIJING).isoformat(timespec="seconds")
+
+
+def _trade_report(transaction: V3Transaction) -> TradeReport:
+    status = order_status_of(transaction.trade_state)
+    paid = status in (OrderStatus.SUCCESS, OrderStatus.REFUND)
+    return TradeReport(status, _payment(transaction) if paid else None)
 
 
 def _payment(transaction: V3Transaction) -> PaymentResult:

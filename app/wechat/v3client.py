@@ -98,6 +98,20 @@ class V3Refund(BaseModel):
     amount: V3RefundAmount
 
 
+class V3Rejected(WeChatRejected):
+    """``WeChatRejected`` with what a v3 refusal adds: its HTTP status, and whether it carried
+    a signature we verified. Only an unsigned 2xx is forged by rule (§8.3): an error may come
+    unsigned (WeChat signs its answer only once the request's signature holds), and then
+    anyone could have sent it."""
+
+    def __init__(
+        self, *, status: int, verified: bool, err_code: str | None, err_code_des: str
+    ) -> None:
+        super().__init__(err_code=err_code, err_code_des=err_code_des)
+        self.status = status
+        self.verified = verified
+
+
 class WeChatPayV3Client:
     def __init__(
         self,
@@ -254,12 +268,13 @@ class WeChatPayV3Client:
         reply = await self._exchange(method, path, content, what)
         # A success must be signed (§8.3); an error is checked too when it carries a signature,
         # and an unsigned one can only say "no": it moves no money.
-        if 200 <= reply.status < 300 or "Wechatpay-Signature" in reply.headers:
+        signed = 200 <= reply.status < 300 or "Wechatpay-Signature" in reply.headers
+        if signed:
             try:
                 await self._verify(reply.headers, reply.body)
             except SignatureRejected as exc:
                 raise WeChatUnavailable(f"{what} answered untrusted: {exc}") from None
-        _raise_for_error(reply, what)
+        _raise_for_error(reply, what, verified=signed)  # a signed answer got here verified
         return json_object(reply.body, what) if reply.body else {}
 
     async def _exchange(self, method: str, path: str, content: bytes, what: str) -> Reply:
@@ -395,7 +410,7 @@ def api_name(method: str, path: str) -> str:
     return f"v3 {method} {template}"
 
 
-def _raise_for_error(reply: Reply, what: str) -> None:
+def _raise_for_error(reply: Reply, what: str, *, verified: bool = False) -> None:
     if 200 <= reply.status < 300:
         return
     try:
@@ -410,7 +425,12 @@ def _raise_for_error(reply: Reply, what: str) -> None:
         raise WeChatUnavailable(
             f"{what} answered HTTP {reply.status} {code}".strip() + request_id, err_code=code
         )
-    raise WeChatRejected(err_code=code or None, err_code_des=(message or code) + request_id)
+    raise V3Rejected(
+        status=reply.status,
+        verified=verified,
+        err_code=code or None,
+        err_code_des=(message or code) + request_id,
+    )
 
 
 def _request_id(reply: Reply) -> str:
