@@ -13,9 +13,10 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, StringConstraints, model_validator
+from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.netutil import proxy_networks
 from app.wechat.signing import SignType
 
 OFFICIAL_MINIPROGRAM_API = "https://api.weixin.qq.com"
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=200, ge=1)
     wechat_max_attempts: int = Field(default=3, ge=1, le=10)
 
+    # Peers whose X-Forwarded-For is believed: addresses or CIDR networks (an ingress's pods
+    # change address), kept in canonical form ("10.0.0.0/8", "127.0.0.1/32").
     trusted_proxies: Annotated[list[str], NoDecode] = []
     # Every route's request body (the notify URLs keep their own, smaller limit).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -200,6 +203,13 @@ class Settings(BaseSettings):
             if isinstance(data, dict) and isinstance(data.get(name), str):
                 data = {**data, name: [p.strip() for p in data[name].split(",") if p.strip()]}
         return data
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxy_networks(cls, entries: list[str]) -> list[str]:
+        # A typo must stop start-up: silently dropped, it would leave every client behind the
+        # ingress sharing the ingress's address, and so one per-IP login budget.
+        return [str(network) for network in proxy_networks(tuple(entries))]
 
     @property
     def is_production(self) -> bool:

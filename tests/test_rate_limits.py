@@ -8,13 +8,16 @@ import datetime as dt
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import utcnow
 from app.errors import TooManyRequests
+from app.netutil import forwarded_client
 from app.ratelimits.service import Limit, RateLimiter
 from tests.conftest import ClientFactory, RuntimeFactory
 from tests.helpers import add_product, create_order, login, scalar, set_time
+from tests.hermetic import hermetic_settings
 from tests.plugins.simulator import SimulatorHandle
 
 LOGIN = "/api/v1/auth/login"
@@ -34,10 +37,13 @@ def assert_limited(response: httpx.Response) -> None:
     assert 1 <= int(response.headers["retry-after"]) <= 60
 
 
+# The test client connects from 127.0.0.1: trusted by its address, or (as an ingress's pods,
+# whose addresses change) by its network.
+@pytest.mark.parametrize("proxy", ["127.0.0.1", "127.0.0.0/8"])
 async def test_logins_past_the_per_ip_limit_are_refused_before_wechat_is_asked(
-    make_client: ClientFactory, fresh_simulator: SimulatorHandle, engine: AsyncEngine
+    make_client: ClientFactory, fresh_simulator: SimulatorHandle, engine: AsyncEngine, proxy: str
 ) -> None:
-    client = await make_client(login_rate_per_ip_per_minute=2, trusted_proxies=["127.0.0.1"])
+    client = await make_client(login_rate_per_ip_per_minute=2, trusted_proxies=[proxy])
 
     first = [await try_login(client, fresh_simulator, "203.0.113.1") for _ in range(3)]
     elsewhere = await try_login(client, fresh_simulator, "203.0.113.2")
@@ -57,6 +63,30 @@ async def test_logins_past_the_overall_limit_are_refused_from_any_ip(
 
     assert [r.status_code for r in answers[:2]] == [200, 200]
     assert_limited(answers[2])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("10.42.7.9", "203.0.113.5", "203.0.113.5"),  # an ingress pod inside the network
+        ("10.42.7.9", "198.51.100.1, 203.0.113.5, 10.42.3.1", "203.0.113.5"),  # two ingress hops
+        ("fd00::17", "203.0.113.5", "203.0.113.5"),
+        ("192.0.2.44", "203.0.113.5", "192.0.2.44"),  # outside: the header is its own say-so
+        ("10.42.7.9", "ingress", "10.42.7.9"),  # a hop that is no address is not believed
+    ],
+)
+def test_forwarded_for_is_believed_only_from_a_peer_inside_a_trusted_network(
+    peer: str, forwarded: str, client: str
+) -> None:
+    trusted = hermetic_settings(trusted_proxies="10.0.0.0/8, fd00::/8").trusted_proxies
+
+    assert forwarded_client(peer, forwarded, trusted) == client
+
+
+@pytest.mark.parametrize("entry", ["ingress", "10.0.0.0/33", "10.0.0", "10.0.0.0/8/8"])
+def test_a_malformed_trusted_proxy_stops_start_up(entry: str) -> None:
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        hermetic_settings(trusted_proxies=f"10.0.0.0/8, {entry}")
 
 
 async def test_the_limit_is_shared_by_every_process_on_the_database(
