@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from app.config import Settings, get_settings
 from app.doctor import Finding, diagnose, report
 from app.errors import AppError
+from app.logging_setup import configure_logging
 from app.runtime import Runtime, build_runtime, with_dev_v3_keys
 
 
@@ -106,13 +107,27 @@ async def doctor(settings: Settings | None = None) -> tuple[str, bool]:
     return report(await diagnose(settings))
 
 
+def _logged_settings() -> Settings | None:
+    """The settings, logging configured from them as the server's lifespan does: a sweep or a
+    delivery run logs WeChat's answers, so its lines need the same redaction (and JSON, when
+    asked for). None when they cannot be read: ``doctor`` reports that, the others fail on it."""
+    try:
+        # The dev v3 keys too: generated, they are secrets the redaction must know.
+        settings, _ = with_dev_v3_keys(get_settings())
+    except ValidationError:
+        return None
+    configure_logging(settings)
+    return settings
+
+
 def main() -> None:
+    settings = _logged_settings()
     if sys.argv[1:] == ["doctor"]:
-        text, healthy = asyncio.run(doctor())
+        text, healthy = asyncio.run(doctor(settings))
         print(text)
         raise SystemExit(0 if healthy else 1)
     try:
-        print(asyncio.run(run(sys.argv[1:])))
+        print(asyncio.run(run(sys.argv[1:], settings)))
     except AppError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None

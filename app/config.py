@@ -290,6 +290,12 @@ class Settings(BaseSettings):
         return unset
 
     @property
+    def v3_configured(self) -> bool:
+        """Every v3 setting is given: a v3 gateway is built whatever ``api_version`` says (an
+        order keeps the version it was created with, so both run during a migration)."""
+        return not self.v3_missing
+
+    @property
     def v3_untouched(self) -> bool:
         """No v3 setting is given at all (dev then generates keys)."""
         return not any(self._v3_values)
@@ -309,10 +315,8 @@ class Settings(BaseSettings):
     def _default_upstream(self, official: str) -> str:
         return self.simulator_mount_url if self.uses_simulator_mount else official
 
-    def check_production(self) -> None:
-        """Raise ``ConfigError`` naming every secret that is missing or a development default."""
-        if not self.is_production:
-            return
+    def _required_secrets(self) -> dict[str, SecretStr]:
+        """The secrets production needs strong: the four always, the others when set."""
         secrets = {
             "WXPAY_APP_SECRET": self.app_secret,
             "WXPAY_API_KEY": self.api_key,
@@ -323,17 +327,39 @@ class Settings(BaseSettings):
             # Merchants who sign up today have only v3 credentials: the v2 key is optional,
             # and without it old v2 orders cannot be queried or refunded.
             secrets.pop("WXPAY_API_KEY")
-        if self.api_v3_key is not None:
-            secrets["WXPAY_API_V3_KEY"] = self.api_v3_key
+        optional = {"WXPAY_API_V3_KEY": self.api_v3_key, "WXPAY_METRICS_TOKEN": self.metrics_token}
+        return secrets | {name: value for name, value in optional.items() if value is not None}
+
+    def _optional_secrets(self) -> dict[str, SecretStr]:
+        """Secrets that may be weak or absent but must still differ from every other one: the
+        v2 key under v3, once set (it then signs v2 queries and refunds, see ``v2_key_set``)."""
+        if self.api_version == "v3" and self.api_key.get_secret_value() != DEV_API_KEY:
+            return {"WXPAY_API_KEY": self.api_key}
+        return {}
+
+    def check_production(self) -> None:
+        """Raise ``ConfigError`` naming every secret that is missing or a development default."""
+        if not self.is_production:
+            return
+        secrets = self._required_secrets()
         bad = [name for name, value in secrets.items() if _is_unsafe(value)]
-        bad += _identical(secrets)
+        bad += _identical({**secrets, **self._optional_secrets()})
         bad += _plain_http_upstreams(self)
         if self.api_version == "v3":
             bad += [f"{name} (WXPAY_API_VERSION=v3)" for name in self.v3_missing]
             if self.api_v3_key is not None and len(self.api_v3_key.get_secret_value()) != 32:
                 bad.append("WXPAY_API_V3_KEY (32 characters)")
-            if not self.v3_notify_address.startswith("https://"):
-                bad.append("WXPAY_V3_NOTIFY_URL (must be an https:// URL)")
+        # Under v2 with every v3 setting given, a v3 gateway is built all the same (runtime)
+        # and sends this address with each v3 prepay.
+        v3_in_use = self.api_version == "v3" or self.v3_configured
+        if v3_in_use and not self.v3_notify_address.startswith("https://"):
+            bad.append("WXPAY_V3_NOTIFY_URL (must be an https:// URL)")
+        # v3 sends a refund notify address with every refund, its own or one made from
+        # WXPAY_SELF_BASE_URL: either way WeChat must be able to reach it over https.
+        if v3_in_use and not self.v3_refund_notify_address.startswith("https://"):
+            bad.append("WXPAY_V3_REFUND_NOTIFY_URL (must be an https:// URL)")
+        elif self.v3_refund_notify_url and not self.v3_refund_notify_url.startswith("https://"):
+            bad.append("WXPAY_V3_REFUND_NOTIFY_URL (must be an https:// URL when set)")
         if self.appid == DEV_APPID or self.mch_id == DEV_MCH_ID:
             bad.append("WXPAY_APPID/WXPAY_MCH_ID (still the development values)")
         if self.api_version == "v2" and (

@@ -85,9 +85,14 @@ class Conflict(AppError):
 
 
 class RateLimited(AppError):
+    """WeChat's own limit: code2session errcode 45011, "api minute-quota reach limit
+    mustslower retry next minute" (PROTOCOL.md §1.2). Its quota is per minute, so the next
+    minute starts within 60 s; like every 429 here, the answer says when in ``Retry-After``."""
+
     status = 429
     code = "RATE_LIMITED"
     message = "WeChat rate limit reached; retry in a minute."
+    retry_after = 60
 
 
 class TooManyRequests(AppError):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 import sys
 import tempfile
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.config import DEV_APP_SECRET, Settings
 from tests.conftest import ClientFactory
-from tests.helpers import scalar
+from tests.helpers import add_product, create_order, login, scalar, set_time
 from tests.hermetic import child_env
+from tests.plugins.simulator import SimulatorHandle
 from tests.plugins.tls import Pki, TlsSimulator
 from tests.refunds.support import age_refunds, at_wechat, paid_order, refund, refund_row
 
@@ -81,6 +85,39 @@ async def test_sweep_runs_once_from_the_command_line(
 
     assert result.returncode == 0
     assert result.stdout.strip() == "claimed 0, paid 0, closed 0, failed 0"
+
+
+async def test_cli_logs_are_json_lines_with_secrets_redacted(
+    database_url: str,
+    engine: AsyncEngine,
+    client: httpx.AsyncClient,
+    fresh_simulator: SimulatorHandle,
+) -> None:
+    """A CLI run configures logging as the server does: a sweep logs WeChat's words, here a
+    refusal that quotes the AppSecret back, and the line is JSON with the secret redacted."""
+    auth = await login(client, fresh_simulator)
+    no = (await create_order(client, auth, await add_product(client)))["out_trade_no"]
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    await set_time(engine, "UPDATE orders SET created_at = :t WHERE out_trade_no = :n", old, n=no)
+    quoted = f"appsecret {DEV_APP_SECRET} refused"
+    await fresh_simulator.set_fault("business_error", endpoint="orderquery", err_code_des=quoted)
+
+    result = cli(
+        database_url,
+        "sweep",
+        WXPAY_PAY_API_BASE=fresh_simulator.base_url,
+        WXPAY_SIMULATOR_MOUNT="false",
+        WXPAY_LOG_FORMAT="json",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "claimed 1, paid 0, closed 0, failed 1"
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    [query] = [line for line in lines if line.get("wechat_api") == "v2 /pay/orderquery"]
+    assert query["level"] == "INFO" and query["request_id"] == "-"
+    [warning] = [line for line in lines if line["message"].startswith("sweep could not settle")]
+    assert "appsecret *** refused" in warning["message"]
+    assert DEV_APP_SECRET not in result.stderr
 
 
 # --- refunds need the merchant certificate (mutual TLS, PROTOCOL.md §6.3) ---------------------

@@ -80,12 +80,56 @@ def test_production_accepts_real_secrets() -> None:
     assert settings.refund_notify_address is None
 
 
-def test_production_refuses_a_plain_http_refund_notify_url() -> None:
-    settings = hermetic_settings(
-        **PRODUCTION, refund_notify_url="http://pay.example.com/refund-notify"
-    )
+# Every v3 setting (PROTOCOL.md §8), platform-certificate mode; the check reads no file.
+V3 = {
+    "api_v3_key": "Zr8Kq2Wn5Tx9Lm4Pb7Vc1Hj6Gd3Fs0Ya",
+    "mch_private_key_path": "/run/secrets/apiclient_key.pem",
+    "mch_cert_serial_no": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+    "v3_notify_url": "https://pay.example.com/wechat/pay/v3/notify",
+    # v3 sends a refund notify address with each refund; unset, it is made from this.
+    "self_base_url": "https://pay.example.com",
+}
+PRODUCTION_V3 = {**PRODUCTION, **V3, "api_version": "v3"}
 
-    with pytest.raises(ConfigError, match="WXPAY_REFUND_NOTIFY_URL"):
+
+@pytest.mark.parametrize("base", [PRODUCTION, PRODUCTION_V3], ids=["v2", "v3"])
+def test_production_refuses_a_v3_refund_notify_address_made_from_a_plain_http_base(
+    base: dict[str, str],
+) -> None:
+    settings = hermetic_settings(**{**base, **V3, "self_base_url": "http://10.0.0.7:8000"})
+
+    assert settings.v3_refund_notify_address.startswith("http://10.0.0.7:8000/")
+    with pytest.raises(ConfigError, match="WXPAY_V3_REFUND_NOTIFY_URL"):
+        settings.check_production()
+
+
+@pytest.mark.parametrize("base", [PRODUCTION, PRODUCTION_V3], ids=["v2", "v3"])
+@pytest.mark.parametrize("setting", ["refund_notify_url", "v3_refund_notify_url"])
+def test_production_refuses_a_plain_http_refund_notify_url(
+    base: dict[str, str], setting: str
+) -> None:
+    hermetic_settings(
+        **{**base, setting: "https://pay.example.com/refund-notify"}
+    ).check_production()
+    settings = hermetic_settings(**{**base, setting: "http://pay.example.com/refund-notify"})
+
+    with pytest.raises(ConfigError, match=f"WXPAY_{setting.upper()}"):
+        settings.check_production()
+
+
+@pytest.mark.parametrize("api_version", ["v2", "v3"])
+@pytest.mark.parametrize("v3_notify_url", ["http://pay.example.com/wechat/pay/v3/notify", None])
+def test_production_refuses_a_plain_http_v3_notify_url_whenever_v3_is_configured(
+    api_version: str, v3_notify_url: str | None
+) -> None:
+    # Under v2 with every v3 setting given, a v3 gateway is built too (and sends this URL);
+    # unset, it is derived from WXPAY_SELF_BASE_URL, by default http://127.0.0.1:8000.
+    values = {**PRODUCTION, **V3, "api_version": api_version}
+    hermetic_settings(**values).check_production()
+    unset = {"self_base_url": "http://127.0.0.1:8000"} if v3_notify_url is None else {}
+    settings = hermetic_settings(**{**values, "v3_notify_url": v3_notify_url, **unset})
+
+    with pytest.raises(ConfigError, match="WXPAY_V3_NOTIFY_URL"):
         settings.check_production()
 
 
@@ -106,6 +150,10 @@ def test_production_refuses_a_session_lifetime_under_a_minute() -> None:
         ("api_key", "ab" * 16),
         ("secret_key", "2026-11-30-2026-11-30-2026"),
         ("admin_token", "short-token"),
+        # Set, the metrics token guards /metrics as the admin token guards the admin routes.
+        ("metrics_token", "REPLACE-ME"),
+        ("metrics_token", "x"),
+        ("metrics_token", "token-token-token"),
     ],
 )
 def test_production_refuses_weak_secrets(weak: str, value: str) -> None:
@@ -116,12 +164,26 @@ def test_production_refuses_weak_secrets(weak: str, value: str) -> None:
     assert value not in str(refused.value)
 
 
-def test_production_refuses_two_secrets_with_the_same_value() -> None:
-    settings = hermetic_settings(**{**PRODUCTION, "admin_token": PRODUCTION["secret_key"]})
+@pytest.mark.parametrize(
+    ("base", "setting", "copied", "named"),
+    [
+        (PRODUCTION, "admin_token", "secret_key", "WXPAY_ADMIN_TOKEN/WXPAY_SECRET_KEY"),
+        (PRODUCTION, "metrics_token", "admin_token", "WXPAY_ADMIN_TOKEN/WXPAY_METRICS_TOKEN"),
+        # Optional under v3, but once set the v2 key signs v2 queries and refunds.
+        (PRODUCTION_V3, "api_key", "admin_token", "WXPAY_ADMIN_TOKEN/WXPAY_API_KEY"),
+        (PRODUCTION_V3, "api_v3_key", "api_key", "WXPAY_API_KEY/WXPAY_API_V3_KEY"),
+    ],
+    ids=["v2-admin", "v2-metrics", "v3-api-key", "v3-api-v3-key"],
+)
+def test_production_refuses_two_secrets_with_the_same_value(
+    base: dict[str, str], setting: str, copied: str, named: str
+) -> None:
+    hermetic_settings(**base).check_production()
+    settings = hermetic_settings(**{**base, setting: base[copied]})
 
-    with pytest.raises(ConfigError, match="WXPAY_ADMIN_TOKEN/WXPAY_SECRET_KEY") as refused:
+    with pytest.raises(ConfigError, match=named) as refused:
         settings.check_production()
-    assert PRODUCTION["secret_key"] not in str(refused.value)
+    assert base[copied] not in str(refused.value)
 
 
 @pytest.mark.parametrize("setting", ["pay_api_base", "miniprogram_api_base"])

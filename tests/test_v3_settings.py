@@ -84,6 +84,7 @@ def test_without_a_public_key_v3_runs_on_platform_certificates(
 def test_production_on_v3_needs_no_v2_key(material: DevMaterial, tmp_path: Path) -> None:
     # Merchants who sign up today are given v3 credentials only.
     values = {**PRODUCTION, **v3_values(material, tmp_path), "api_key": "devapikey"}
+    values["self_base_url"] = "https://pay.example.com"  # the v3 refund notify address's base
     values.pop("notify_url")
 
     hermetic_settings(**values).check_production()  # raises if anything is still unsafe

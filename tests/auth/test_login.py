@@ -219,16 +219,23 @@ def code2session_answering(status: int, body: bytes) -> httpx.MockTransport:
 
 
 @pytest.mark.parametrize(
-    ("errcode", "status", "code"),
+    ("errcode", "status", "code", "retry_after"),
     [
-        (45011, 429, "RATE_LIMITED"),  # PROTOCOL.md §1.2: minute quota reached
-        (40226, 403, "LOGIN_BLOCKED"),  # risk control; do not retry
-        (-1, 503, "WECHAT_UNAVAILABLE"),  # system busy
-        (40013, 502, "WECHAT_REJECTED"),  # invalid appid: our configuration, WeChat's words
+        # PROTOCOL.md §1.2: "api minute-quota reach limit mustslower retry next minute"; like
+        # every 429 the answer carries Retry-After, and the next minute starts within 60 s.
+        (45011, 429, "RATE_LIMITED", "60"),
+        (40226, 403, "LOGIN_BLOCKED", None),  # risk control; do not retry
+        (-1, 503, "WECHAT_UNAVAILABLE", None),  # system busy
+        (40013, 502, "WECHAT_REJECTED", None),  # invalid appid: our configuration, WeChat's words
     ],
 )
 async def test_code2session_errcodes_map_to_clear_errors(
-    make_client: ClientFactory, engine: AsyncEngine, errcode: int, status: int, code: str
+    make_client: ClientFactory,
+    engine: AsyncEngine,
+    errcode: int,
+    status: int,
+    code: str,
+    retry_after: str | None,
 ) -> None:
     body = f'{{"errcode": {errcode}, "errmsg": "simulated {errcode}"}}'.encode()
     client = await make_client(transport=code2session_answering(200, body))
@@ -237,6 +244,7 @@ async def test_code2session_errcodes_map_to_clear_errors(
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+    assert response.headers.get("Retry-After") == retry_after
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM users"))).scalar() == 0
 
