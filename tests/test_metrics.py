@@ -10,16 +10,20 @@ import datetime as dt
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.metrics import MULTIPROC_DIR_VARIABLE, UNMATCHED_ROUTE
 from app.observe import _METHODS, _TIMERS
+from app.simulator.v3keys import DevMaterial
 from tests.conftest import ClientFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of, scalar, set_time
+from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401 (a fixture)
 from tests.plugins.cluster import running_services
 from tests.plugins.service import LiveFactory
 from tests.plugins.simulator import SimulatorHandle
+from tests.refunds.support import age_refunds, paid_order, refund, until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -47,9 +51,17 @@ def grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
+def grew_in_all(before: Samples, after: Samples, name: str) -> float:
+    """The growth of ``name`` summed over every label set it has."""
+    keys = {key for key in (*before, *after) if key[0] == name}
+    return sum(after.get(key, 0.0) - before.get(key, 0.0) for key in keys)
+
+
 REQUESTS = "wxpay_http_request_duration_seconds"
 WECHAT = "wxpay_wechat_request_duration_seconds"
 GATEWAY = "wxpay_gateway_call_duration_seconds"
+VERDICTS = "wxpay_notify_verdicts_total"
+SWEEP_REFUNDS = "wxpay_sweep_refunds_total"
 
 
 async def test_a_paid_and_refunded_order_shows_in_every_family(
@@ -100,6 +112,96 @@ async def test_a_paid_and_refunded_order_shows_in_every_family(
     status = await scalar(engine, "SELECT status FROM refunds")
     assert value(after, "wxpay_refunds", status=status) == 1
     assert value(after, "wxpay_database_up") == 1
+
+
+async def test_refunds_the_sweep_asks_about_are_counted_by_their_status_after_the_pass(
+    client: httpx.AsyncClient, fresh_simulator: SimulatorHandle, engine: AsyncEngine, sweep: Sweep
+) -> None:
+    no = (await paid_order(client, fresh_simulator))["out_trade_no"]
+    await fresh_simulator.set_fault("upstream_5xx", endpoint="refund")
+    pending = (await refund(client, no, 990)).json()
+    assert pending["status"] == "PENDING"
+    out_refund_no = pending["out_refund_no"]
+    await age_refunds(engine, minutes=2)
+
+    # WeChat still fails refund requests: the pass leaves the refund PENDING.
+    before = await scrape(client)
+    still_down = await sweep()
+    between = await scrape(client)
+    await fresh_simulator.clear_faults()
+    await age_refunds(engine, minutes=2)
+    sent = await sweep()
+    after = await scrape(client)
+
+    assert still_down.refunds == {out_refund_no: "PENDING"}
+    assert grew(before, between, SWEEP_REFUNDS, status="PENDING") == 1
+    assert grew_in_all(before, between, SWEEP_REFUNDS) == 1
+    assert sent.refunds == {out_refund_no: "PROCESSING"}
+    assert grew(between, after, SWEEP_REFUNDS, status="PROCESSING") == 1
+    assert grew_in_all(between, after, SWEEP_REFUNDS) == 1
+
+
+# The labels each API version's traffic carries: WeChat's API as the transport names it (v3:
+# method and path, ids taken out, so one API is one label) and the notify route, whose
+# acknowledgement differs (v2: 200 with XML, v3: 204).
+VERSION_LABELS = {
+    "v2": {
+        "prepay": "v2 /pay/unifiedorder",
+        "query": "v2 /pay/orderquery",
+        "notify": "/wechat/pay/notify",
+        "acknowledged": "200",
+    },
+    "v3": {
+        "prepay": "v3 POST /v3/pay/transactions/jsapi",
+        "query": "v3 GET /v3/pay/transactions/out-trade-no/{id}",
+        "notify": "/wechat/pay/v3/notify",
+        "acknowledged": "204",
+    },
+}
+
+
+@pytest.mark.parametrize("version", sorted(VERSION_LABELS))
+async def test_payments_are_labelled_with_their_api_version(
+    make_live_client: LiveFactory,
+    v3_simulator: SimulatorHandle,  # noqa: F811 (the imported fixture)
+    v3_material: DevMaterial,
+    tmp_path: Path,
+    version: str,
+) -> None:
+    service = on_v3(v3_material, tmp_path, v3_simulator.base_url)
+    client = await make_live_client(**{**service, "api_version": version})
+    labels = VERSION_LABELS[version]
+    notified = {"method": "POST", "route": labels["notify"], "status": labels["acknowledged"]}
+    before = await scrape(client)
+
+    auth = await login(client, v3_simulator)
+    order = await create_order(client, auth, await add_product(client))
+    no = order["out_trade_no"]
+    synced = await client.get(f"/api/v1/orders/{no}?sync=true", headers=auth)
+    assert synced.json()["status"] == "NOTPAY"
+    await v3_simulator.pay(prepay_id_of(order))  # WeChat posts its notify in the order's version
+    await v3_simulator.wait_for_notifies(1, verdict="acknowledged")
+
+    async def notify_timed() -> bool:  # a route's timer stops only once its reply is sent
+        return grew(before, await scrape(client), f"{REQUESTS}_count", **notified) > 0
+
+    await until(notify_timed)
+    after = await scrape(client)
+
+    other = "v2" if version == "v3" else "v3"
+    verdict = {"kind": "payment", "verdict": "acknowledged"}
+    assert grew(before, after, VERDICTS, api_version=version, **verdict) == 1
+    assert grew_in_all(before, after, VERDICTS) == 1
+    assert grew(before, after, f"{REQUESTS}_count", **notified) == 1
+    ok = {"outcome": "http_2xx"}
+    for api in ("prepay", "query"):  # each the name of a gateway operation too
+        mine, theirs = labels[api], VERSION_LABELS[other][api]
+        assert grew(before, after, f"{WECHAT}_count", api=mine, **ok) == 1
+        assert grew(before, after, f"{WECHAT}_sum", api=mine, **ok) > 0
+        assert grew(before, after, f"{WECHAT}_count", api=theirs, **ok) == 0
+        operation = {"operation": api, "outcome": "ok"}
+        assert grew(before, after, f"{GATEWAY}_count", api_version=version, **operation) == 1
+        assert grew(before, after, f"{GATEWAY}_count", api_version=other, **operation) == 0
 
 
 async def test_every_metric_is_named_wxpay(client: httpx.AsyncClient) -> None:
