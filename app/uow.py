@@ -45,12 +45,13 @@ _PING = text("SELECT 1")
 class UnitOfWork:
     """The repositories, all on one connection (and one transaction, if one is open)."""
 
-    def __init__(self, sql: Executor) -> None:
+    def __init__(self, sql: Executor, *, fold_writes: bool) -> None:
         self.sql = sql
+        self._fold_writes = fold_writes
 
     @cached_property
     def orders(self) -> OrderRepository:
-        return OrderRepository(self.sql)
+        return OrderRepository(self.sql, fold_writes=self._fold_writes)
 
     @cached_property
     def refunds(self) -> RefundRepository:
@@ -132,15 +133,16 @@ class PgDatabase(Database):
 
     dialect = "postgresql"
 
-    def __init__(self, pool: PgPool, dsn: str) -> None:
+    def __init__(self, pool: PgPool, dsn: str, *, fold_writes: bool = True) -> None:
         self._pool, self._dsn = pool, dsn
         self._cache = StatementCache()
+        self._fold_writes = fold_writes  # False: PostgreSQL taking SQLite's way (tests)
 
     def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return _Pooled(self._pool, self._cache, transaction=False)
+        return _Pooled(self._pool, self._cache, transaction=False, fold=self._fold_writes)
 
     def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return _Pooled(self._pool, self._cache, transaction=True)
+        return _Pooled(self._pool, self._cache, transaction=True, fold=self._fold_writes)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -195,10 +197,12 @@ class _Pooled:
     """A pooled connection for one unit of work. A class rather than a generator-based
     context manager: every request on PostgreSQL enters one, and this is the cheaper kind."""
 
-    __slots__ = ("_cache", "_conn", "_pool", "_transaction", "_xact")
+    __slots__ = ("_cache", "_conn", "_fold", "_pool", "_transaction", "_xact")
 
-    def __init__(self, pool: PgPool, cache: StatementCache, *, transaction: bool) -> None:
-        self._pool, self._cache, self._transaction = pool, cache, transaction
+    def __init__(
+        self, pool: PgPool, cache: StatementCache, *, transaction: bool, fold: bool
+    ) -> None:
+        self._pool, self._cache, self._transaction, self._fold = pool, cache, transaction, fold
         self._conn: PgConnection | None = None
         self._xact: Transaction | None = None
 
@@ -211,7 +215,7 @@ class _Pooled:
         except BaseException:
             await self._pool.release(conn)
             raise
-        return UnitOfWork(AsyncpgExecutor(conn, self._cache))
+        return UnitOfWork(AsyncpgExecutor(conn, self._cache), fold_writes=self._fold)
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
         assert self._conn is not None
@@ -229,16 +233,18 @@ class SqlAlchemyDatabase(Database):
         self._engine = engine
         self.dialect = engine.dialect.name
         self._autocommit = autocommit(engine)
+        # SQLAlchemy on PostgreSQL (the drivers' contract test) folds as asyncpg does.
+        self._fold_writes = self.dialect == "postgresql"
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[UnitOfWork]:
         async with self._autocommit.connect() as conn:
-            yield UnitOfWork(SqlAlchemyExecutor(conn))
+            yield UnitOfWork(SqlAlchemyExecutor(conn), fold_writes=self._fold_writes)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self._engine.begin() as conn:
-            yield UnitOfWork(SqlAlchemyExecutor(conn))
+            yield UnitOfWork(SqlAlchemyExecutor(conn), fold_writes=self._fold_writes)
 
     async def close(self) -> None:
         await self._engine.dispose()

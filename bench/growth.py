@@ -118,7 +118,7 @@ async def app_statements(engine: AsyncEngine, settings: Settings, user_id: int) 
         for name, call in calls.items():
             async with conn.begin() as tx:
                 with recording(conn) as sent:
-                    await call(OrderRepository(SqlAlchemyExecutor(conn)))
+                    await call(OrderRepository(SqlAlchemyExecutor(conn), fold_writes=True))
                 await tx.rollback()
             if len(sent) != 1:
                 raise RuntimeError(f"{name}: expected one statement, the app sent {len(sent)}")
@@ -144,7 +144,7 @@ async def app_create_writes(
 ) -> tuple[float, float]:
     """Create order's two writes on PostgreSQL, as ``OrderService`` makes them around the
     WeChat call: the priced insert, then the prepay update. Seconds each took."""
-    repo = OrderRepository(AsyncpgExecutor(conn, _COMPILED))
+    repo = OrderRepository(AsyncpgExecutor(conn, _COMPILED), fold_writes=True)
     now = utcnow()
     values = {
         "out_trade_no": new_out_trade_no(now),

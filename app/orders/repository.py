@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from enum import Enum
 from functools import cache
 from typing import Any, cast
 
@@ -345,9 +346,22 @@ def _claim(dialect: str) -> Any:
 _CLAIM = {dialect: _claim(dialect) for dialect in ("postgresql", "sqlite")}
 
 
+class Folded(Enum):
+    """What ``OrderRepository.pay_in_one_statement`` did."""
+
+    PAID = "paid"  # the order moved, and its events and the riders' rows with it
+    NOT_PAID = "not paid"  # tried, nothing moved: not unpaid, another amount, a duplicate
+    NOT_FOLDED = "not folded"  # this database runs them as statements apart: nothing tried
+
+
 class OrderRepository:
-    def __init__(self, sql: Executor) -> None:
+    def __init__(self, sql: Executor, *, fold_writes: bool) -> None:
         self._sql = sql
+        # The one PostgreSQL-only optimisation: writes that belong together (a payment, its
+        # events, a notify's audit row) folded into one statement with data-modifying CTEs.
+        # Elsewhere, and where it is turned off, each is a statement of its own in the
+        # caller's transaction, with the same rows as the outcome.
+        self._folds = fold_writes
 
     async def insert_priced(self, values: Mapping[str, Any], max_fee: int) -> OrderRecord | None:
         """Insert an order priced from its product; None if the product is not on sale or the
@@ -427,7 +441,7 @@ class OrderRepository:
         was in no such state or the amount differs; ``DuplicateTransaction`` if another order
         holds the transaction id. ``riders`` (PostgreSQL only) write their rows in the same
         statement, from ``rider_params``."""
-        if riders and self._sql.dialect != "postgresql":
+        if riders and not self._folds:
             raise ValueError("riders are CTEs of PostgreSQL's statement; write their rows apart")
         params = {
             **(rider_params or {}),
@@ -440,7 +454,7 @@ class OrderRepository:
             "now": utcnow(),
         }
         try:
-            if self._sql.dialect == "postgresql":
+            if self._folds:
                 params["outbox_public_id"] = new_public_id()
                 statement = _mark_paid_with_event(after_close, riders)
                 return _record(await self._sql.fetchrow(statement, params))
@@ -452,6 +466,25 @@ class OrderRepository:
             paid = snapshot(order=order.as_dict())
             await EventRepository(self._sql).add(EventType.ORDER_PAID.value, order.id, paid)
         return order
+
+    async def pay_in_one_statement(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        facts: PaymentFacts,
+        riders: tuple[Rider, ...],
+        rider_params: Mapping[str, Any],
+    ) -> Folded:
+        """An unpaid order paid, with its events and the ``riders``' rows, by one statement
+        that commits on its own where writes are folded; ``Folded.NOT_FOLDED``, touching
+        nothing, where they are not (the caller then writes them in a transaction)."""
+        if not self._folds:
+            return Folded.NOT_FOLDED
+        order = await self.mark_paid(
+            out_trade_no, total_fee, facts, after_close=False,
+            riders=riders, rider_params=rider_params,
+        )  # fmt: skip
+        return Folded.NOT_PAID if order is None else Folded.PAID
 
     async def payment_view(self, out_trade_no: str) -> PaymentView | None:
         row = await self._sql.fetchrow(_PAYMENT_VIEW, {"no": out_trade_no})

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from app.gateway import PaymentResult
 from app.orders.outbox import flag_and_record, pay_and_record
-from app.orders.repository import DuplicateTransaction, PaymentFacts
+from app.orders.repository import DuplicateTransaction, Folded, PaymentFacts
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow, audit_of_paid, audit_params
 
@@ -76,15 +76,15 @@ class PaymentService:
 
     async def apply_paid(self, result: PaymentResult, audit: AuditRecord | None = None) -> Verdict:
         """Apply a successful payment once; the audit row commits with its effect."""
-        # PostgreSQL pays the usual notify in one statement; whatever else it is (a duplicate,
-        # a closed order, a mismatch) then goes the transaction's way, which needs no retry
-        # of that payment.
-        one_statement = audit is not None and self._db.dialect == "postgresql"
+        # Where writes are folded (PostgreSQL), the usual notify is paid by one statement;
+        # whatever else it is (a duplicate, a closed order, a mismatch) then goes the
+        # transaction's way, which needs no retry of that payment.
         try:
-            if audit is not None and one_statement and await self._paid_with_audit(result, audit):
+            folded = Folded.NOT_FOLDED if audit is None else await self._folded(result, audit)
+            if folded is Folded.PAID:
                 return Verdict.PAID
             async with self._db.transaction() as tx:
-                verdict = await _settle(tx, result, tried_unpaid=one_statement)
+                verdict = await _settle(tx, result, tried_unpaid=folded is Folded.NOT_PAID)
                 if audit is not None:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         except DuplicateTransaction:
@@ -98,17 +98,15 @@ class PaymentService:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         return verdict
 
-    async def _paid_with_audit(self, result: PaymentResult, audit: AuditRecord) -> bool:
-        """PostgreSQL: an unpaid order paid by one statement that commits on its own: the
-        payment, its events and its audit row (data-modifying CTEs), one round trip where
-        BEGIN, the payment, the audit INSERT and COMMIT took four. Whether it paid."""
+    async def _folded(self, result: PaymentResult, audit: AuditRecord) -> Folded:
+        """An unpaid order paid by one statement that commits on its own: the payment, its
+        events and its audit row, one round trip where BEGIN, the payment, the audit INSERT
+        and COMMIT took four (PostgreSQL; elsewhere nothing is tried)."""
         params = audit_params(audit.received_at, audit.raw)
         async with self._db.statement() as tx:
-            order = await tx.orders.mark_paid(
-                result.out_trade_no, result.total_fee, _facts(result), after_close=False,
-                riders=(audit_of_paid,), rider_params=params,
-            )  # fmt: skip
-        return order is not None
+            return await tx.orders.pay_in_one_statement(
+                result.out_trade_no, result.total_fee, _facts(result), (audit_of_paid,), params
+            )
 
     async def record(
         self, verdict: Verdict, audit: AuditRecord, detail: str, out_trade_no: str | None = None
