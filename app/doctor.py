@@ -34,14 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.adapters.v3setup import V3ConfigError, build_v3_gateway
+from app.adapters.wechatpay_v3 import UnprovenNotFound, WeChatPayV3Gateway
 from app.config import ConfigError, Settings
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import ApiVersion, PaymentGateway, WeChatRejected, WeChatUnavailable
 from app.httpclient import build_http_client
 from app.runtime import Runtime, build_runtime
-from app.wechat.gateway_v3 import UnprovenNotFound, WeChatPayV3Gateway
 from app.wechat.v3 import load_private_key, load_public_key
-from app.wechat.v3setup import V3ConfigError, build_v3_gateway
 
 RENEW_WITHIN = dt.timedelta(days=30)
 RESOLVE_SECONDS = 5.0

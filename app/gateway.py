@@ -1,7 +1,7 @@
 """The payment-gateway port: what the services ask of WeChat Pay, in our own terms.
 
 Services, the sweep and the routes talk to a ``PaymentGateway`` and get our types back; WeChat
-Pay API v2 (``app.wechat.gateway_v2``) is an adapter behind it, and v3 plugs in the same way.
+Pay API v2 (``app.adapters.wechatpay_v2``) is an adapter behind it, and v3 plugs in the same way.
 An order remembers which API version it was created with, and every later call about it (query,
 close, refund) goes to that version's gateway.
 

@@ -18,6 +18,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 
+from app.adapters.v3setup import V3ConfigError, build_v3_gateway
+from app.adapters.wechatpay_v2 import WeChatPayV2Gateway
 from app.auth.service import AuthKeys, AuthService, LoginLimits
 from app.auth.sessioncache import SessionCache, SessionFreshness
 from app.config import Settings
@@ -40,9 +42,7 @@ from app.security import SecretBox, derive_key
 from app.sweep import Sweeper
 from app.uow import Database, open_database
 from app.wechat.client import WeChatPayClient, merchant_cert
-from app.wechat.gateway_v2 import WeChatPayV2Gateway
 from app.wechat.miniprogram import MiniProgramClient
-from app.wechat.v3setup import V3ConfigError, build_v3_gateway
 
 logger = logging.getLogger(__name__)
 

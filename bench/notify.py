@@ -103,8 +103,8 @@ class Version:
         """A notify as WeChat sends it (PROTOCOL.md §5 for v2, §8.5 for v3)."""
         if self.keys is None or self.wechat is None:
             return XML_HEADERS, notify_body(settings, out_trade_no, transaction_id)
+        from app.adapters.wechatpay_v3 import rfc3339
         from app.simulator.v3messages import notify_body as v3_notify_body
-        from app.wechat.gateway_v3 import rfc3339
 
         now = dt.datetime.now(dt.UTC)
         transaction = {

@@ -74,12 +74,12 @@ async def exchange(sim_url: str, rounds: int) -> None:
     os.environ["REF_PAY_API_BASE"] = sim_url
     import reference
 
+    from app.adapters.wechatpay_v2 import WeChatPayV2Gateway
     from app.config import Settings
     from app.gateway import PrepayOrder
     from app.httpclient import build_http_client
     from app.metered_gateway import MeteredGateway
     from app.wechat.client import WeChatPayClient
-    from app.wechat.gateway_v2 import WeChatPayV2Gateway
 
     settings = Settings(_env_file=None, pay_api_base=sim_url, miniprogram_api_base=sim_url)  # type: ignore[call-arg]
     async with build_http_client(settings) as http, build_http_client(reference.SETTINGS) as ref:

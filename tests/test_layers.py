@@ -91,3 +91,17 @@ def test_every_class_name_in_app_has_one_meaning() -> None:
                 seen.setdefault(node.name, []).append(str(path.relative_to(APP)))
     assert {name: where for name, where in seen.items() if len(where) > 1} == {}
     assert len(seen) > 50  # the walk did find the classes
+
+
+def test_the_protocol_package_imports_neither_the_port_nor_a_domain() -> None:
+    # app.wechat is the library the adapters (app.adapters) use: were it to import the port or
+    # a domain package, the port, which names WeChat's errors and limits, would close a loop.
+    reached = {
+        f"{path.relative_to(APP)}: {module}"
+        for path in (APP / "wechat").glob("*.py")
+        for module in imported_modules(path)
+        if set(module.split(".")[1:2]) & {*DOMAINS, "gateway", "adapters"}
+    }
+
+    assert reached == set()
+    assert "app.gateway" in imported_modules(APP / "adapters" / "wechatpay_v2.py")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from app.adapters.v3setup import V3ConfigError
 from app.config import ConfigError
 from app.runtime import build_runtime, with_dev_v3_keys
 from app.simulator.v3files import MERCHANT_PRIVATE_KEY, WECHATPAY_PUBLIC_KEY, write_dev_material
 from app.simulator.v3keys import DevMaterial, generate_dev_material
-from app.wechat.v3setup import V3ConfigError
 from tests.hermetic import hermetic_settings
 from tests.test_foundation import PRODUCTION
 

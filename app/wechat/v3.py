@@ -2,7 +2,7 @@
 signatures, the AES-256-GCM resources of notifies, and the mini-program's v3 ``paySign``.
 
 Pure functions of their inputs, no I/O. The v3 HTTP client (``app.wechat.v3client``), its
-gateway adapter (``app.wechat.gateway_v3``) and the simulator's v3 endpoints are built on them.
+gateway adapter (``app.adapters.wechatpay_v3``) and the simulator's v3 endpoints are built on them.
 
 - Requests are signed with the merchant's RSA key over
   ``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (§8.2): sign exactly the bytes sent.

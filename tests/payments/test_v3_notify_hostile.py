@@ -20,11 +20,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.wechatpay_v3 import rfc3339
 from app.config import Settings
 from app.simulator.v3envelope import WeChatPayKeys, encode_json
 from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.simulator.v3messages import encrypt_resource, signed_notify
-from app.wechat.gateway_v3 import rfc3339
 from app.wechat.v3 import load_private_key, rsa_sign
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES
 from tests.conftest import ClientFactory

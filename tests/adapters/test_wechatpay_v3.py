@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.adapters.wechatpay_v3 import WeChatPayV3Gateway, rfc3339
 from app.gateway import (
     CloseOutcome,
     PaymentResult,
@@ -25,7 +26,6 @@ from app.gateway import (
 from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
 from app.wechat.errors import InvalidNotification, WeChatRejected, WeChatUnavailable
-from app.wechat.gateway_v3 import WeChatPayV3Gateway, rfc3339
 from app.wechat.v3client import WeChatPayV3Client
 from tests.wechat.test_v3client import APPID, MCHID, REFUND, _notify, signed, wechat
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from app.wechat.gateway_v3 import WeChatPayV3Gateway
+from app.adapters.wechatpay_v3 import WeChatPayV3Gateway
 from app.wechat.retry import RetryPolicy
 from app.wechat.v3 import MerchantSigner, load_private_key, load_public_key
 from app.wechat.v3client import WeChatPayV3Client
