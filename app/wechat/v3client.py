@@ -10,7 +10,7 @@ query, and the payment and refund notifies, on the primitives of ``app.wechat.v3
 
 WeChat's signatures are checked with the keys in ``app.wechat.v3trust``: its public key, its
 platform certificates (downloaded here when a serial is new), or both during a migration (§8.6).
-``app.wechat.gateway_v3`` puts the client behind the payment-gateway port.
+``app.adapters.wechatpay_v3`` puts the client behind the payment-gateway port.
 """
 
 from __future__ import annotations
@@ -324,7 +324,8 @@ class WeChatPayV3Client:
             return reply
 
         reply = await with_retries(attempt, self._retry, "/v3/certificates")
-        certificates = _certificates(json_object(reply.body, what), self._api_v3_key, self._now())
+        listed = _model(_CertificateList, json_object(reply.body, what), what)
+        certificates = _certificates(listed, self._api_v3_key, self._now())
         by_serial = {c.serial: c.key for c in certificates}
         serial = reply.headers.get("Wechatpay-Serial", "").upper()
         key = by_serial.get(serial) or self.trust.key(serial)
@@ -353,38 +354,77 @@ def _verify_with(
     )
 
 
+class _SealedCertificate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    algorithm: str
+    nonce: str
+    associated_data: str | None = None
+    ciphertext: str
+
+
+class _ListedCertificate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    serial_no: str
+    encrypt_certificate: _SealedCertificate
+
+
+class _CertificateList(BaseModel):
+    """The shape of a ``GET /v3/certificates`` answer (§8.6); anything else is an answer with
+    unexpected fields, like any other."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: list[_ListedCertificate]
+
+
 def _certificates(
-    answer: dict[str, Any], api_v3_key: SecretStr, now: datetime
+    listed: _CertificateList, api_v3_key: SecretStr, now: datetime
 ) -> list[PlatformCertificate]:
+    """The listed certificates that are valid now. During a rotation WeChat lists the old
+    certificate next to the new one (§8.6): one that has lapsed, or is not valid yet, is
+    skipped, not a reason to distrust the others. Any other flaw in any entry fails the whole
+    download, and so does a list in which no certificate is valid now."""
     try:
-        entries = answer["data"]
-        return [_certificate(entry, api_v3_key, now) for entry in entries]
-    except (KeyError, TypeError, ValueError) as exc:
+        checked = [_certificate(entry, api_v3_key, now) for entry in listed.data]
+    except ValueError as exc:
         raise WeChatUnavailable(f"WeChat Pay v3 certificates unusable: {exc}") from None
+    valid = [certificate for certificate in checked if certificate is not None]
+    if checked and not valid:
+        raise WeChatUnavailable("WeChat Pay v3 certificates unusable: none is valid now")
+    return valid
 
 
 def _certificate(
-    entry: dict[str, Any], api_v3_key: SecretStr, now: datetime
-) -> PlatformCertificate:
-    sealed = entry["encrypt_certificate"]
-    if sealed.get("algorithm") != "AEAD_AES_256_GCM":
+    entry: _ListedCertificate, api_v3_key: SecretStr, now: datetime
+) -> PlatformCertificate | None:
+    """The certificate ``entry`` seals, checked; ``None`` when it is not valid now."""
+    sealed = entry.encrypt_certificate
+    if sealed.algorithm != "AEAD_AES_256_GCM":
         raise ValueError("algorithm is not AEAD_AES_256_GCM")
     pem = decrypt_resource(
         api_v3_key.get_secret_value(),
-        nonce=sealed["nonce"],
-        associated_data=sealed.get("associated_data") or "",
-        ciphertext=sealed["ciphertext"],
+        nonce=sealed.nonce,
+        associated_data=sealed.associated_data or "",
+        ciphertext=sealed.ciphertext,
     )
     certificate = x509.load_pem_x509_certificate(pem)
     serial = format(certificate.serial_number, "X")
-    if serial != str(entry["serial_no"]).upper():
+    if serial != entry.serial_no.upper():
         raise ValueError("serial_no does not match the certificate")
-    if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
-        raise ValueError(f"certificate {serial} is not valid now")
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError(f"certificate {serial} does not hold an RSA key")
-    return PlatformCertificate(serial, key, certificate.not_valid_after_utc)
+    expiry = certificate.not_valid_after_utc
+    if not certificate.not_valid_before_utc <= now < expiry:
+        state = "expired" if expiry <= now else "not valid yet"
+        logger.warning(
+            "WeChat Pay platform certificate %s skipped: %s (expires %s)",
+            serial, state, expiry.isoformat(),
+        )  # fmt: skip
+        return None
+    return PlatformCertificate(serial, key, expiry)
 
 
 _SIGNATURE_HEADERS = ("wechatpay-signature", "wechatpay-timestamp", "wechatpay-nonce",
