@@ -1,4 +1,5 @@
-"""The one pipeline every WeChat notify goes through: bounded read, deadline, reply.
+"""The one pipeline every WeChat notify goes through: bounded read, deadline, reply, and the
+audit of what is refused.
 
 A notify is acknowledged only after its effect (and its audit row) is committed: the handler
 returns an outcome only after its transaction commits. Anything else (the database down, the
@@ -8,12 +9,13 @@ deadline passed) is answered so that WeChat sends the notify again, so nothing i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -26,6 +28,9 @@ from app.db import DATABASE_UNAVAILABLE
 from app.gateway import MAX_NOTIFY_BYTES, ApiVersion, Gateways, PaymentGateway
 from app.netutil import forwarded_client
 from app.ratelimits.service import Limit, RateLimiter
+
+if TYPE_CHECKING:
+    from app.uow import Database
 
 logger = logging.getLogger(__name__)
 
@@ -146,16 +151,41 @@ def refused_body(body: bytes) -> str:
     )
 
 
-class RefusalBudget:
-    """How many refused notifies one source may add to the audit trail per minute. Past it the
-    sender still gets its FAIL, and only a log line (one per refusal) says so."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A notify that will not be acted on, as it came: for the audit trail and the log."""
 
-    def __init__(self, limiter: RateLimiter, per_minute: int, trusted_proxies: list[str]) -> None:
+    what: str  # "payment notify", "refund notify"
+    verdict: str
+    reason: str
+    body: bytes
+    headers: Mapping[str, str]
+    peer: str
+    received_at: dt.datetime
+
+
+class Refusals:
+    """The audit of refused notifies, the same for payments and refunds: each is logged, and
+    stored (as ``refused_body`` keeps it) while its source is within its budget of refused
+    notifies per minute. Past it the sender still gets its FAIL, and only the log says so."""
+
+    def __init__(
+        self, db: Database, limiter: RateLimiter, per_minute: int, trusted_proxies: list[str]
+    ) -> None:
+        self._db = db
         self._limiter = limiter
         self._limit = Limit(per_minute)
         self._trusted = trusted_proxies
 
-    async def allows(self, headers: Mapping[str, str], peer: str) -> bool:
+    async def record(self, refusal: Refusal) -> None:
+        logger.warning("%s refused: %s (%s)", refusal.what, refusal.verdict, refusal.reason)
+        if not await self._allows(refusal.headers, refusal.peer):
+            return
+        raw = refused_body(refusal.body)
+        async with self._db.statement() as tx:
+            await tx.audit.record_refused(refusal.received_at, refusal.verdict, raw, refusal.reason)
+
+    async def _allows(self, headers: Mapping[str, str], peer: str) -> bool:
         """Count one refusal from the sender; whether it may still be recorded."""
         source = forwarded_client(peer, headers.get("x-forwarded-for", ""), self._trusted)
         if await self._limiter.allows(f"refused-notify:{source}", self._limit):

@@ -29,7 +29,7 @@ from app.events.urls import delivery_transport
 from app.events.worker import DeliveryWorker
 from app.gateway import ApiVersion, Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client, tls_context
-from app.inbound import RefusalBudget
+from app.inbound import Refusals
 from app.metered_gateway import MeteredGateway
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
@@ -101,8 +101,8 @@ async def build_runtime(
     limiter = RateLimiter(db)
     orders = OrderService(db, settings, gateways, payments, limiter)
     refunds = RefundService(db, settings, gateways)
-    refusals = RefusalBudget(
-        limiter, settings.refused_notifies_per_source_per_minute, settings.trusted_proxies
+    refusals = Refusals(
+        db, limiter, settings.refused_notifies_per_source_per_minute, settings.trusted_proxies
     )
     webhooks = WebhookService(db, settings, webhook_box(settings), render_data)
     sessions = SessionCache(settings.session_cache_seconds)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from app.db import utcnow
 from app.gateway import Gateways, InvalidNotification, PaymentGateway, RefusalKind
-from app.inbound import NotifyOutcome, RefusalBudget, refused_body
+from app.inbound import NotifyOutcome, Refusal, Refusals
 from app.payments.service import ACKNOWLEDGED, REFUSED, AuditRecord, PaymentService, Verdict
 
 logger = logging.getLogger(__name__)
@@ -31,9 +31,7 @@ _REFUSAL_VERDICT = {
 class PaymentNotifies:
     """Applies one payment notify; the outcome it returns is already committed."""
 
-    def __init__(
-        self, gateways: Gateways, payments: PaymentService, refusals: RefusalBudget
-    ) -> None:
+    def __init__(self, gateways: Gateways, payments: PaymentService, refusals: Refusals) -> None:
         self.gateways = gateways  # which versions have a notify URL, and who verifies each
         self._payments = payments
         self._refusals = refusals
@@ -46,10 +44,12 @@ class PaymentNotifies:
             notice = await gateway.parse_payment_notify(body, headers)
         except InvalidNotification as refused:
             verdict = _REFUSAL_VERDICT[refused.kind]
-            if await self._refusals.allows(headers, peer):
-                audit = AuditRecord(refused_body(body), received_at)
-                await self._payments.record(verdict, audit, refused.reason)
-            logger.warning("notify refused: %s (%s)", verdict.value, refused.reason)
+            await self._refusals.record(
+                Refusal(
+                    "payment notify", verdict.value, refused.reason, body, headers, peer,
+                    received_at,
+                )
+            )  # fmt: skip
             return _outcome(verdict, refused.reason)
         audit = AuditRecord(notice.audit, received_at)
         if notice.payment is None:

@@ -74,6 +74,12 @@ class NotifyAuditRepository:
         # Not dataclasses.asdict: it deep-copies every value, a measurable cost per notify.
         await self._sql.execute(_INSERT, {name: getattr(row, name) for name in _COLUMNS})
 
+    async def record_refused(
+        self, received_at: dt.datetime, verdict: str, raw: str, reason: str
+    ) -> None:
+        """A notify that was not acted on: what was kept of it, and why."""
+        await self.record(AuditRow(received_at, verdict, raw, reason))
+
     async def prune(self, verdicts: frozenset[str], cutoff: dt.datetime) -> int:
         """Delete the rows with one of ``verdicts`` received before ``cutoff``; how many."""
         return await self._sql.execute(_prune(verdicts), {"cutoff": cutoff})

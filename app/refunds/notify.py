@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from app.db import utcnow
 from app.gateway import Gateways, InvalidNotification, PaymentGateway, RefundNotice
-from app.inbound import NotifyOutcome, RefusalBudget, refused_body
+from app.inbound import NotifyOutcome, Refusal, Refusals
 from app.orders.outbox import flag_and_record
 from app.orders.repository import OrderRecord
 from app.orders.states import ReviewReason
@@ -57,7 +57,7 @@ ACKNOWLEDGED = frozenset(
 
 
 class RefundNotifies:
-    def __init__(self, gateways: Gateways, db: Database, refusals: RefusalBudget) -> None:
+    def __init__(self, gateways: Gateways, db: Database, refusals: Refusals) -> None:
         self.gateways = gateways  # which versions have a notify URL, and who verifies each
         self._db = db
         self._refusals = refusals
@@ -80,13 +80,14 @@ class RefundNotifies:
         try:
             info = await gateway.parse_refund_notify(body, headers)
         except InvalidNotification as refused:
-            logger.warning("refund notify refused: %s", refused.reason)
-            if await self._refusals.allows(headers, peer):
-                raw = refused_body(body)
-                row = AuditRow(received_at, RefundVerdict.REFUSED.value, raw, refused.reason)
-                async with self._db.statement() as tx:
-                    await tx.audit.record(row)
-            return RefundVerdict.REFUSED
+            verdict = RefundVerdict.REFUSED
+            await self._refusals.record(
+                Refusal(
+                    "refund notify", verdict.value, refused.reason, body, headers, peer,
+                    received_at,
+                )
+            )  # fmt: skip
+            return verdict
         async with self._db.transaction() as tx:
             verdict = await _judge(tx, info)
             await tx.audit.record(_audit_row(info, verdict, received_at))
