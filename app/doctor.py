@@ -261,12 +261,12 @@ def _notify_addresses(settings: Settings) -> dict[str, str | None]:
 
 async def notify_urls(settings: Settings) -> list[Finding]:
     return [
-        await notify_url(name, url, settings.is_production)
+        await _notify_url(name, url, settings.is_production)
         for name, url in _notify_addresses(settings).items()
     ]
 
 
-async def notify_url(name: str, url: str | None, production: bool) -> Finding:
+async def _notify_url(name: str, url: str | None, production: bool) -> Finding:
     if url is None:
         return Finding(name, True, "unset: WeChat uses the URL set on the merchant platform")
     parts = urlsplit(url)

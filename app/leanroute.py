@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 LEAN_ROUTES_STATE = "lean_routes"  # the app.state attribute that switches planning off
 
 # Where FastAPI keeps the route as included (prefix, router dependencies, the app's overrides)
@@ -52,7 +52,7 @@ class LeanRoute(APIRoute):
 
     planned = False  # whether the last handler built for this route has a plan (tests)
 
-    def get_route_handler(self) -> Handler:
+    def get_route_handler(self) -> RouteHandler:
         generic = super().get_route_handler()
         plan = plan_for(_as_included(self))
         self.planned = plan is not None
@@ -81,7 +81,7 @@ class Plan:
     # those it takes, as Starlette parses the query string or the headers on first access.
     params: tuple[tuple[list[Any], Callable[[Request], Any]], ...]
 
-    def handler(self, generic: Handler) -> Handler:
+    def handler(self, generic: RouteHandler) -> RouteHandler:
         async def lean(request: Request) -> Response:
             values = await self._values(request)
             if values is None:

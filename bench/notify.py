@@ -103,14 +103,14 @@ class Version:
         """A notify as WeChat sends it (PROTOCOL.md §5 for v2, §8.5 for v3)."""
         if self.keys is None or self.wechat is None:
             return XML_HEADERS, notify_body(settings, out_trade_no, transaction_id)
-        from app.adapters.wechatpay_v3 import rfc3339
         from app.simulator.v3messages import notify_body as v3_notify_body
+        from app.wechat.timefmt import to_rfc3339
 
         now = dt.datetime.now(dt.UTC)
         transaction = {
             "appid": settings.appid, "mchid": settings.mch_id, "out_trade_no": out_trade_no,
             "transaction_id": transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
-            "trade_state_desc": "支付成功", "bank_type": "OTHERS", "success_time": rfc3339(now),
+            "trade_state_desc": "支付成功", "bank_type": "OTHERS", "success_time": to_rfc3339(now),
             "payer": {"openid": "o-bench"},
             "amount": {"total": FEE, "payer_total": FEE, "currency": "CNY",
                        "payer_currency": "CNY"},

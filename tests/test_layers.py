@@ -105,3 +105,34 @@ def test_the_protocol_package_imports_neither_the_port_nor_a_domain() -> None:
 
     assert reached == set()
     assert "app.gateway" in imported_modules(APP / "adapters" / "wechatpay_v2.py")
+
+
+# Names every module may define for itself: each means the same thing wherever it is.
+CONVENTIONAL = {"logger", "router", "admin_router", "main", "T"}
+# Each state machine's own table of moves and its inverse: one role, one per machine.
+PER_STATE_MACHINE = {"ALLOWED_MOVES": 2, "sources_of": 2}
+
+
+def test_every_public_module_level_name_has_one_meaning() -> None:
+    """Functions, classes and constants too: ``rfc3339`` that parsed in one module and
+    formatted in another, or two ``sign`` for two signing schemes, read alike and differ."""
+    seen: dict[str, list[str]] = {}
+    for path in APP.rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            for name in _defined_names(node):
+                if not name.startswith("_") and name not in CONVENTIONAL:
+                    seen.setdefault(name, []).append(str(path.relative_to(APP)))
+    repeated = {name: len(where) for name, where in seen.items() if len(where) > 1}
+
+    assert repeated == PER_STATE_MACHINE, {n: seen[n] for n in repeated}
+    assert len(seen) > 300  # the walk did find the module-level names
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [target.id for target in node.targets if isinstance(target, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []

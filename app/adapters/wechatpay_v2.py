@@ -43,7 +43,7 @@ from app.wechat.timefmt import from_refund_time, from_wechat_time, to_wechat_tim
 from app.wechat.xmlcodec import to_xml
 
 # Refund refusals that mean "not now" (§6.3): the refund stays PENDING and is sent again later.
-REFUND_LATER = frozenset({"NOTENOUGH", "FREQUENCY_LIMITED", "INVALID_REQ_TOO_MUCH"})
+_REFUND_LATER = frozenset({"NOTENOUGH", "FREQUENCY_LIMITED", "INVALID_REQ_TOO_MUCH"})
 # The closed order's own answers to a close (§6.2): nobody can pay it any more.
 _ALREADY_CLOSED = frozenset({"ORDERCLOSED", "ORDERNOTEXIST"})
 # v2's refund_status values that decide a refund (§6.4, §6.5); the legacy FAIL and NOTSURE
@@ -125,7 +125,7 @@ class WeChatPayV2Gateway:
         try:
             return (await self._client.refund(request)).refund_id
         except WeChatRejected as exc:
-            if exc.err_code in REFUND_LATER:
+            if exc.err_code in _REFUND_LATER:
                 raise WeChatUnavailable(
                     f"{exc.err_code}: {exc.reason}", err_code=exc.err_code
                 ) from exc

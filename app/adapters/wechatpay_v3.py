@@ -29,10 +29,10 @@ from app.gateway import (
 from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
 from app.wechat.errors import InvalidNotification, RefusalKind, WeChatRejected, WeChatUnavailable
+from app.wechat.timefmt import to_rfc3339
 from app.wechat.v3client import V3Refund, V3Rejected, V3Transaction, WeChatPayV3Client
 from app.wechat.v3trust import PlatformCertificate
 
-BEIJING = dt.timezone(dt.timedelta(hours=8))
 # v3's answers for an order or refund WeChat does not have (§8.1, §8.7).
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
 # What WeChat itself answers an order query with when it has no such order: HTTP 404 with one
@@ -40,7 +40,7 @@ _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS
 _NO_SUCH_ORDER_STATUS = 404
 _NO_SUCH_ORDER = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST"})
 # Refusals that mean "not now" (§8.1): the refund stays PENDING and is sent again later.
-REFUND_LATER = frozenset({"NOT_ENOUGH", "NOTENOUGH", "FREQUENCY_LIMITED"})
+_REFUND_LATER = frozenset({"NOT_ENOUGH", "NOTENOUGH", "FREQUENCY_LIMITED"})
 # v3 refund states onto ours, so the API and the events keep one vocabulary (§8.7).
 _REFUND_STATUS = {
     "PROCESSING": RefundStatus.PROCESSING,
@@ -76,7 +76,7 @@ class WeChatPayV3Gateway:
             total=order.total_fee,
             openid=order.openid,
             notify_url=self._notify_url,
-            time_expire=rfc3339(order.time_expire),
+            time_expire=to_rfc3339(order.time_expire),
             attach=order.attach,
             payer_client_ip=order.client_ip,
         )
@@ -153,7 +153,7 @@ class WeChatPayV3Gateway:
                 notify_url=self._refund_notify_url,
             )
         except WeChatRejected as exc:
-            if exc.err_code in REFUND_LATER:
+            if exc.err_code in _REFUND_LATER:
                 raise WeChatUnavailable(
                     f"{exc.err_code}: {exc.reason}", err_code=exc.err_code
                 ) from exc
@@ -205,11 +205,6 @@ class WeChatPayV3Gateway:
         if acknowledged:
             return Response(status_code=204)
         return JSONResponse({"code": "FAIL", "message": message}, status_code=max(status, 400))
-
-
-def rfc3339(moment: dt.datetime) -> str:
-    """An aware datetime as v3 writes times: RFC 3339 in Beijing time, to the second."""
-    return moment.astimezone(BEIJING).isoformat(timespec="seconds")
 
 
 def _trade_report(transaction: V3Transaction) -> TradeReport:

@@ -19,7 +19,7 @@ from app.orders.service import OrderWithParams
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"], route_class=LeanRoute)
 
 
-IdempotencyKey = Annotated[
+OrderIdempotencyKey = Annotated[
     str | None,
     Header(
         max_length=64, description="Repeat a create safely: the same key returns the same order."
@@ -50,7 +50,7 @@ async def create_order(
     user: CurrentUserDep,
     service: OrderServiceDep,
     ip: ClientIpDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: OrderIdempotencyKey = None,
 ) -> OrderWithPayParams:
     result = await service.create_order(user, body.product_id, body.quantity, ip, idempotency_key)
     return with_params(result)

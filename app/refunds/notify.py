@@ -46,7 +46,7 @@ class RefundVerdict(StrEnum):
 
 
 # Verdicts after which WeChat may stop sending: the outcome is committed or decides nothing.
-ACKNOWLEDGED = frozenset(
+REFUND_ACKNOWLEDGED = frozenset(
     {
         RefundVerdict.APPLIED,
         RefundVerdict.DUPLICATE,
@@ -68,7 +68,7 @@ class RefundNotifies:
         """Verify, decrypt and apply a refund notify; the outcome returned is committed."""
         verdict = await self._judge(gateway, body, headers, peer)
         return NotifyOutcome(
-            acknowledged=verdict in ACKNOWLEDGED,
+            acknowledged=verdict in REFUND_ACKNOWLEDGED,
             refused=verdict is RefundVerdict.REFUSED,
             detail=verdict.value,
         )

@@ -16,7 +16,7 @@ from app.refunds.states import RefundStatus
 admin_router = APIRouter(prefix="/api/v1/admin/orders", tags=["admin"], dependencies=[AdminDep])
 
 
-IdempotencyKey = Annotated[
+RefundIdempotencyKey = Annotated[
     str | None,
     Header(max_length=64, description="Repeat a refund safely: the same key, the same refund."),
 ]
@@ -40,7 +40,7 @@ async def request_refund(
     body: RefundIn,
     response: Response,
     service: RefundServiceDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: RefundIdempotencyKey = None,
 ) -> RefundOut:
     """201 once WeChat has accepted the refund (status PROCESSING, or already final); 202 when
     WeChat could not be reached: the refund is stored as PENDING and the sweep completes it, so

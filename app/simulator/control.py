@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.simulator.core import Simulator
 from app.simulator.deps import SimulatorDep
 from app.simulator.faults import Fault, FaultSpec
-from app.simulator.pay import PREPAY_LIFETIME, ControlError
+from app.simulator.pay import PREPAY_ID_LIFETIME, ControlError
 from app.simulator.state import SimOrder
 from app.simulator.v3envelope import WeChatPayKeys
 
@@ -128,12 +128,12 @@ async def pay(body: PayIn, simulator: SimulatorDep) -> PayOut:
 
 
 @router.get("/orders")
-async def list_orders(simulator: SimulatorDep) -> list[SimOrderOut]:
+async def control_orders(simulator: SimulatorDep) -> list[SimOrderOut]:
     """Every order, newest first."""
     now = simulator.clock.now()
     orders = sorted(simulator.state.orders.values(), key=lambda o: o.created_at, reverse=True)
     return [
-        _order_out(order, expired=now - order.prepays[order.prepay_id] >= PREPAY_LIFETIME)
+        _order_out(order, expired=now - order.prepays[order.prepay_id] >= PREPAY_ID_LIFETIME)
         for order in orders
     ]
 
@@ -193,7 +193,7 @@ async def remove_fault(fault_id: int, simulator: SimulatorDep) -> dict[str, bool
 
 
 @router.get("/v3/keys")
-async def v3_keys(simulator: SimulatorDep) -> V3KeysOut:
+async def control_v3_keys(simulator: SimulatorDep) -> V3KeysOut:
     """The public half of the v3 keys: the key or certificate signing now, and the merchant
     serial the simulator expects in ``Authorization``. 404 without v3 keys."""
     keys = _v3_keys(simulator)
@@ -219,7 +219,7 @@ async def rotate_certificate(simulator: SimulatorDep) -> V3KeysOut:
         _v3_keys(simulator).rotate()
     except ValueError as refused:
         raise HTTPException(409, str(refused)) from refused
-    return await v3_keys(simulator)
+    return await control_v3_keys(simulator)
 
 
 def _v3_keys(simulator: Simulator) -> WeChatPayKeys:

@@ -18,7 +18,7 @@ from app.simulator.validation import (
 )
 from app.wechat.timefmt import to_wechat_time as beijing_stamp
 
-PREPAY_LIFETIME = timedelta(hours=2)
+PREPAY_ID_LIFETIME = timedelta(hours=2)
 MIN_TIME_EXPIRE = timedelta(minutes=5)
 # Request fields that are not business parameters: they may differ on an identical re-entry.
 _ENVELOPE_FIELDS = frozenset({"nonce_str", "sign"})
@@ -112,7 +112,7 @@ class PayDesk:
                 raise BusinessFail("OUT_TRADE_NO_USED", "商户订单号重复")
             raise BusinessFail("INVALID_REQUEST", "201 商户订单号重复")
         now = self._clock.now()
-        if now - order.prepays[order.prepay_id] >= PREPAY_LIFETIME:
+        if now - order.prepays[order.prepay_id] >= PREPAY_ID_LIFETIME:
             self.issue_prepay(order, now)
         return order
 
@@ -178,7 +178,7 @@ class PayDesk:
         if order is None:
             raise ControlError(404, "unknown prepay_id")
         now = self._clock.now()
-        if now - order.prepays[prepay_id] >= PREPAY_LIFETIME:
+        if now - order.prepays[prepay_id] >= PREPAY_ID_LIFETIME:
             raise ControlError(409, "prepay_id has expired (valid for 2 hours)")
         if order.time_expire is not None and now >= order.time_expire:
             raise ControlError(409, "the order has passed its time_expire")

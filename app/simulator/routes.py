@@ -25,7 +25,7 @@ from app.simulator.miniprogram import MiniProgramError
 from app.wechat.xmlcodec import XmlRejected, from_xml
 
 router = APIRouter(include_in_schema=False)
-Handler = Callable[[SignedRequest], dict[str, object]]
+V2Handler = Callable[[SignedRequest], dict[str, object]]
 MALFORMED_BODY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg>"
 XML_MEDIA_TYPE = "text/xml"
 
@@ -65,7 +65,7 @@ def _peek_out_trade_no(body: bytes) -> str | None:
         return None
 
 
-def _pay_answer(simulator: Simulator, endpoint: str, body: bytes, handler: Handler) -> bytes:
+def _pay_answer(simulator: Simulator, endpoint: str, body: bytes, handler: V2Handler) -> bytes:
     config = simulator.config
     try:
         request = open_request(body, config)
@@ -93,7 +93,7 @@ def _raise_business_faults(simulator: Simulator, endpoint: str, out_trade_no: st
 
 
 async def _serve_pay(
-    request: Request, simulator: Simulator, endpoint: str, handler: Handler
+    request: Request, simulator: Simulator, endpoint: str, handler: V2Handler
 ) -> Response:
     await add_latency(simulator)
     body = await request.body()
@@ -117,17 +117,17 @@ async def order_query(request: Request, simulator: SimulatorDep) -> Response:
 
 
 @router.post("/pay/closeorder")
-async def close_order(request: Request, simulator: SimulatorDep) -> Response:
+async def pay_closeorder(request: Request, simulator: SimulatorDep) -> Response:
     return await _serve_pay(request, simulator, "closeorder", simulator.pay.close_order)
 
 
 @router.post("/secapi/pay/refund")
-async def refund(request: Request, simulator: SimulatorDep) -> Response:
+async def secapi_refund(request: Request, simulator: SimulatorDep) -> Response:
     return await _serve_pay(request, simulator, "refund", simulator.refunds.refund)
 
 
 @router.post("/pay/refundquery")
-async def refund_query(request: Request, simulator: SimulatorDep) -> Response:
+async def pay_refundquery(request: Request, simulator: SimulatorDep) -> Response:
     return await _serve_pay(request, simulator, "refundquery", simulator.refunds.refund_query)
 
 

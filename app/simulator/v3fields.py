@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from app.simulator.v3envelope import V3Error
 
 # §8.1: 6-32 characters; §8.7 out_refund_no up to 64.
-OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*@]{6,32}")
-OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+V3_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*@]{6,32}")
+V3_OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ def currency(data: Mapping[str, Any], where: str) -> None:
         raise param_error(f"输入源“{where}/currency”仅支持CNY")
 
 
-def notify_url(data: Mapping[str, Any], where: str, *, required: bool) -> str | None:
+def notify_url_field(data: Mapping[str, Any], where: str, *, required: bool) -> str | None:
     """An absolute http(s) URL without a query string. WeChat wants HTTPS; the simulator takes
     plain HTTP too, as local receivers have no certificate."""
     value = text(data, where, "notify_url", max_length=255, required=required)
@@ -90,7 +90,7 @@ def notify_url(data: Mapping[str, Any], where: str, *, required: bool) -> str | 
     return value
 
 
-def rfc3339(data: Mapping[str, Any], where: str, name: str) -> datetime | None:
+def rfc3339_time(data: Mapping[str, Any], where: str, name: str) -> datetime | None:
     value = text(data, where, name, max_length=64, required=False)
     if value is None:
         return None

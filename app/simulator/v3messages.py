@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from app.simulator.state import SimOrder, SimRefund, SimTradeState
 from app.simulator.v3envelope import SignatureFlaw, WeChatPayKeys, encode_json
 from app.simulator.v3keys import V3Config, WeChatPayKey
-from app.wechat.timefmt import BEIJING
+from app.wechat.timefmt import to_rfc3339
 
 _NONCE_ALPHABET = string.ascii_letters + string.digits
 TRADE_STATE_DESC_V3 = {
@@ -34,11 +34,6 @@ REFUND_EVENTS = {
     "CLOSED": "REFUND.CLOSED",
 }
 REFUND_SUMMARIES = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}
-
-
-def rfc3339(moment: datetime) -> str:
-    """v3 times: RFC 3339 in Beijing time, e.g. ``2018-06-08T10:34:56+08:00``."""
-    return moment.astimezone(BEIJING).isoformat(timespec="seconds")
 
 
 def transaction_resource(
@@ -66,7 +61,7 @@ def transaction_resource(
             "transaction_id": order.transaction_id,
             "trade_type": "JSAPI",
             "bank_type": "OTHERS",
-            "success_time": rfc3339(order.time_end),
+            "success_time": to_rfc3339(order.time_end),
             "payer": {"openid": order.openid},
         }
     return resource
@@ -81,13 +76,13 @@ def refund_resource(order: SimOrder, refund: SimRefund) -> dict[str, Any]:
         "out_trade_no": order.out_trade_no,
         "channel": "ORIGINAL",
         "user_received_account": "支付用户零钱",
-        "create_time": rfc3339(refund.created_at),
+        "create_time": to_rfc3339(refund.created_at),
         "status": refund.status.value,
         "funds_account": "AVAILABLE",
         "amount": _refund_amount(order, refund),
     }
     if refund.success_time is not None:
-        resource["success_time"] = rfc3339(refund.success_time)
+        resource["success_time"] = to_rfc3339(refund.success_time)
     return resource
 
 
@@ -104,7 +99,7 @@ def refund_notice(order: SimOrder, refund: SimRefund, mchid: str) -> dict[str, A
         "amount": _refund_amount(order, refund),
     }
     if refund.success_time is not None:
-        notice["success_time"] = rfc3339(refund.success_time)
+        notice["success_time"] = to_rfc3339(refund.success_time)
     return notice
 
 
@@ -157,7 +152,7 @@ def notify_body(
     return encode_json(
         {
             "id": "EV-" + secrets.token_hex(12),
-            "create_time": rfc3339(now),
+            "create_time": to_rfc3339(now),
             "resource_type": "encrypt-resource",
             "event_type": event_type,
             "summary": summary,
@@ -177,8 +172,8 @@ def certificate_entry(key: WeChatPayKey, api_v3_key: str) -> dict[str, Any]:
     del sealed["original_type"]  # not part of encrypt_certificate
     return {
         "serial_no": key.serial,
-        "effective_time": rfc3339(certificate.not_valid_before_utc),
-        "expire_time": rfc3339(certificate.not_valid_after_utc),
+        "effective_time": to_rfc3339(certificate.not_valid_before_utc),
+        "expire_time": to_rfc3339(certificate.not_valid_after_utc),
         "encrypt_certificate": sealed,
     }
 

@@ -13,18 +13,18 @@ from typing import Any
 
 from app.simulator.clock import SimClock
 from app.simulator.config import SimulatorConfig
-from app.simulator.pay import PREPAY_LIFETIME, PayDesk
+from app.simulator.pay import PREPAY_ID_LIFETIME, PayDesk
 from app.simulator.state import SimApiVersion, SimOrder, SimState, SimTradeState
 from app.simulator.v3envelope import V3Error
 from app.simulator.v3fields import (
-    OUT_TRADE_NO,
+    V3_OUT_TRADE_NO,
     V3Call,
     amount,
     currency,
-    notify_url,
+    notify_url_field,
     param_error,
     required_text,
-    rfc3339,
+    rfc3339_time,
     sub_object,
     text,
 )
@@ -67,15 +67,15 @@ class V3PayDesk:
         params = {
             "description": required_text(body, where, "description", max_length=127),
             "out_trade_no": required_text(
-                body, where, "out_trade_no", max_length=32, pattern=OUT_TRADE_NO
+                body, where, "out_trade_no", max_length=32, pattern=V3_OUT_TRADE_NO
             ),
-            "notify_url": notify_url(body, where, required=True) or "",
+            "notify_url": notify_url_field(body, where, required=True) or "",
             "openid": required_text(payer, where + "/payer", "openid", max_length=128),
             "total": str(total),
             "attach": text(body, where, "attach", max_length=128, required=False) or "",
             "time_expire": str(body.get("time_expire") or ""),
         }
-        rfc3339(body, where, "time_expire")
+        rfc3339_time(body, where, "time_expire")
         if not self._state.knows_user(params["openid"]):
             raise V3Error(500, "OPENID_MISMATCH", "openid和appid不匹配")
         return params
@@ -102,7 +102,7 @@ class V3PayDesk:
             params=params,
             prepay_id="",
             created_at=now,
-            time_expire=_expiry(rfc3339(body, "/body", "time_expire"), now),
+            time_expire=_expiry(rfc3339_time(body, "/body", "time_expire"), now),
             api_version=SimApiVersion.V3,
         )
         self._state.orders[order.out_trade_no] = order
@@ -119,7 +119,7 @@ class V3PayDesk:
                 raise V3Error(403, "OUT_TRADE_NO_USED", "商户订单号重复")
             raise V3Error(400, "INVALID_REQUEST", "201 商户订单号重复")
         now = self._clock.now()
-        if now - order.prepays[order.prepay_id] >= PREPAY_LIFETIME:
+        if now - order.prepays[order.prepay_id] >= PREPAY_ID_LIFETIME:
             self._pay.issue_prepay(order, now)
         return order
 

@@ -15,12 +15,12 @@ from app.simulator.refunds import MAX_REFUNDS_PER_ORDER, RefundDesk
 from app.simulator.state import SimApiVersion, SimOrder, SimRefund, SimState
 from app.simulator.v3envelope import V3Error
 from app.simulator.v3fields import (
-    OUT_REFUND_NO,
-    OUT_TRADE_NO,
+    V3_OUT_REFUND_NO,
+    V3_OUT_TRADE_NO,
     V3Call,
     amount,
     currency,
-    notify_url,
+    notify_url_field,
     param_error,
     required_text,
     sub_object,
@@ -51,7 +51,7 @@ class V3RefundDesk:
         """
         body, where = call.body, "/body"
         out_refund_no = required_text(
-            body, where, "out_refund_no", max_length=64, pattern=OUT_REFUND_NO
+            body, where, "out_refund_no", max_length=64, pattern=V3_OUT_REFUND_NO
         )
         money = sub_object(body, where, "amount")
         refund_fee, total = (
@@ -70,7 +70,7 @@ class V3RefundDesk:
     def _paid_order(self, body: dict[str, Any], total: int) -> SimOrder:
         transaction_id = text(body, "/body", "transaction_id", max_length=32, required=False)
         out_trade_no = text(
-            body, "/body", "out_trade_no", max_length=32, required=False, pattern=OUT_TRADE_NO
+            body, "/body", "out_trade_no", max_length=32, required=False, pattern=V3_OUT_TRADE_NO
         )
         if transaction_id:
             order = self._state.order_by_transaction(transaction_id)
@@ -97,7 +97,7 @@ class V3RefundDesk:
             refund_id=new_refund_id(now),
             out_trade_no=order.out_trade_no,
             refund_fee=refund_fee,
-            notify_url=notify_url(body, "/body", required=False),
+            notify_url=notify_url_field(body, "/body", required=False),
             sign_type=SignType.MD5,  # not used: a v3 refund's notify is RSA-signed
             refund_account="REFUND_SOURCE_UNSETTLED_FUNDS",
             created_at=now,

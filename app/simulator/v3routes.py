@@ -23,7 +23,7 @@ from app.simulator.v3fields import V3Call, param_error
 from app.simulator.v3messages import certificate_entry
 
 router = APIRouter(include_in_schema=False)
-Handler = Callable[[V3Call], dict[str, Any] | None]
+V3Handler = Callable[[V3Call], dict[str, Any] | None]
 MALFORMED_JSON = b'{"code":"SUCCESS","prepay_id":"wx'
 _ANSWER_FLAWS = (FaultName.BAD_SIGNATURE, FaultName.STALE_TIMESTAMP, FaultName.SIGNTEST_PROBE)
 
@@ -68,7 +68,7 @@ def _answer(
     request: Request,
     endpoint: str,
     body: bytes,
-    handler: Handler,
+    handler: V3Handler,
     path_id: str,
 ) -> tuple[int, dict[str, Any] | None]:
     try:
@@ -117,7 +117,7 @@ def _signed(simulator: Simulator, endpoint: str, status: int, content: bytes) ->
 
 
 async def _serve_v3(
-    request: Request, simulator: Simulator, endpoint: str, handler: Handler, path_id: str = ""
+    request: Request, simulator: Simulator, endpoint: str, handler: V3Handler, path_id: str = ""
 ) -> Response:
     await add_latency(simulator)
     body = await request.body()
@@ -160,12 +160,14 @@ async def close(out_trade_no: str, request: Request, simulator: SimulatorDep) ->
 
 
 @router.post("/v3/refund/domestic/refunds")
-async def refund(request: Request, simulator: SimulatorDep) -> Response:
+async def v3_refund(request: Request, simulator: SimulatorDep) -> Response:
     return await _serve_v3(request, simulator, "v3_refund", simulator.v3_refunds.refund)
 
 
 @router.get("/v3/refund/domestic/refunds/{out_refund_no}")
-async def refund_query(out_refund_no: str, request: Request, simulator: SimulatorDep) -> Response:
+async def v3_refund_query(
+    out_refund_no: str, request: Request, simulator: SimulatorDep
+) -> Response:
     handler = simulator.v3_refunds.query
     return await _serve_v3(request, simulator, "v3_refund_query", handler, out_refund_no)
 

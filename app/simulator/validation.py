@@ -47,8 +47,8 @@ def _is_stamp(value: str) -> bool:
 
 
 AMOUNT = Rule(10, _pattern(r"[1-9][0-9]*"))
-OUT_TRADE_NO = Rule(32, _pattern(r"[0-9A-Za-z_\-|*@]+"))
-OUT_REFUND_NO = Rule(64, _pattern(r"[0-9A-Za-z_\-|*@]+"))
+OUT_TRADE_NO_RULE = Rule(32, _pattern(r"[0-9A-Za-z_\-|*@]+"))
+OUT_REFUND_NO_RULE = Rule(64, _pattern(r"[0-9A-Za-z_\-|*@]+"))
 NOTIFY_URL = Rule(256, _is_notify_url)
 COMMON_RULES: dict[str, Rule] = {
     "appid": Rule(32),
@@ -57,7 +57,7 @@ COMMON_RULES: dict[str, Rule] = {
     "sign": Rule(64),
     "device_info": Rule(32),
     "transaction_id": Rule(32, _pattern(r"[0-9A-Za-z]+")),
-    "out_trade_no": OUT_TRADE_NO,
+    "out_trade_no": OUT_TRADE_NO_RULE,
 }
 UNIFIED_ORDER_RULES: dict[str, Rule] = {
     "body": Rule(127),
@@ -78,7 +78,7 @@ UNIFIED_ORDER_RULES: dict[str, Rule] = {
     "scene_info": Rule(256),
 }
 REFUND_RULES: dict[str, Rule] = {
-    "out_refund_no": OUT_REFUND_NO,
+    "out_refund_no": OUT_REFUND_NO_RULE,
     "total_fee": AMOUNT,
     "refund_fee": AMOUNT,
     "refund_fee_type": Rule(8),

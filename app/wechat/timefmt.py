@@ -1,4 +1,5 @@
-"""WeChat Pay v2 times: ``yyyyMMddHHmmss`` in Beijing time (UTC+8), PROTOCOL.md §2."""
+"""WeChat Pay times, all in Beijing time (UTC+8): v2's ``yyyyMMddHHmmss`` (PROTOCOL.md §2)
+and v3's RFC 3339 (§8)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ def to_wechat_time(moment: dt.datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetime")
     return moment.astimezone(BEIJING).strftime(_FORMAT)
+
+
+def to_rfc3339(moment: dt.datetime) -> str:
+    """v3 times: RFC 3339 in Beijing time, e.g. ``2018-06-08T10:34:56+08:00``."""
+    return moment.astimezone(BEIJING).isoformat(timespec="seconds")
 
 
 def to_refund_time(moment: datetime_type) -> str:

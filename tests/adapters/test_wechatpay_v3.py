@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.adapters.wechatpay_v3 import WeChatPayV3Gateway, rfc3339
+from app.adapters.wechatpay_v3 import WeChatPayV3Gateway
 from app.gateway import (
     CloseOutcome,
     PaymentResult,
@@ -26,6 +26,7 @@ from app.gateway import (
 from app.orders.states import OrderStatus
 from app.refunds.states import RefundStatus
 from app.wechat.errors import InvalidNotification, WeChatRejected, WeChatUnavailable
+from app.wechat.timefmt import to_rfc3339
 from app.wechat.v3client import WeChatPayV3Client
 from tests.wechat.test_v3client import APPID, MCHID, REFUND, _notify, signed, wechat
 
@@ -195,7 +196,7 @@ def test_v3_replies_are_204_or_a_non_2xx_fail() -> None:
 def test_times_go_out_in_beijing_rfc3339() -> None:
     moment = dt.datetime(2018, 6, 8, 2, 34, 56, tzinfo=dt.UTC)
 
-    assert rfc3339(moment) == "2018-06-08T10:34:56+08:00"
+    assert to_rfc3339(moment) == "2018-06-08T10:34:56+08:00"
 
 
 async def test_a_refusal_keeps_wechats_request_id_for_a_support_ticket(wechat: Any) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from app.events.decisions import WebhookBackoff, next_attempt_at
-from app.events.signing import sign, signature_header, verify
+from app.events.signing import sign_webhook, signature_header, verify_webhook
 from examples.webhook_receiver import verify_signature
 
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
@@ -55,10 +55,10 @@ def test_the_signature_is_hmac_sha256_of_t_dot_body_with_one_v1_per_secret() -> 
     t, new, old = header.split(",")
     assert t == "t=1700000000"
     # HMAC-SHA256(key=b"whsec_new", msg=b'1700000000.{"id":"evt_1"}'), computed independently.
-    assert new == "v1=" + sign("whsec_new", 1_700_000_000, body)
+    assert new == "v1=" + sign_webhook("whsec_new", 1_700_000_000, body)
     assert old.startswith("v1=") and old != new.replace("v1=", "")
     for secret in ("whsec_new", "whsec_old"):
-        assert verify(header, body, secret, now=1_700_000_100)
+        assert verify_webhook(header, body, secret, now=1_700_000_100)
         assert verify_signature(header, body, secret, now=1_700_000_100)
 
 
@@ -82,5 +82,5 @@ def test_a_signature_that_does_not_match_is_refused_by_both_verifiers(
         "now": 1_700_000_000,
         **change,
     }
-    assert not verify(case["header"], case["body"], case["secret"], case["now"]), why
+    assert not verify_webhook(case["header"], case["body"], case["secret"], case["now"]), why
     assert not verify_signature(case["header"], case["body"], case["secret"], case["now"]), why

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.wechatpay_v3 import rfc3339
 from app.config import Settings
 from app.simulator.v3envelope import WeChatPayKeys, encode_json
 from app.simulator.v3keys import DevMaterial, generate_dev_material
 from app.simulator.v3messages import encrypt_resource, signed_notify
+from app.wechat.timefmt import to_rfc3339
 from app.wechat.v3 import load_private_key, rsa_sign
 from app.wechat.xmlcodec import DEFAULT_MAX_BYTES
 from tests.conftest import ClientFactory
@@ -52,7 +52,7 @@ class Scene:
             "out_trade_no": self.order["out_trade_no"],
             "transaction_id": "4200000000202611290000000001", "trade_type": "JSAPI",
             "trade_state": "SUCCESS", "trade_state_desc": "支付成功", "bank_type": "OTHERS",
-            "success_time": rfc3339(dt.datetime.now(dt.UTC)),
+            "success_time": to_rfc3339(dt.datetime.now(dt.UTC)),
             "payer": {"openid": "o"},
             "amount": {"total": self.order["total_fee"], "payer_total": self.order["total_fee"],
                        "currency": "CNY", "payer_currency": "CNY"},

@@ -23,7 +23,7 @@ from app.simulator.messages import payment_notify_body
 from app.simulator.v3envelope import SignatureFlaw, WeChatPayKeys
 from app.simulator.v3keys import DevMaterial
 from app.simulator.v3messages import notify_body as v3_notify_body
-from app.simulator.v3messages import rfc3339
+from app.wechat.timefmt import to_rfc3339
 from app.wechat.xmlcodec import XmlRejected, from_xml, to_xml
 from tests.db import ROOT
 from tests.helpers import ADMIN
@@ -288,7 +288,7 @@ def v3_transaction(merchant: Settings, order: PlacedOrder, transaction_id: str) 
         "appid": merchant.appid, "mchid": merchant.mch_id, "out_trade_no": order.out_trade_no,
         "transaction_id": transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
         "trade_state_desc": "支付成功", "bank_type": "OTHERS",
-        "success_time": rfc3339(dt.datetime.now(dt.UTC)), "payer": {"openid": "o-payer"},
+        "success_time": to_rfc3339(dt.datetime.now(dt.UTC)), "payer": {"openid": "o-payer"},
         "amount": {"total": total, "payer_total": total, "currency": "CNY",
                    "payer_currency": "CNY"},
     }  # fmt: skip
