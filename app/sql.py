@@ -10,8 +10,9 @@ SQLite it runs through SQLAlchemy. Repositories only see ``Executor``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol, TypeAlias
 
 import asyncpg
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Params = Mapping[str, Any]
@@ -205,19 +207,44 @@ def _result_processors(
 
 
 class StatementCache:
-    """Each statement compiled once per process. Statements are built once, at import; one
-    built per call is compiled per call, and forgotten with it (weak keys)."""
+    """Each statement compiled once per process. Statements are built once, at import, and
+    ``warm`` compiles those at start-up; a few are built on first use from a small set of
+    variants (cached where they are built) and compiled then, once; one built per call is
+    compiled per call, and forgotten with it (weak keys)."""
 
     def __init__(self) -> None:
         self._compiled: weakref.WeakKeyDictionary[ClauseElement, PgStatement] = (
             weakref.WeakKeyDictionary()
         )
 
+    def warm(self, modules: Iterable[ModuleType]) -> int:
+        """Compile every statement the ``modules`` hold at module level (alone, or as the
+        PostgreSQL entry of a per-dialect dict), so no request pays for it; how many."""
+        found = [stmt for module in modules for stmt in _module_statements(module)]
+        for stmt in found:
+            self[stmt]
+        return len(found)
+
+    def __contains__(self, stmt: ClauseElement) -> bool:
+        return stmt in self._compiled
+
+    def __len__(self) -> int:
+        return len(self._compiled)
+
     def __getitem__(self, stmt: ClauseElement) -> PgStatement:
         found = self._compiled.get(stmt)
         if found is None:
             found = self._compiled[stmt] = compile_for_asyncpg(stmt)
         return found
+
+
+def _module_statements(module: ModuleType) -> Iterator[ClauseElement]:
+    for value in vars(module).values():
+        if isinstance(value, dict):
+            value = value.get("postgresql")
+        # Executable: statements, not the columns and expressions they are built from.
+        if isinstance(value, Executable) and isinstance(value, ClauseElement):
+            yield value
 
 
 # A string: asyncpg's classes are generic only to type checkers.

@@ -28,18 +28,30 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth import repository as auth_statements
 from app.auth.repository import AuthRepository
 from app.db import PgPool, autocommit, create_engine
+from app.events import repository as event_statements
 from app.events.repository import EventRepository, WebhookRepository
+from app.orders import repository as order_statements
 from app.orders.repository import OrderRepository
+from app.payments import repository as audit_statements
 from app.payments.repository import NotifyAuditRepository
+from app.products import repository as product_statements
 from app.products.repository import ProductRepository
+from app.ratelimits import repository as limit_statements
 from app.ratelimits.repository import RateLimitRepository
+from app.refunds import repository as refund_statements
 from app.refunds.repository import RefundRepository
 from app.sql import AsyncpgExecutor, Executor, PgConnection, SqlAlchemyExecutor, StatementCache
 
 _SCHEMA_VERSION = text("SELECT version_num FROM alembic_version")
 _PING = text("SELECT 1")
+# Where the statements live: compiled for asyncpg when the pool is made, not on a request.
+STATEMENT_MODULES = (
+    auth_statements, event_statements, order_statements, audit_statements,
+    product_statements, limit_statements, refund_statements,
+)  # fmt: skip
 
 
 class UnitOfWork:
@@ -136,6 +148,7 @@ class PgDatabase(Database):
     def __init__(self, pool: PgPool, dsn: str, *, fold_writes: bool = True) -> None:
         self._pool, self._dsn = pool, dsn
         self._cache = StatementCache()
+        self._cache.warm(STATEMENT_MODULES)
         self._fold_writes = fold_writes  # False: PostgreSQL taking SQLite's way (tests)
 
     def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:

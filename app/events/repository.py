@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import secrets
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -221,6 +222,9 @@ _REDELIVER = (
 )
 
 
+# Cached: the types come validated, sorted and deduplicated (``parse_types``), so there are
+# at most as many filters as sets of event types, each built and compiled once.
+@cache
 def _feed(dialect: str, types: tuple[str, ...] | None) -> Any:
     after = tuple_(outbox.c.txid, outbox.c.id) > tuple_(
         bindparam("txid", type_=BigInteger()), bindparam("id", type_=BigInteger())
