@@ -17,6 +17,7 @@ from app.config import Settings
 from app.errors import AdminForbidden, SessionMissing
 from app.events.service import WebhookService
 from app.netutil import client_ip
+from app.operations import OperationsService
 from app.orders.service import OrderService
 from app.products.service import ProductService
 from app.refunds.service import RefundService
@@ -35,8 +36,8 @@ def runtime_of(request: Request) -> Runtime:
 # "runtime" node under each of them would cost as much as the lookups themselves.
 
 
-async def get_runtime(request: Request) -> Runtime:
-    return runtime_of(request)
+async def get_operations_service(request: Request) -> OperationsService:
+    return runtime_of(request).operations
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -68,7 +69,7 @@ async def get_client_ip(request: Request) -> str:
     return client_ip(request, runtime_of(request).settings.trusted_proxies)
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+OperationsServiceDep = Annotated[OperationsService, Depends(get_operations_service)]
 ClientIpDep = Annotated[str, Depends(get_client_ip)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]

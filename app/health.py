@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import DATABASE_UNAVAILABLE
-from app.deps import RuntimeDep
+from app.deps import OperationsServiceDep
 
 router = APIRouter(tags=["health"])
-
-_UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, SQLAlchemyError)
 
 
 @router.get("/healthz", summary="The process is up")
@@ -20,15 +16,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The database is reachable and migrated to head")
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    try:
-        async with runtime.db.statement() as tx:
-            current = await tx.schema_version()
-    except _UNREACHABLE as exc:
-        return _not_ready(f"database unreachable: {type(exc).__name__}")
-    if current != runtime.schema_head:
-        return _not_ready(f"schema at {current}, code expects {runtime.schema_head}")
-    return JSONResponse({"status": "ready", "schema": current})
+async def readyz(operations: OperationsServiceDep) -> JSONResponse:
+    reason, schema = await operations.not_ready()
+    if reason is not None:
+        return _not_ready(reason)
+    return JSONResponse({"status": "ready", "schema": schema})
 
 
 def _not_ready(reason: str) -> JSONResponse:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import itertools
-import logging
 import re
 import secrets
 import time
@@ -18,24 +17,18 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Header, Response
 from prometheus_client import Histogram
-from prometheus_client.core import Metric
 from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.db import DATABASE_UNAVAILABLE, utcnow
-from app.deps import RuntimeDep
+from app.deps import OperationsServiceDep
 from app.errors import Unauthorized
 from app.logging_setup import REQUEST_ID
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    pass
 
-logger = logging.getLogger(__name__)
-
-_UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, SQLAlchemyError)
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is logged as given, so only a short token of safe characters is taken; anything
@@ -126,28 +119,11 @@ router = APIRouter(tags=["operations"])
     response_class=Response,
 )
 async def scrape(
-    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+    operations: OperationsServiceDep, authorization: Annotated[str | None, Header()] = None
 ) -> Response:
-    _check_token(runtime.settings.metrics_token, authorization)
-    return Response(metrics.render(await _state(runtime)), media_type=metrics.CONTENT_TYPE)
-
-
-async def _state(runtime: Runtime) -> list[Metric]:
-    """Figures read from the database for this scrape. With the database down the scrape still
-    answers (the request and WeChat figures matter most then), saying so in
-    ``wxpay_database_up``."""
-    try:
-        async with runtime.db.statement() as tx:
-            refunds = await tx.refunds.count_by_status()
-            backlog = await tx.webhooks.backlog()
-    except _UNREACHABLE as exc:
-        logger.warning("/metrics without database figures: %s", type(exc).__name__)
-        return [metrics.database_up(False)]
-    return [
-        metrics.database_up(True),
-        metrics.refund_states(refunds),
-        *metrics.webhook_backlog(backlog, utcnow()),
-    ]
+    _check_token(operations.metrics_token, authorization)
+    figures = await operations.figures()
+    return Response(metrics.render(figures), media_type=metrics.CONTENT_TYPE)
 
 
 def _check_token(expected: SecretStr | None, authorization: str | None) -> None:

@@ -31,6 +31,7 @@ from app.gateway import ApiVersion, Gateways, PaymentGateway
 from app.httpclient import InProcessRoute, build_http_client, tls_context
 from app.inbound import Refusals
 from app.metered_gateway import MeteredGateway
+from app.operations import OperationsService
 from app.orders.service import OrderService
 from app.payments.notify import PaymentNotifies
 from app.payments.service import PaymentService
@@ -68,6 +69,7 @@ class Runtime:
     sweeper: Sweeper
     webhooks: WebhookService
     deliveries: DeliveryWorker
+    operations: OperationsService
     schema_head: str | None
 
 
@@ -106,6 +108,7 @@ async def build_runtime(
     )
     webhooks = WebhookService(db, settings, webhook_box(settings), render_data)
     sessions = SessionCache(settings.session_cache_seconds)
+    head = schema_head()
     return Runtime(
         settings=settings,
         db=db,
@@ -123,7 +126,8 @@ async def build_runtime(
         sweeper=Sweeper(db, settings, orders, refunds, limiter),
         webhooks=webhooks,
         deliveries=await _delivery_worker(settings, stack, db, webhooks),
-        schema_head=schema_head(),
+        operations=OperationsService(db, head, settings.metrics_token),
+        schema_head=head,
     )
 
 
