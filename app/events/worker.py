@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import random
 import secrets
 import time
@@ -101,7 +102,7 @@ class DeliveryWorker:
         async with self._db.statement() as tx:
             endpoints = await tx.webhooks.enabled_endpoints()
         started: list[asyncio.Task[None]] = []
-        token = secrets.token_hex(16)
+        token = lease_token()
         for endpoint in endpoints:
             if self._in_flight[endpoint.id] >= self._max_in_flight:
                 continue  # full with our own sends: no need to ask the database
@@ -180,3 +181,10 @@ class DeliveryWorker:
 
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+def lease_token() -> str:
+    """A lease's token: the holder's pid, then 88 random bits. The pid lets an operator (and
+    the reliability suite) see which process holds a delivery; the random part makes the
+    token one this pass alone can settle."""
+    return f"{os.getpid():x}-{secrets.token_hex(11)}"

@@ -6,6 +6,7 @@ receiver at least once, none is lost, and every signature verifies."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -114,34 +115,57 @@ def assert_none_lost_and_all_signed(receiver: ReceiverServer, stored: set[str]) 
     assert receiver.all_signatures_verify()
 
 
-async def _down_for_a_while(receiver: ReceiverServer, services: list[ServiceProcess]) -> None:
+async def _down_for_a_while(
+    receiver: ReceiverServer, services: list[ServiceProcess], engine: AsyncEngine
+) -> None:
     receiver.stop()
     await asyncio.sleep(4)
     receiver.start()
 
 
-async def _errors(receiver: ReceiverServer, services: list[ServiceProcess]) -> None:
+async def _errors(
+    receiver: ReceiverServer, services: list[ServiceProcess], engine: AsyncEngine
+) -> None:
     receiver.faults.error_ratio = 0.3
 
 
-async def _slow(receiver: ReceiverServer, services: list[ServiceProcess]) -> None:
+async def _slow(
+    receiver: ReceiverServer, services: list[ServiceProcess], engine: AsyncEngine
+) -> None:
     receiver.faults.delay_seconds = TIMEOUT * 1.5
     await asyncio.sleep(4)
     receiver.faults.delay_seconds = 0
 
 
-async def _worker_killed(receiver: ReceiverServer, services: list[ServiceProcess]) -> None:
-    # Answers slow enough that both processes have sends open; each has at most 4
-    # (WXPAY_WEBHOOK_MAX_IN_FLIGHT), so 5 open means the first one has some.
+async def _worker_killed(
+    receiver: ReceiverServer, services: list[ServiceProcess], engine: AsyncEngine
+) -> None:
+    # Answers slow enough that sends stay open; the first process is killed once it holds a
+    # lease taken more than 0.2 s ago (its request is at the receiver, held 0.8 s). The cap
+    # counts both processes, so which one holds the sends is read from the lease tokens,
+    # which start with the holder's pid.
     receiver.faults.delay_seconds = 0.8
+    worker = f"{services[0].worker_pids()[0]:x}-%"
     for _ in range(1500):
-        if receiver.seen.open_now >= 5:
+        if await _leases_in_flight(engine, worker) > 0:
             break
         await asyncio.sleep(0.01)
-    assert receiver.seen.open_now >= 5
+    assert await _leases_in_flight(engine, worker) > 0
     services[0].kill_worker()  # its leases run out (timeout + 30 s); the other process resends
     await asyncio.sleep(1)
     receiver.faults.delay_seconds = 0
+
+
+async def _leases_in_flight(engine: AsyncEngine, holder: str) -> int:
+    """Deliveries ``holder`` (a token pattern) leased at least 0.2 s ago and still holds."""
+    taken_before = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=TIMEOUT + 30 - 0.2)
+    query = text(
+        "SELECT count(*) FROM webhook_deliveries WHERE lease_token LIKE :holder"
+        " AND delivered_at IS NULL AND lease_until < :before"
+    )
+    async with engine.connect() as conn:
+        found = await conn.scalar(query, {"holder": holder, "before": taken_before})
+    return int(found or 0)
 
 
 FAULTS = {
@@ -181,9 +205,9 @@ async def test_every_event_reaches_a_misbehaving_receiver_signed(
         # processes have a backlog to be killed in.
         receiver.faults.delay_seconds = 0.8
         await redeliver_all(http, services[1], engine)
-        await strike(receiver, services)
+        await strike(receiver, services, engine)
     else:
-        await strike(receiver, services)
+        await strike(receiver, services, engine)
     await paying
 
     seconds = await wait_delivered(engine, receiver, ORDERS, within=120)
