@@ -85,6 +85,23 @@ def our_signature_holds(request: httpx.Request) -> bool:
     return scheme == "WECHATPAY2-SHA256-RSA2048" and fields["mchid"] == MCHID
 
 
+def client_at(
+    http: httpx.AsyncClient, trust: WeChatPayTrust, retry: RetryPolicy
+) -> WeChatPayV3Client:
+    """The merchant of the published vectors (PROTOCOL.md §10) at WeChat's address, over
+    ``http`` (a stand-in WeChat), trusting ``trust``, at the vectors' fixed time."""
+    return WeChatPayV3Client(
+        http,
+        api_base="https://api.mch.weixin.qq.com",
+        appid=APPID,
+        signer=MerchantSigner(MCHID, "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB", PRIVATE),
+        trust=trust,
+        api_v3_key=SecretStr(L5_API_V3_KEY),
+        retry=retry,
+        clock=lambda: NOW,
+    )
+
+
 @pytest.fixture
 async def wechat() -> AsyncIterator[Callable[[list[Answer]], WeChatPayV3Client]]:
     """A client whose calls are answered, in turn, by the given functions."""
@@ -104,15 +121,8 @@ async def wechat() -> AsyncIterator[Callable[[list[Answer]], WeChatPayV3Client]]
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         clients.append(http)
-        return WeChatPayV3Client(
-            http,
-            api_base="https://api.mch.weixin.qq.com",
-            appid=APPID,
-            signer=MerchantSigner(MCHID, "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB", PRIVATE),
-            trust=WeChatPayTrust((KEY_ID, PUBLIC)),
-            api_v3_key=SecretStr(L5_API_V3_KEY),
-            retry=RetryPolicy(max_attempts=2, base_delay=0),
-            clock=lambda: NOW,
+        return client_at(
+            http, WeChatPayTrust((KEY_ID, PUBLIC)), RetryPolicy(max_attempts=2, base_delay=0)
         )
 
     yield make

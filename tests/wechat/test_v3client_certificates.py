@@ -24,13 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
-from pydantic import SecretStr
 
 from app.wechat.errors import WeChatUnavailable
 from app.wechat.retry import RetryPolicy
-from app.wechat.v3 import MerchantSigner, load_private_key, rsa_sign
+from app.wechat.v3 import load_private_key, rsa_sign
 from app.wechat.v3client import WeChatPayV3Client
 from app.wechat.v3trust import WeChatPayTrust
+from tests.wechat.test_v3client import client_at
 from tests.wechat.vectors_v3 import L5_API_V3_KEY, TEST_PRIVATE_KEY
 
 APPID = "wx1234567890abcdef"
@@ -118,16 +118,7 @@ async def wechat() -> AsyncIterator[ClientFactory]:
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         clients.append(http)
-        return WeChatPayV3Client(
-            http,
-            api_base="https://api.mch.weixin.qq.com",
-            appid=APPID,
-            signer=MerchantSigner(MCHID, "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB", PRIVATE),
-            trust=WeChatPayTrust(clock=lambda: NOW),
-            api_v3_key=SecretStr(L5_API_V3_KEY),
-            retry=RetryPolicy(max_attempts=1),
-            clock=lambda: NOW,
-        )
+        return client_at(http, WeChatPayTrust(clock=lambda: NOW), RetryPolicy(max_attempts=1))
 
     yield make
     for http in clients:
