@@ -119,6 +119,9 @@ class Database(ABC):
     """Units of work on this process's one pool."""
 
     dialect: str  # "postgresql", "sqlite"
+    # Whether writes that belong together may be folded into one statement (PostgreSQL's
+    # data-modifying CTEs); the orders repository makes the choice from it.
+    fold_writes: bool
 
     async def subscribe(
         self, channel: str, on_message: Callable[[str], None], *, on_lost: Callable[[], None]
@@ -149,13 +152,13 @@ class PgDatabase(Database):
         self._pool, self._dsn = pool, dsn
         self._cache = StatementCache()
         self._cache.warm(STATEMENT_MODULES)
-        self._fold_writes = fold_writes  # False: PostgreSQL taking SQLite's way (tests)
+        self.fold_writes = fold_writes  # False: PostgreSQL taking SQLite's way (tests)
 
     def statement(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return _Pooled(self._pool, self._cache, transaction=False, fold=self._fold_writes)
+        return _Pooled(self._pool, self._cache, transaction=False, fold=self.fold_writes)
 
     def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return _Pooled(self._pool, self._cache, transaction=True, fold=self._fold_writes)
+        return _Pooled(self._pool, self._cache, transaction=True, fold=self.fold_writes)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -247,17 +250,17 @@ class SqlAlchemyDatabase(Database):
         self.dialect = engine.dialect.name
         self._autocommit = autocommit(engine)
         # SQLAlchemy on PostgreSQL (the drivers' contract test) folds as asyncpg does.
-        self._fold_writes = self.dialect == "postgresql"
+        self.fold_writes = self.dialect == "postgresql"
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[UnitOfWork]:
         async with self._autocommit.connect() as conn:
-            yield UnitOfWork(SqlAlchemyExecutor(conn), fold_writes=self._fold_writes)
+            yield UnitOfWork(SqlAlchemyExecutor(conn), fold_writes=self.fold_writes)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self._engine.begin() as conn:
-            yield UnitOfWork(SqlAlchemyExecutor(conn), fold_writes=self._fold_writes)
+            yield UnitOfWork(SqlAlchemyExecutor(conn), fold_writes=self.fold_writes)
 
     async def close(self) -> None:
         await self._engine.dispose()

@@ -78,9 +78,12 @@ class PaymentService:
         """Apply a successful payment once; the audit row commits with its effect."""
         # Where writes are folded (PostgreSQL), the usual notify is paid by one statement;
         # whatever else it is (a duplicate, a closed order, a mismatch) then goes the
-        # transaction's way, which needs no retry of that payment.
+        # transaction's way, which needs no retry of that payment. Where they are not, asking
+        # would only cost a connection per notify.
         try:
-            folded = Folded.NOT_FOLDED if audit is None else await self._folded(result, audit)
+            folded = Folded.NOT_FOLDED
+            if audit is not None and self._db.fold_writes:
+                folded = await self._folded(result, audit)
             if folded is Folded.PAID:
                 return Verdict.PAID
             async with self._db.transaction() as tx:
