@@ -369,6 +369,8 @@ async def _events(call: Call) -> EventRecord:
 
 
 async def _deliveries(call: Call) -> None:
+    assert await call("due", lambda tx: tx.webhooks.has_due(1)) is True
+    await call("due, no endpoint", lambda tx: tx.webhooks.has_due(99))
     claimed = await call("claim", lambda tx: _claim(tx, 1, 2, "w1"))
     assert len(claimed) == 2, claimed  # the events of "pay" and "paid after close"
     delivered, retried = claimed
@@ -379,6 +381,7 @@ async def _deliveries(call: Call) -> None:
     retry_at = T0 + dt.timedelta(days=1)
     await call("retry", lambda tx: tx.webhooks.record_attempt(retried, failed, retry_at))
     more = await call("claim more", lambda tx: _claim(tx, 1, 3, "w3"))
+    await call("due after the claims", lambda tx: tx.webhooks.has_due(1))
     lost = dataclasses.replace(more[0], lease_token="w0")  # another worker holds it now
     timeout = AttemptOutcome(None, 5000, "", "TimeoutError")
     await call("lease lost", lambda tx: tx.webhooks.record_attempt(lost, timeout, retry_at))

@@ -317,18 +317,23 @@ _DISABLE = (
 )
 
 
+_FREE = or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < _NOW)
+# A delivery of endpoint ``ep`` that is owed, due and leased by no one.
+_DUE = and_(
+    deliveries.c.endpoint_id == bindparam("ep"),
+    deliveries.c.delivered_at.is_(None),
+    deliveries.c.next_attempt_at <= _NOW,
+    _FREE,
+)
+_ANY_DUE = select(exists().where(_DUE))
+
+
 def _claim(dialect: str) -> Any:
     """Lease due deliveries of one endpoint, oldest due first; ``SKIP LOCKED`` on PostgreSQL
     keeps replicas claiming at once from waiting on each other."""
-    free = or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < _NOW)
     due = (
         select(deliveries.c.id)
-        .where(
-            deliveries.c.endpoint_id == bindparam("ep"),
-            deliveries.c.delivered_at.is_(None),
-            deliveries.c.next_attempt_at <= _NOW,
-            free,
-        )
+        .where(_DUE)
         .order_by(deliveries.c.next_attempt_at)
         .limit(bindparam("limit"))
     )
@@ -336,7 +341,7 @@ def _claim(dialect: str) -> Any:
         due = due.with_for_update(skip_locked=True)
     return (
         update(deliveries)
-        .where(deliveries.c.id.in_(due.scalar_subquery()), free)
+        .where(deliveries.c.id.in_(due.scalar_subquery()), _FREE)
         .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_token=bindparam("token"))
         .returning(*_DELIVERY)
     )
@@ -471,6 +476,11 @@ class WebhookRepository:
     async def wake(self, endpoint_id: int) -> int:
         """Make every undelivered event of the endpoint due now (it was enabled again)."""
         return await self._sql.execute(_WAKE, {"ep": endpoint_id, "now": utcnow()})
+
+    async def has_due(self, endpoint_id: int) -> bool:
+        """Whether the endpoint is owed a delivery that is due and leased by no one: a read,
+        so an idle endpoint costs a pass no lock and (on SQLite) no write."""
+        return bool(await self._sql.scalar(_ANY_DUE, {"ep": endpoint_id, "now": utcnow()}))
 
     async def claim(
         self, endpoint_id: int, cap: int, token: str, lease: dt.timedelta

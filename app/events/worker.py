@@ -106,6 +106,9 @@ class DeliveryWorker:
         for endpoint in endpoints:
             if self._in_flight[endpoint.id] >= self._max_in_flight:
                 continue  # full with our own sends: no need to ask the database
+            async with self._db.statement() as tx:
+                if not await tx.webhooks.has_due(endpoint.id):
+                    continue  # nothing to claim: no need to take the endpoint's turn
             async with self._db.transaction() as tx:
                 claimed = await tx.webhooks.claim(
                     endpoint.id, self._max_in_flight, token, self._lease

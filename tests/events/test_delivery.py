@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -321,6 +322,26 @@ async def test_at_most_max_in_flight_requests_are_open_to_one_endpoint(
     assert sorted(first_passes) == [0] * (replicas - 1) + [2]
     assert receiver.seen.peak_open == 2
     assert len(receiver.log.events) == 6
+
+
+async def test_a_pass_over_an_idle_endpoint_takes_no_lock(
+    client: httpx.AsyncClient,
+    make_runtime: RuntimeFactory,
+    engine: AsyncEngine,
+    receiver: ReceiverServer,
+) -> None:
+    # Claims take the endpoint's turn (its row locked) only when something is due: an idle
+    # endpoint costs each pass of every replica one read, and a replica holding the turn
+    # does not hold up the others' idle passes.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's (the PostgreSQL pass runs this)")
+    endpoint = await subscribe(client, receiver)
+    worker = (await make_runtime(**FAST)).deliveries
+    async with engine.connect() as holder, holder.begin():
+        lock = "SELECT id FROM webhook_endpoints WHERE id = :ep FOR UPDATE"
+        await holder.execute(text(lock), {"ep": endpoint["id"]})
+
+        assert await asyncio.wait_for(worker.deliver_once(), timeout=5) == 0
 
 
 async def test_the_service_delivers_in_the_background_and_stops_cleanly(
