@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,14 +17,17 @@ from app.config import Settings
 from app.db import utcnow
 from app.payments.models import REFUSED_VERDICT_VALUES
 from app.payments.repository import _prune, notifies
+from app.simulator.v3keys import DevMaterial
 from app.sweep import REFUSED_VERDICTS
 from app.wechat.xmlcodec import from_xml
 from tests.conftest import ClientFactory, RuntimeFactory
 from tests.helpers import add_product, create_order, login, scalar, set_time
 from tests.payments.test_notify import NOTIFY, signed_notify
+from tests.payments.test_v3_flow import on_v3
 from tests.plugins.simulator import SimulatorHandle
 
 REFUND_NOTIFY = "/wechat/pay/refund-notify"
+V3_NOTIFY, V3_REFUND_NOTIFY = "/wechat/pay/v3/notify", "/wechat/pay/v3/refund-notify"
 JUNK = b"<xml><return_code>SUCCESS</return_code><junk>" + b"J" * 60_000 + b"</junk></xml>"
 
 
@@ -34,11 +38,20 @@ async def post(client: httpx.AsyncClient, path: str, body: bytes, ip: str = "") 
     return from_xml(response.content)["return_code"]
 
 
-@pytest.mark.parametrize("path", [NOTIFY, REFUND_NOTIFY])
+# Both notifies of both API versions go through one refusal path (app.inbound.Refusals).
+@pytest.mark.parametrize("path", [NOTIFY, REFUND_NOTIFY, V3_NOTIFY, V3_REFUND_NOTIFY])
 async def test_a_refused_body_is_kept_as_its_digest_and_a_short_excerpt(
-    client: httpx.AsyncClient, engine: AsyncEngine, path: str
+    make_client: ClientFactory,
+    engine: AsyncEngine,
+    v3_material: DevMaterial,
+    tmp_path: Path,
+    path: str,
 ) -> None:
-    assert await post(client, path, JUNK) == "FAIL"
+    # v3 configured beside v2 (the dev APIv2 key): the service answers on all four URLs.
+    client = await make_client(**on_v3(v3_material, tmp_path, "http://127.0.0.1:9"))
+    response = await client.post(path, content=JUNK, headers={"content-type": "text/xml"})
+    assert response.status_code == 400
+    assert b"FAIL" in response.content  # XML for v2, JSON for v3
 
     raw = await scalar(engine, "SELECT raw FROM payment_notifies")
     kept = json.loads(raw)
