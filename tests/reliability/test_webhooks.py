@@ -140,20 +140,29 @@ async def _slow(
 async def _worker_killed(
     receiver: ReceiverServer, services: list[ServiceProcess], engine: AsyncEngine
 ) -> None:
-    # Answers slow enough that sends stay open; the first process is killed once it holds a
-    # lease taken more than 0.2 s ago (its request is at the receiver, held 0.8 s). The cap
-    # counts both processes, so which one holds the sends is read from the lease tokens,
-    # which start with the holder's pid.
+    # Answers slow enough that sends stay open; a process is killed once it holds a lease taken
+    # more than 0.2 s ago (its request is at the receiver, held 0.8 s). The cap counts both
+    # processes, so one of them may take every send: whichever holds one is killed, read from
+    # the lease tokens, which start with the holder's pid.
     receiver.faults.delay_seconds = 0.8
-    worker = f"{services[0].worker_pids()[0]:x}-%"
+    holders = {f"{s.worker_pids()[0]:x}-%": s for s in services}
+    holder = None
     for _ in range(1500):
-        if await _leases_in_flight(engine, worker) > 0:
+        holder = await _holder_of_a_lease(engine, list(holders))
+        if holder is not None:
             break
         await asyncio.sleep(0.01)
-    assert await _leases_in_flight(engine, worker) > 0
-    services[0].kill_worker()  # its leases run out (timeout + 30 s); the other process resends
+    assert holder is not None, "no process held a send open"
+    holders[holder].kill_worker()  # its leases run out (timeout + 30 s); the other resends
     await asyncio.sleep(1)
     receiver.faults.delay_seconds = 0
+
+
+async def _holder_of_a_lease(engine: AsyncEngine, patterns: list[str]) -> str | None:
+    for pattern in patterns:
+        if await _leases_in_flight(engine, pattern) > 0:
+            return pattern
+    return None
 
 
 async def _leases_in_flight(engine: AsyncEngine, holder: str) -> int:
