@@ -5,6 +5,7 @@ secrets stay redacted in JSON as in text."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from app.config import DEV_APP_SECRET
-from app.logging_setup import configure_logging
+from app.logging_setup import JsonFormatter, RedactSecrets, configure_logging
 from tests.conftest import ClientFactory
 from tests.hermetic import hermetic_settings
 from tests.plugins.simulator import SimulatorHandle
@@ -116,3 +117,35 @@ def test_text_lines_carry_the_request_id(log_output: io.StringIO) -> None:
     logging.getLogger("tests.text").warning("secret=%s", DEV_APP_SECRET)
 
     assert log_output.getvalue() == "[-] secret=***\n"
+
+
+@pytest.mark.parametrize(
+    "created", [0.0, 1_764_000_000.0, 1_764_000_000.000001, 1_764_000_000.999999, 1_764_000_001.5]
+)
+def test_a_json_line_writes_its_time_as_isoformat_does(created: float) -> None:
+    formatter = JsonFormatter(RedactSecrets([]))
+    earlier = logging.LogRecord("t", logging.INFO, __file__, 1, "first", None, None)
+    earlier.created = 1_764_000_000.25  # the same second as some cases, so its text is reused
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "second", None, None)
+    record.created = created
+
+    formatter.format(earlier)
+    line = json.loads(formatter.format(record))
+
+    assert line["time"] == dt.datetime.fromtimestamp(created, dt.UTC).isoformat(
+        timespec="microseconds"
+    )
+
+
+def test_text_lines_can_show_the_source_after_json_lines_were_configured(
+    log_output: io.StringIO,
+) -> None:
+    configure_logging(hermetic_settings(log_format="json"))  # JSON lines skip the source
+    configure_logging(hermetic_settings(log_format="text"))
+    log_output.truncate(0)
+    (handler,) = [h for h in logging.getLogger().handlers if getattr(h, "stream", 0) is log_output]
+    handler.setFormatter(logging.Formatter("%(filename)s:%(threadName)s %(message)s"))
+
+    logging.getLogger("tests.text").warning("here")
+
+    assert log_output.getvalue() == "test_logs.py:MainThread here\n"
