@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from starlette.types import ASGIApp
@@ -42,11 +45,37 @@ def build_http_client(
         pool=settings.http_connect_timeout,
     )
     if transport is None:
-        verify = tls_context(settings, cert)
-        transport = AiohttpTransport(limits=limits, verify=verify, trust_env=False)
+        transport = _network(limits, tls_context(settings, cert))
     if in_process is not None:
         transport = InProcessTransport(in_process, transport)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, trust_env=False)
+    return httpx.AsyncClient(
+        transport=transport, timeout=timeout, limits=limits, trust_env=False, cookies=NoCookies()
+    )
+
+
+def _network(limits: httpx.Limits, tls: ssl.SSLContext) -> AiohttpTransport:
+    """aiohttp's pool under httpx, with aiohttp's cookie jar replaced by one that keeps
+    nothing (as httpx's is: ``NoCookies``)."""
+
+    def session() -> aiohttp.ClientSession:  # made on the first request, inside the loop
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry, ssl=tls
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return AiohttpTransport(limits=limits, verify=tls, trust_env=False, client=session)
+
+
+class NoCookies(CookieJar):
+    """A cookie jar that keeps nothing. WeChat's APIs use no cookies, and one client serves
+    every merchant call and every user's login, so none may carry over from one to the next.
+    Keeping nothing also spares reading each answer's headers for them (~20 us a call)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
 
 
 def tls_context(settings: Settings, cert: tuple[str, str] | None = None) -> ssl.SSLContext:

@@ -78,3 +78,31 @@ async def test_an_in_process_app_that_hangs_times_out_like_a_remote_one(
     async with _in_process_client(quick) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.get("http://127.0.0.1:8000/sim/slow")
+
+
+# --- cookies ----------------------------------------------------------------------------------
+
+
+async def test_a_cookie_wechat_sets_is_never_sent_back(settings: Settings) -> None:
+    """One client serves every merchant call and every user's login, over real HTTP (aiohttp's
+    pool under httpx): a ``Set-Cookie`` in one answer must not ride along on the next call."""
+    received: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            received.append(head)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: session=abc; Path=/\r\n\r\nok"
+            )
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, build_http_client(settings) as http:
+        first = await http.get(f"http://127.0.0.1:{port}/pay/unifiedorder")
+        await http.get(f"http://127.0.0.1:{port}/pay/orderquery")
+
+    assert first.headers["set-cookie"] == "session=abc; Path=/"  # the answer still shows it
+    assert len(received) == 2
+    assert all(b"cookie:" not in head.lower() for head in received)
+    assert not http.cookies
