@@ -228,7 +228,7 @@ def service(
     with tempfile.TemporaryDirectory(prefix="wxpay-bench-obs-") as scratch:
         log = None
         if observed:
-            env |= _observed_env(Path(scratch))
+            env |= observed_env(Path(scratch))
             command = [c for c in command if c != "--no-access-log"]
             command[command.index("--log-level") + 1] = "info"
             log = Path(scratch, "service.log")
@@ -236,7 +236,7 @@ def service(
             yield s
 
 
-def _observed_env(scratch: Path) -> dict[str, str]:
+def observed_env(scratch: Path) -> dict[str, str]:
     metrics = scratch / "metrics"
     metrics.mkdir()
     return {

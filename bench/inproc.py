@@ -11,6 +11,10 @@ Workloads: ``notify`` (unique v2 payment notifies, as ``bench/notify.py``) and `
 (``POST /api/v1/orders`` against the simulator, as ``bench/create_order.py``; ``--latency-ms``
 is the simulator's delay, and ``--concurrency`` should keep the CPU the limit).
 
+``--observed`` serves the service as the image runs it (``--observability on`` of the HTTP
+benchmarks): /metrics in multiprocess mode, JSON logs at INFO and uvicorn's access log, written
+to a file.
+
 ``--reference`` measures ``bench/reference.py`` the same way (the service still logs the users
 in first, on the same database), for a function-by-function comparison of the two profiles.
 
@@ -24,18 +28,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import cProfile
 import os
 import pstats
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.environ.get("BENCH_APP_ROOT", ""))  # the checkout measured, first
 import uvloop
 from create_order import add_product, log_in_users, order_requests
-from harness import Server, free_port, fresh_database, pg_url, run_load, simulator
+from harness import (
+    Server,
+    free_port,
+    fresh_database,
+    observed_env,
+    pg_url,
+    run_load,
+    simulator,
+)
 from loadgen import request_file
 from notify import NOTIFY, V2, insert_orders, make_batch, seed
 
@@ -43,7 +58,9 @@ from notify import NOTIFY, V2, insert_orders, make_batch, seed
 Round = Callable[[str, int], Awaitable[tuple[dict[str, Any], int]]]
 
 
-async def _measure(args: argparse.Namespace, database: str, sim: Server | None) -> None:
+async def _measure(
+    args: argparse.Namespace, database: str, sim: Server | None, scratch: Path
+) -> None:
     wechat = sim.url if sim else "http://127.0.0.1:9"
     os.environ.update(
         WXPAY_ENV_FILE="",
@@ -57,31 +74,39 @@ async def _measure(args: argparse.Namespace, database: str, sim: Server | None) 
         REF_DATABASE_URL=pg_url(database),
         REF_PAY_API_BASE=wechat,
     )
+    if args.observed:
+        os.environ.update(observed_env(scratch))
     import app as package
     from app.main import create_app
 
     print(f"measuring {'the reference' if args.reference else package.__path__[0]}")
     # The service sets the stage either way (users log in through it), on the one database.
-    async with _serving(create_app()) as url:
+    log = scratch / "service.log" if args.observed else None
+    async with _serving(create_app(), log) as url:
         next_round = await _workload(args, database, url, sim)
         if not args.reference:
             await _rounds(args, url, next_round)
     if args.reference:
         import reference
 
-        async with _serving(reference.app) as url:
+        async with _serving(reference.app, None) as url:
             await _rounds(args, url, next_round)
 
 
 @contextlib.asynccontextmanager
-async def _serving(app: Any) -> AsyncIterator[str]:
-    """``app`` under uvicorn in this process (its lifespan run by uvicorn); its URL."""
+async def _serving(app: Any, log: Path | None) -> AsyncIterator[str]:
+    """``app`` under uvicorn in this process (its lifespan run by uvicorn); its URL. With a
+    ``log`` file, uvicorn's logs and the access log go there at INFO."""
     import uvicorn
 
     port = free_port()
+    logging: dict[str, Any] = {}
+    if log is not None:
+        logging = {"access_log": True, "log_level": "info", "log_config": _log_config(log)}
     config = uvicorn.Config(
-        app, port=port, access_log=False, log_level="warning", http="httptools", lifespan="on"
-    )
+        app, port=port, http="httptools", lifespan="on",
+        **({"access_log": False, "log_level": "warning"} | logging),
+    )  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, offers no event)
@@ -91,6 +116,18 @@ async def _serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await serving
+
+
+def _log_config(log: Path) -> dict[str, Any]:
+    """uvicorn's own logging configuration, its handlers writing to ``log``."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config["handlers"].values():
+        handler.pop("stream", None)
+        handler |= {"class": "logging.FileHandler", "filename": str(log)}
+    config["root"] = {"handlers": ["default"], "level": "INFO"}
+    return config
 
 
 async def _rounds(args: argparse.Namespace, url: str, next_round: Round) -> None:
@@ -163,6 +200,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=256, help="create: users logged in")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="create: the simulator's")
     parser.add_argument("--reference", action="store_true", help="bench/reference.py instead")
+    parser.add_argument("--observed", action="store_true", help="metrics and JSON logs on")
     parser.add_argument("--profile", action="store_true", help="cProfile the first round")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--sort", default="tottime", help="cProfile's sort key")
@@ -171,8 +209,9 @@ def main() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     with contextlib.ExitStack() as stack:
         database = stack.enter_context(fresh_database("inproc"))
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wxpay-inproc-")))
         sim = stack.enter_context(simulator(args.latency_ms)) if args.workload == "create" else None
-        asyncio.run(_measure(args, database, sim))
+        asyncio.run(_measure(args, database, sim, scratch))
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--observed", action="store_true", help="metrics and JSON logs on")
     args = parser.parse_args()
     py_spy = Path(sys.executable).parent / "py-spy"
     with (
         fresh_database("prof") as database,
         simulator(args.latency_ms) as sim,
-        service(database, 1, sim.url) as ours,
+        service(database, 1, sim.url, observed=args.observed) as ours,
     ):
         tokens = asyncio.run(log_in_users(ours.url, sim.url, 256))
         spec = order_requests(tokens, asyncio.run(add_product(ours.url)))
