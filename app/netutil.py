@@ -9,6 +9,7 @@ from functools import lru_cache
 from fastapi import Request
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def client_ip(request: Request, trusted_proxies: list[str]) -> str:
@@ -44,15 +45,24 @@ def proxy_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
 
 
 def _is_trusted(candidate: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(candidate)
-    except ValueError:
-        return False  # not an address (a unix socket, junk in the header): never a proxy
-    return any(address in network for network in networks)
+    address = _address(candidate)
+    # Not an address (a unix socket, junk in the header): never a proxy.
+    return address is not None and any(address[0] in network for network in networks)
 
 
 def _valid_or(candidate: str, fallback: str) -> str:
+    address = _address(candidate)
+    return fallback if address is None else address[1]
+
+
+@lru_cache(maxsize=4096)
+def _address(candidate: str) -> tuple[Address, str] | None:
+    """``candidate`` parsed, with its canonical text; None if it is not an address. Cached:
+    the same few peers (clients, an ingress) come back request after request, and parsing one
+    costs more than the rest of this module's work on a request. Bounded, so addresses a
+    client invents in X-Forwarded-For only push older ones out."""
     try:
-        return str(ipaddress.ip_address(candidate))
+        address = ipaddress.ip_address(candidate)
     except ValueError:
-        return fallback
+        return None
+    return address, str(address)
