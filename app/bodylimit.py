@@ -45,10 +45,16 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
-        if _declared_length(scope) > self.max_bytes:
+        declared, chunked = _framing(scope)
+        if declared is not None and declared > self.max_bytes:
             if not _expects_continue(scope):  # else the client waits for us: nothing to drain
                 await _drain(receive)
             await self._refuse(scope, receive, send)
+            return
+        if declared is not None and not chunked:
+            # The server delivers no more than a declared length (the HTTP parser frames the
+            # body by it): nothing to count. The usual JSON request takes this path.
+            await self.app(scope, receive, send)
             return
         await _LimitedRequest(self, scope, receive, send).run()
 
@@ -111,8 +117,14 @@ def _expects_continue(scope: Scope) -> bool:
     return any(name == b"expect" for name, _ in scope["headers"])
 
 
-def _declared_length(scope: Scope) -> int:
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared ``Content-Length`` (None if absent; an unreadable one counts as absent,
+    so the body is counted), and whether a ``Transfer-Encoding`` is given (which overrides
+    any length)."""
+    declared, chunked = None, False
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+        if name == b"content-length" and value.isdigit():
+            declared = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked

@@ -71,6 +71,20 @@ async def test_a_chunked_body_over_the_limit_is_refused_on_every_route(
     assert_too_large(response)
 
 
+async def test_a_chunked_body_is_counted_whatever_length_it_declares(
+    make_client: ClientFactory,
+) -> None:
+    # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a declared length within the
+    # limit does not excuse a chunked body from being counted.
+    client = await make_client(max_body_bytes=LIMIT)
+    body = CountingBody(1000)
+    headers = {"content-length": "10", "transfer-encoding": "chunked", **ADMIN}
+
+    response = await client.post("/api/v1/auth/login", content=body, headers=headers)
+
+    assert_too_large(response)
+
+
 async def test_a_body_at_the_limit_is_read_as_usual(make_client: ClientFactory) -> None:
     client = await make_client(max_body_bytes=LIMIT)
     padded = b'{"code": "' + b"a" * (LIMIT - 12) + b'"}'
