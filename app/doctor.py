@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.adapters.v3setup import V3ConfigError, build_v3_gateway
-from app.adapters.wechatpay_v3 import UnprovenNotFound, WeChatPayV3Gateway
+from app.adapters.wechatpay_v3 import UnprovenRefusal, WeChatPayV3Gateway
 from app.config import ConfigError, Settings
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import ApiVersion, PaymentGateway, WeChatRejected, WeChatUnavailable
@@ -140,18 +140,13 @@ def _gateways(runtime: Runtime, v3: WeChatPayV3Gateway | None) -> list[PaymentGa
 async def wechat_pay(gateway: PaymentGateway) -> Finding:
     check = f"WeChat Pay {gateway.version.value}"
     made_up = "DOCTOR" + secrets.token_hex(12).upper()  # 30 characters, never an order of ours
-    # v3's query reads any "not found" as no such order (it has nothing to apply either way);
-    # here only WeChat's signed 404 ORDER_NOT_EXIST proves that WeChat Pay answered.
-    query = (
-        gateway.query_proving_no_such_order
-        if isinstance(gateway, WeChatPayV3Gateway)
-        else gateway.query
-    )
+    # "No such order" only counts when it is provably WeChat Pay's (signed: v2's ORDERNOTEXIST
+    # in a signed answer, v3's signed 404 ORDER_NOT_EXIST); anything else raises.
     try:
-        answer = await query(made_up)
+        answer = await gateway.query(made_up)
     except WeChatRejected as exc:
         return Finding(check, False, f"answered, but refused the signed query: {exc}")
-    except UnprovenNotFound as exc:
+    except UnprovenRefusal as exc:
         return Finding(check, False, f"answered, but not as WeChat Pay: {exc}")
     except WeChatUnavailable as exc:
         return Finding(check, False, f"does not answer: {exc}")

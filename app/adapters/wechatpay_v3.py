@@ -33,12 +33,15 @@ from app.wechat.timefmt import to_rfc3339
 from app.wechat.v3client import V3Refund, V3Rejected, V3Transaction, WeChatPayV3Client
 from app.wechat.v3trust import PlatformCertificate
 
-# v3's answers for an order or refund WeChat does not have (§8.1, §8.7).
+# Every "not found" v3 has been seen to answer (§8.1, §8.7; §11: spellings differ between
+# generations of its docs). Only some of them, signed, decide anything (below).
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
-# What WeChat itself answers an order query with when it has no such order: HTTP 404 with one
-# of these codes (§8.1 lists both spellings, §11: they differ between generations of its docs).
-_NO_SUCH_ORDER_STATUS = 404
+# What WeChat Pay answers a query or a close for an order it does not have, and a refund
+# query for a refund it does not have: HTTP 404 with one of these codes.
+_NOT_FOUND_STATUS = 404
 _NO_SUCH_ORDER = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST"})
+_NO_SUCH_REFUND = frozenset({"RESOURCE_NOT_EXISTS", "ORDER_NOT_EXIST", "ORDERNOTEXIST"})
+_ORDER_CLOSED = frozenset({"ORDER_CLOSED"})
 # Refusals that mean "not now" (§8.1): the refund stays PENDING and is sent again later.
 _REFUND_LATER = frozenset({"NOT_ENOUGH", "NOTENOUGH", "FREQUENCY_LIMITED"})
 # v3 refund states onto ours, so the API and the events keep one vocabulary (§8.7).
@@ -51,9 +54,38 @@ _REFUND_STATUS = {
 _PAYMENT_EVENT = "TRANSACTION.SUCCESS"
 
 
-class UnprovenNotFound(WeChatUnavailable):
-    """A "not found" that is not provably WeChat Pay's own 404 ``ORDER_NOT_EXIST``: the wrong
-    status or code, or no signature we trust (a wrong host, a proxy's error page)."""
+class UnprovenRefusal(WeChatUnavailable):
+    """A refusal we would act on ("no such order", "already closed", "no such refund") that is
+    not provably WeChat Pay's own: the wrong status or code, or no signature we trust (a wrong
+    host, a proxy's error page). Nothing is decided on it; it is asked again later.
+
+    WeChat checks a request's signature before it looks the order up, and signs its answer
+    once that signature holds (its v3 signing guide, 签名验证: "如果验证商户的请求签名正确，
+    微信支付会在应答的HTTP头部中包括应答签名"), so a signed refusal proves the address, the
+    merchant id and both keys. An unsigned ``{"code": "ORDER_NOT_EXIST"}`` proves nothing, and
+    believing it could close an order that was in fact paid."""
+
+
+def _wechat_says(exc: WeChatRejected, codes: frozenset[str], status: int | None = None) -> bool:
+    """Whether ``exc`` is WeChat Pay's own refusal with one of ``codes`` (and ``status``),
+    signed with a key we trust (§8.3)."""
+    return (
+        isinstance(exc, V3Rejected)
+        and exc.verified
+        and exc.err_code in codes
+        and (status is None or exc.status == status)
+    )
+
+
+def _unproven(exc: WeChatRejected, meaning: str) -> UnprovenRefusal:
+    v3 = exc if isinstance(exc, V3Rejected) else None
+    status = v3.status if v3 else "?"
+    signed = "signed" if v3 and v3.verified else "not signed by WeChat Pay"
+    return UnprovenRefusal(
+        f"WeChat Pay v3 answered HTTP {status} {exc.err_code} ({signed}), not WeChat Pay's "
+        f"signed {meaning}",
+        err_code=exc.err_code,
+    )
 
 
 class WeChatPayV3Gateway:
@@ -85,39 +117,17 @@ class WeChatPayV3Gateway:
         return self._client.pay_params(prepay_id)
 
     async def query(self, out_trade_no: str) -> TradeReport | None:
+        """None only when WeChat Pay itself says it has no such order: HTTP 404
+        ``ORDER_NOT_EXIST``, signed (§8.1, §8.3). Any other "not found" raises
+        ``UnprovenRefusal``: the sweep and the order sync then decide nothing and ask again."""
         try:
             transaction = await self._client.query(out_trade_no)
         except WeChatRejected as exc:
+            if _wechat_says(exc, _NO_SUCH_ORDER, _NOT_FOUND_STATUS):
+                return None
             if exc.err_code in _NOT_FOUND:
-                return None
+                raise _unproven(exc, "404 ORDER_NOT_EXIST") from None
             raise
-        return _trade_report(transaction)
-
-    async def query_proving_no_such_order(self, out_trade_no: str) -> TradeReport | None:
-        """``query``, except that None means WeChat Pay itself said it has no such order: HTTP
-        404 ``ORDER_NOT_EXIST`` (§8.1), signed with a key we trust (§8.3). Any other "not
-        found" raises ``UnprovenNotFound``.
-
-        WeChat checks a request's signature before it looks the order up, and signs its answer
-        once that signature holds (its v3 signing guide, 签名验证: "如果验证商户的请求签名正确，
-        微信支付会在应答的HTTP头部中包括应答签名"), so this answer proves the address, the
-        merchant id and both keys; a bare ``{"code": "NOT_FOUND"}`` from whatever answers at
-        the address proves nothing. For the doctor: the order sync and the sweep keep
-        ``query``'s wider reading, where "not found" only means "nothing to apply"."""
-        try:
-            transaction = await self._client.query(out_trade_no)
-        except V3Rejected as exc:
-            if exc.err_code not in _NOT_FOUND:
-                raise
-            status_and_code = exc.status == _NO_SUCH_ORDER_STATUS and exc.err_code in _NO_SUCH_ORDER
-            if status_and_code and exc.verified:
-                return None
-            signed = "signed" if exc.verified else "not signed by WeChat Pay"
-            raise UnprovenNotFound(
-                f"WeChat Pay v3 query answered HTTP {exc.status} {exc.err_code} ({signed}), "
-                "not WeChat Pay's signed 404 ORDER_NOT_EXIST",
-                err_code=exc.err_code,
-            ) from None
         return _trade_report(transaction)
 
     async def platform_certificates(self) -> list[PlatformCertificate]:
@@ -129,15 +139,20 @@ class WeChatPayV3Gateway:
 
     async def close(self, out_trade_no: str) -> CloseOutcome:
         """v3 closes an order with 204 and names no "already paid" code of its own (§8.7), so a
-        refusal is checked against the order itself: paid, and the query that follows
-        records the payment; closed or unknown, and nobody can pay it."""
+        refusal other than WeChat Pay's signed "closed" or "no such order" is checked against
+        the order itself: paid, and the query that follows records the payment; closed or
+        unknown (as a signed query says), and nobody can pay it."""
         try:
             await self._client.close(out_trade_no)
         except WeChatRejected as exc:
-            if exc.err_code in _NOT_FOUND or exc.err_code == "ORDER_CLOSED":
+            if _wechat_says(exc, _ORDER_CLOSED) or _wechat_says(
+                exc, _NO_SUCH_ORDER, _NOT_FOUND_STATUS
+            ):
                 return CloseOutcome.CLOSED
             report = await self.query(out_trade_no)
-            if report is not None and report.payment is not None:
+            if report is None or report.status is OrderStatus.CLOSED:
+                return CloseOutcome.CLOSED
+            if report.payment is not None:
                 return CloseOutcome.PAID
             raise
         return CloseOutcome.CLOSED
@@ -164,8 +179,10 @@ class WeChatPayV3Gateway:
         try:
             refund = await self._client.refund_query(out_refund_no)
         except WeChatRejected as exc:
+            if _wechat_says(exc, _NO_SUCH_REFUND, _NOT_FOUND_STATUS):
+                return None  # WeChat never saw it: the refund service may send it again
             if exc.err_code in _NOT_FOUND:
-                return None
+                raise _unproven(exc, "404 RESOURCE_NOT_EXISTS") from None
             raise
         return RefundReport(_outcome(refund))
 

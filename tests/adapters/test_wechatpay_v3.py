@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.adapters.wechatpay_v3 import WeChatPayV3Gateway
+from app.adapters.wechatpay_v3 import UnprovenRefusal, WeChatPayV3Gateway
 from app.gateway import (
     CloseOutcome,
     PaymentResult,
@@ -56,6 +56,13 @@ def answer(status: int, body: dict[str, Any] | None = None) -> Answer:
 
 
 def refusal(status: int, code: str) -> Answer:
+    """A refusal as WeChat Pay sends it: signed (§8.3)."""
+    content = json.dumps({"code": code, "message": code}).encode()
+    return lambda request: signed(status, content)
+
+
+def unsigned(status: int, code: str) -> Answer:
+    """A refusal anyone could have sent: a proxy's error page, a wrong host."""
     return lambda request: httpx.Response(status, json={"code": code, "message": code})
 
 
@@ -116,6 +123,37 @@ async def test_close(wechat: Any, answers: list[Answer], outcome: CloseOutcome) 
     assert await gateway(wechat, *answers).close(NO) is outcome
 
 
+@pytest.mark.parametrize(
+    "not_found",
+    [
+        unsigned(404, "ORDER_NOT_EXIST"),  # the right words, from anyone
+        refusal(404, "NOT_FOUND"),  # signed, but not the answer for "no such order"
+        refusal(400, "ORDER_NOT_EXIST"),  # signed, with the wrong status
+    ],
+)
+async def test_a_not_found_that_is_not_wechat_pays_own_decides_nothing(
+    wechat: Any, not_found: Answer
+) -> None:
+    """Read as "no such order", such an answer would let the sweep close an order that was in
+    fact paid; it is "ask again later" instead."""
+    with pytest.raises(UnprovenRefusal, match="not WeChat Pay's signed 404 ORDER_NOT_EXIST"):
+        await gateway(wechat, not_found).query(NO)
+
+
+@pytest.mark.parametrize(
+    "refused", [unsigned(400, "ORDER_CLOSED"), unsigned(404, "ORDER_NOT_EXIST")]
+)
+async def test_an_unsigned_closed_or_unknown_does_not_close_an_order(
+    wechat: Any, refused: Answer
+) -> None:
+    # The query that follows is asked instead; a paid order is reported paid, not closed.
+    assert await gateway(wechat, refused, answer(200, PAID)).close(NO) is CloseOutcome.PAID
+    closed = {**PAID, "trade_state": "CLOSED", "transaction_id": None, "amount": None}
+    assert await gateway(wechat, refused, answer(200, closed)).close(NO) is CloseOutcome.CLOSED
+    with pytest.raises(UnprovenRefusal):
+        await gateway(wechat, refused, unsigned(404, "ORDER_NOT_EXIST")).close(NO)
+
+
 async def test_a_close_refused_for_an_unpaid_order_is_wechats_refusal(wechat: Any) -> None:
     unpaid = {**PAID, "trade_state": "NOTPAY", "transaction_id": None, "amount": None}
 
@@ -160,6 +198,12 @@ async def test_a_refund_wechat_never_saw_is_none(wechat: Any) -> None:
     report = await gateway(wechat, refusal(404, "RESOURCE_NOT_EXISTS")).refund_query("R1")
 
     assert report is None
+
+
+async def test_an_unsigned_refund_not_found_decides_nothing(wechat: Any) -> None:
+    # Read as "never seen", it would let the refund be sent again on a stranger's word.
+    with pytest.raises(UnprovenRefusal):
+        await gateway(wechat, unsigned(404, "RESOURCE_NOT_EXISTS")).refund_query("R1")
 
 
 async def test_a_genuine_payment_notify_is_our_payment(wechat: Any) -> None:
