@@ -26,7 +26,7 @@ from app.gateway import (
     WeChatRejected,
     WeChatUnavailable,
 )
-from app.metrics import GATEWAY_CALLS
+from app.metrics import GATEWAY_CALLS, child
 
 T = TypeVar("T")
 
@@ -88,4 +88,4 @@ class MeteredGateway:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            GATEWAY_CALLS.labels(self.version.value, operation, outcome).observe(elapsed)
+            child(GATEWAY_CALLS, self.version.value, operation, outcome).observe(elapsed)

@@ -16,7 +16,7 @@ import datetime as dt
 import functools
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -87,8 +87,11 @@ SWEEP_REFUNDS = Counter(
 )
 
 
+_Labelled = TypeVar("_Labelled", Counter, Histogram)
+
+
 @functools.cache
-def child(metric: Counter, *labels: str) -> Counter:
+def child(metric: _Labelled, *labels: str) -> _Labelled:
     """``metric.labels(*labels)``, looked up once per label set: ``labels()`` takes a lock on
     every call. For label sets that are bounded (fixed names, a few versions), never for
     anything a caller chooses."""

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from app.metrics import WECHAT_REQUESTS
+from app.metrics import WECHAT_REQUESTS, child
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def send(
 
 
 def _observe(api: str, outcome: str, seconds: float) -> None:
-    WECHAT_REQUESTS.labels(api, outcome).observe(seconds)
+    child(WECHAT_REQUESTS, api, outcome).observe(seconds)  # api and outcome: fixed sets
     duration_ms = round(seconds * 1000, 1)
     extra = {"wechat_api": api, "outcome": outcome, "duration_ms": duration_ms}
     logger.info("WeChat %s: %s in %.1f ms", api, outcome, duration_ms, extra=extra)
