@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.adapters.v3setup import V3ConfigError, build_v3_gateway
-from app.adapters.wechatpay_v3 import UnprovenRefusal, WeChatPayV3Gateway
+from app.adapters.wechatpay_v3 import UnprovenRejection, WeChatPayV3Gateway
 from app.config import ConfigError, Settings
 from app.db import DATABASE_UNAVAILABLE
 from app.gateway import ApiVersion, PaymentGateway, WeChatRejected, WeChatUnavailable
@@ -146,7 +146,7 @@ async def wechat_pay(gateway: PaymentGateway) -> Finding:
         answer = await gateway.query(made_up)
     except WeChatRejected as exc:
         return Finding(check, False, f"answered, but refused the signed query: {exc}")
-    except UnprovenRefusal as exc:
+    except UnprovenRejection as exc:
         return Finding(check, False, f"answered, but not as WeChat Pay: {exc}")
     except WeChatUnavailable as exc:
         return Finding(check, False, f"does not answer: {exc}")

@@ -56,8 +56,9 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-        # Whatever a record's arguments hold, its message shows: the message alone tells
-        # whether there is anything to redact, which on almost every record there is not.
+        # What any formatter shows of a record's arguments, its message shows: the message
+        # alone tells whether there is anything to redact, which on almost every record there
+        # is not.
         if self._may_hold(record.getMessage()):
             self._redact_record(record)
         return True
@@ -124,9 +125,9 @@ class JsonFormatter(logging.Formatter):
         return _JSON_LINE.encode(entry)
 
     def _utc_time(self, created: float) -> str:
-        """``created`` as ``datetime.isoformat`` writes it in UTC; the date and time of day
-        are made once a second (a line costs a few microseconds less, and lines come in
-        hundreds a second)."""
+        """``created`` in UTC as ``isoformat(timespec="microseconds")`` writes it (always
+        six digits of microseconds); the date and time of day are made once a second (a line
+        costs a few microseconds less, and lines come in hundreds a second)."""
         whole = int(created)
         micro = round((created - whole) * 1_000_000)  # rounded as datetime rounds it
         if micro == 1_000_000:
@@ -184,7 +185,8 @@ def _find_source_and_thread(find: bool) -> None:
     """Whether records carry their source file, line, thread and process. A JSON line shows
     none of them, so logging need not find them for every record (the logging HOWTO's
     "Optimization" switches; finding the caller alone walks the stack, about a fifth of a
-    line's cost here). Text lines keep them, for any format a developer puts on them."""
+    line's cost here; ``stack_info=True`` is dropped with them, and JSON lines never showed
+    it). Text lines keep them, for any format a developer puts on them."""
     source, threads, processes, multiprocessing = _DEFAULTS if find else (None, False, False, False)
     logging._srcfile = source
     logging.logThreads = threads

@@ -16,7 +16,7 @@ import datetime as dt
 import functools
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -90,11 +90,16 @@ SWEEP_REFUNDS = Counter(
 _Labelled = TypeVar("_Labelled", Counter, Histogram)
 
 
-@functools.cache
 def child(metric: _Labelled, *labels: str) -> _Labelled:
     """``metric.labels(*labels)``, looked up once per label set: ``labels()`` takes a lock on
     every call. For label sets that are bounded (fixed names, a few versions), never for
     anything a caller chooses."""
+    return cast(_Labelled, _cached_child(metric, *labels))
+
+
+@functools.cache
+def _cached_child(metric: Counter | Histogram, *labels: str) -> Counter | Histogram:
+    # Kept apart from ``child``: functools.cache on a generic function loses its types.
     return metric.labels(*labels)
 
 

@@ -45,14 +45,20 @@ def proxy_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
 
 
 def _is_trusted(candidate: str, networks: tuple[Network, ...]) -> bool:
-    address = _address(candidate)
+    address = _parsed(candidate)
     # Not an address (a unix socket, junk in the header): never a proxy.
     return address is not None and any(address[0] in network for network in networks)
 
 
 def _valid_or(candidate: str, fallback: str) -> str:
-    address = _address(candidate)
+    address = _parsed(candidate)
     return fallback if address is None else address[1]
+
+
+def _parsed(candidate: str) -> tuple[Address, str] | None:
+    # No address is longer than 64 characters (an IPv6 one with an IPv4 tail and a zone is
+    # well under): longer text is parsed (and refused) without taking a place in the cache.
+    return _address(candidate) if len(candidate) <= 64 else _address.__wrapped__(candidate)
 
 
 @lru_cache(maxsize=4096)

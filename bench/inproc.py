@@ -100,12 +100,12 @@ async def _serving(app: Any, log: Path | None) -> AsyncIterator[str]:
     import uvicorn
 
     port = free_port()
-    logging: dict[str, Any] = {}
+    log_options: dict[str, Any] = {}
     if log is not None:
-        logging = {"access_log": True, "log_level": "info", "log_config": _log_config(log)}
+        log_options = {"access_log": True, "log_level": "info", "log_config": _log_config(log)}
     config = uvicorn.Config(
         app, port=port, http="httptools", lifespan="on",
-        **({"access_log": False, "log_level": "warning"} | logging),
+        **({"access_log": False, "log_level": "warning"} | log_options),
     )  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

@@ -120,7 +120,15 @@ def test_text_lines_carry_the_request_id(log_output: io.StringIO) -> None:
 
 
 @pytest.mark.parametrize(
-    "created", [0.0, 1_764_000_000.0, 1_764_000_000.000001, 1_764_000_000.999999, 1_764_000_001.5]
+    "created",
+    [
+        0.0,
+        1_764_000_000.0,
+        1_764_000_000.000001,
+        1_764_000_000.999999,
+        1_764_000_000.9999996,  # rounds up into the next second
+        1_764_000_001.5,
+    ],
 )
 def test_a_json_line_writes_its_time_as_isoformat_does(created: float) -> None:
     formatter = JsonFormatter(RedactSecrets([]))

@@ -41,6 +41,8 @@ _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS
 _NOT_FOUND_STATUS = 404
 _NO_SUCH_ORDER = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST"})
 _NO_SUCH_REFUND = frozenset({"RESOURCE_NOT_EXISTS", "ORDER_NOT_EXIST", "ORDERNOTEXIST"})
+# What it answers a close for an order already closed (§8.1).
+_CLOSED_STATUS = 400
 _ORDER_CLOSED = frozenset({"ORDER_CLOSED"})
 # Refusals that mean "not now" (§8.1): the refund stays PENDING and is sent again later.
 _REFUND_LATER = frozenset({"NOT_ENOUGH", "NOTENOUGH", "FREQUENCY_LIMITED"})
@@ -54,7 +56,7 @@ _REFUND_STATUS = {
 _PAYMENT_EVENT = "TRANSACTION.SUCCESS"
 
 
-class UnprovenRefusal(WeChatUnavailable):
+class UnprovenRejection(WeChatUnavailable):
     """A refusal we would act on ("no such order", "already closed", "no such refund") that is
     not provably WeChat Pay's own: the wrong status or code, or no signature we trust (a wrong
     host, a proxy's error page). Nothing is decided on it; it is asked again later.
@@ -77,11 +79,11 @@ def _wechat_says(exc: WeChatRejected, codes: frozenset[str], status: int | None 
     )
 
 
-def _unproven(exc: WeChatRejected, meaning: str) -> UnprovenRefusal:
+def _unproven(exc: WeChatRejected, meaning: str) -> UnprovenRejection:
     v3 = exc if isinstance(exc, V3Rejected) else None
     status = v3.status if v3 else "?"
     signed = "signed" if v3 and v3.verified else "not signed by WeChat Pay"
-    return UnprovenRefusal(
+    return UnprovenRejection(
         f"WeChat Pay v3 answered HTTP {status} {exc.err_code} ({signed}), not WeChat Pay's "
         f"signed {meaning}",
         err_code=exc.err_code,
@@ -119,7 +121,7 @@ class WeChatPayV3Gateway:
     async def query(self, out_trade_no: str) -> TradeReport | None:
         """None only when WeChat Pay itself says it has no such order: HTTP 404
         ``ORDER_NOT_EXIST``, signed (§8.1, §8.3). Any other "not found" raises
-        ``UnprovenRefusal``: the sweep and the order sync then decide nothing and ask again."""
+        ``UnprovenRejection``: the sweep and the order sync then decide nothing and ask again."""
         try:
             transaction = await self._client.query(out_trade_no)
         except WeChatRejected as exc:
@@ -145,7 +147,7 @@ class WeChatPayV3Gateway:
         try:
             await self._client.close(out_trade_no)
         except WeChatRejected as exc:
-            if _wechat_says(exc, _ORDER_CLOSED) or _wechat_says(
+            if _wechat_says(exc, _ORDER_CLOSED, _CLOSED_STATUS) or _wechat_says(
                 exc, _NO_SUCH_ORDER, _NOT_FOUND_STATUS
             ):
                 return CloseOutcome.CLOSED

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.adapters.wechatpay_v3 import UnprovenRefusal, WeChatPayV3Gateway
+from app.adapters.wechatpay_v3 import UnprovenRejection, WeChatPayV3Gateway
 from app.gateway import (
     CloseOutcome,
     PaymentResult,
@@ -117,6 +117,8 @@ async def test_an_order_wechat_never_saw_is_none_and_an_unpaid_one_has_no_paymen
         ([refusal(404, "ORDER_NOT_EXIST")], CloseOutcome.CLOSED),
         # Refused, and the order turns out paid: the payment is to be recorded.
         ([refusal(403, "TRADE_ERROR"), answer(200, PAID)], CloseOutcome.PAID),
+        # Refused, and WeChat Pay says (signed) it has no such order: nobody can pay it.
+        ([refusal(403, "TRADE_ERROR"), refusal(404, "ORDER_NOT_EXIST")], CloseOutcome.CLOSED),
     ],
 )
 async def test_close(wechat: Any, answers: list[Answer], outcome: CloseOutcome) -> None:
@@ -136,12 +138,17 @@ async def test_a_not_found_that_is_not_wechat_pays_own_decides_nothing(
 ) -> None:
     """Read as "no such order", such an answer would let the sweep close an order that was in
     fact paid; it is "ask again later" instead."""
-    with pytest.raises(UnprovenRefusal, match="not WeChat Pay's signed 404 ORDER_NOT_EXIST"):
+    with pytest.raises(UnprovenRejection, match="not WeChat Pay's signed 404 ORDER_NOT_EXIST"):
         await gateway(wechat, not_found).query(NO)
 
 
 @pytest.mark.parametrize(
-    "refused", [unsigned(400, "ORDER_CLOSED"), unsigned(404, "ORDER_NOT_EXIST")]
+    "refused",
+    [
+        unsigned(400, "ORDER_CLOSED"),
+        unsigned(404, "ORDER_NOT_EXIST"),
+        refusal(404, "ORDER_CLOSED"),  # signed, with a status WeChat gives no such meaning
+    ],
 )
 async def test_an_unsigned_closed_or_unknown_does_not_close_an_order(
     wechat: Any, refused: Answer
@@ -150,7 +157,7 @@ async def test_an_unsigned_closed_or_unknown_does_not_close_an_order(
     assert await gateway(wechat, refused, answer(200, PAID)).close(NO) is CloseOutcome.PAID
     closed = {**PAID, "trade_state": "CLOSED", "transaction_id": None, "amount": None}
     assert await gateway(wechat, refused, answer(200, closed)).close(NO) is CloseOutcome.CLOSED
-    with pytest.raises(UnprovenRefusal):
+    with pytest.raises(UnprovenRejection):
         await gateway(wechat, refused, unsigned(404, "ORDER_NOT_EXIST")).close(NO)
 
 
@@ -200,10 +207,20 @@ async def test_a_refund_wechat_never_saw_is_none(wechat: Any) -> None:
     assert report is None
 
 
-async def test_an_unsigned_refund_not_found_decides_nothing(wechat: Any) -> None:
+@pytest.mark.parametrize(
+    "not_found",
+    [
+        unsigned(404, "RESOURCE_NOT_EXISTS"),
+        refusal(404, "NOT_FOUND"),
+        refusal(400, "RESOURCE_NOT_EXISTS"),
+    ],
+)
+async def test_a_refund_not_found_that_is_not_wechat_pays_own_decides_nothing(
+    wechat: Any, not_found: Answer
+) -> None:
     # Read as "never seen", it would let the refund be sent again on a stranger's word.
-    with pytest.raises(UnprovenRefusal):
-        await gateway(wechat, unsigned(404, "RESOURCE_NOT_EXISTS")).refund_query("R1")
+    with pytest.raises(UnprovenRejection):
+        await gateway(wechat, not_found).refund_query("R1")
 
 
 async def test_a_genuine_payment_notify_is_our_payment(wechat: Any) -> None:

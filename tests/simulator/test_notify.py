@@ -119,7 +119,6 @@ async def test_unacknowledged_notifies_follow_the_schedule_then_stop() -> None:
         gap < scheduled * 0.00001 + SLACK
         for gap, scheduled in zip(gaps, NOTIFY_RETRY_SCHEDULE, strict=True)
     )
-    assert 0.216 <= gaps[-1] < 0.216 + SLACK  # the last 6 hours, scaled
 
 
 async def test_the_time_factor_scales_the_first_retry() -> None:
