@@ -109,8 +109,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    if settings.serves_docs:
-        install_offline_docs(app, OPENAPI_URL)
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=(NOTIFY_PREFIX,)
@@ -122,6 +120,8 @@ def create_app(
     app.router.routes.extend([*payment_notify_routes, *refund_notify_routes])
     setattr(app.state, LEAN_ROUTES_STATE, settings.lean_routes)
     _include_routers(app, settings)
+    if settings.serves_docs:
+        install_offline_docs(app, OPENAPI_URL)  # after the API: matched after it, too
     simulator = _dev_simulator(settings, app, dev_v3)
     if simulator is not None:
         app.mount("/sim", simulator.app)
