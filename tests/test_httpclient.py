@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.httpclient import InProcessRoute, build_http_client
+from tests.plugins.simulator import ServerThread
 from tests.plugins.tls import Pki, TlsSimulator
 
 
@@ -87,26 +92,23 @@ async def test_an_in_process_app_that_hangs_times_out_like_a_remote_one(
 async def test_a_cookie_wechat_sets_is_never_sent_back(settings: Settings) -> None:
     """One client serves every merchant call and every user's login, over real HTTP (aiohttp's
     pool under httpx): a ``Set-Cookie`` in one answer must not ride along on the next call."""
-    received: list[bytes] = []
+    received: list[Headers] = []
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):  # closed
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                received.append(head)
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-                    b"Set-Cookie: session=abc; Path=/\r\n\r\nok"
-                )
-                await writer.drain()
+    async def answer(request: Request) -> Response:
+        received.append(request.headers)
+        return Response("ok", headers={"Set-Cookie": "session=abc; Path=/"})
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server, build_http_client(settings) as http:
-        # A host name: aiohttp's own jar would keep nothing for an IP address anyway.
-        first = await http.get(f"http://localhost:{port}/pay/unifiedorder")
-        await http.get(f"http://localhost:{port}/pay/orderquery")
+    server = ServerThread(Starlette(routes=[Route("/{path:path}", answer)]))
+    port = server.start().rsplit(":", 1)[1]
+    try:
+        async with build_http_client(settings) as http:
+            # A host name: aiohttp's own jar would keep nothing for an IP address anyway.
+            first = await http.get(f"http://localhost:{port}/pay/unifiedorder")
+            await http.get(f"http://localhost:{port}/pay/orderquery")
+    finally:
+        server.stop()
 
     assert first.headers["set-cookie"] == "session=abc; Path=/"  # the answer still shows it
     assert len(received) == 2
-    assert all(b"cookie:" not in head.lower() for head in received)
+    assert all("cookie" not in headers for headers in received)
     assert not http.cookies
