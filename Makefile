@@ -56,7 +56,7 @@ migrate: install
 run: migrate
 	$(BIN)/python -m app.cli seed-demo
 	WXPAY_SELF_BASE_URL="$${WXPAY_SELF_BASE_URL:-http://$(HOST):$(PORT)}" \
-		$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-proxy-headers
+		$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-proxy-headers --no-access-log
 
 LOCAL_PG := postgresql+asyncpg://postgres@127.0.0.1:5432/test
 

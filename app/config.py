@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # "json": one JSON object per line (for a log shipper); "text" for people.
     log_format: Literal["text", "json"] = "text"
+    # One line per request at INFO (logger ``app.access``), written by the service with its
+    # request id, status and time taken; uvicorn's own access line is switched off for it.
+    access_log: bool = True
     # /metrics (Prometheus) and the per-request figures; with a token, scrapes must send it as
     # ``Authorization: Bearer <token>``.
     metrics: bool = True

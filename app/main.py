@@ -114,7 +114,7 @@ def create_app(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=(NOTIFY_PREFIX,)
     )
     # Added last, so outermost: its timings and request id cover a 413 too.
-    app.add_middleware(RequestObserver, timed=settings.metrics)
+    app.add_middleware(RequestObserver, timed=settings.metrics, access_log=settings.access_log)
     # Busiest first: every request is matched against the routes in this order, and the
     # notifies, the orders and the login are most of the traffic (no two share a path).
     app.router.routes.extend([*payment_notify_routes, *refund_notify_routes])

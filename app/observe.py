@@ -1,19 +1,25 @@
-"""What an operator sees of each request: its id, its latency, and ``/metrics``.
+"""What an operator sees of each request: its id, its access line, its latency, ``/metrics``.
 
 ``RequestObserver`` is plain ASGI (no ``BaseHTTPMiddleware``, which costs a task and a queue per
 request): it takes the caller's ``X-Request-ID`` when it is a sane token, or makes one, returns
 it in the response, and keeps it in ``REQUEST_ID`` while the request runs, so every log line the
 request causes carries it. With metrics on, it times the request by route template and status.
+
+It also writes the request's access line (logger ``app.access``, INFO), once the answer is
+sent: uvicorn's own line (``uvicorn.access``, switched off by ``configure_logging``) has no
+request id and no duration, and it cost ~0.1 ms of CPU per request here, written before the
+response (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
+import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 from prometheus_client import Histogram
@@ -24,11 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 from app.deps import OperationsServiceDep
 from app.errors import Unauthorized
-from app.logging_setup import REQUEST_ID
-
-if TYPE_CHECKING:
-    pass
-
+from app.logging_setup import ACCESS_LOGGER, REQUEST_ID, REQUEST_NOTES, RequestNotes
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is logged as given, so only a short token of safe characters is taken; anything
@@ -36,10 +38,14 @@ REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
 class RequestObserver:
-    def __init__(self, app: ASGIApp, *, timed: bool) -> None:
+    def __init__(self, app: ASGIApp, *, timed: bool, access_log: bool = True) -> None:
         self._app = app
         self._timed = timed
+        self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,15 +62,63 @@ class RequestObserver:
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
-        token = REQUEST_ID.set(request_id)
+        notes = self._notes()
+        # Read before the app runs: a mount rewrites the scope on the way in.
+        target = _target(scope) if notes is not None else ""
+        tokens = REQUEST_ID.set(request_id), REQUEST_NOTES.set(notes)
         started = time.perf_counter()
         try:
             await self._app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
             if self._timed:
-                elapsed = time.perf_counter() - started
                 _timer(scope["method"], route_template(scope, root_path), status).observe(elapsed)
-            REQUEST_ID.reset(token)
+            if notes is not None:
+                notes.open = False
+                _log_access(scope, target, status, elapsed, notes)
+            REQUEST_NOTES.reset(tokens[1])
+            REQUEST_ID.reset(tokens[0])
+
+    def _notes(self) -> RequestNotes | None:
+        """Notes for the access line, or None when no line will be written."""
+        if self._access_log and access_log.isEnabledFor(logging.INFO):
+            return RequestNotes()
+        return None
+
+
+def _target(scope: Scope) -> str:
+    """The path and query as the client sent them (still percent-encoded)."""
+    raw: bytes | None = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    query: bytes = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+def _log_access(
+    scope: Scope, target: str, status: int, seconds: float, notes: RequestNotes
+) -> None:
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else "-"
+    duration_ms = round(seconds * 1000, 1)
+    method = scope["method"]
+    extra = {"method": method, "path": target, "status": status, "duration_ms": duration_ms}
+    # uvicorn's layout with the time taken (tools that read uvicorn's lines read these), then
+    # the WeChat calls the request made.
+    layout = '%s - "%s %s HTTP/%s" %d %.1f ms'
+    args: tuple[object, ...] = (
+        address, method, target, scope.get("http_version", "1.1"), status, duration_ms,
+    )  # fmt: skip
+    if notes.wechat_calls:
+        extra["wechat_calls"] = notes.wechat_calls
+        layout += "; WeChat %s"
+        args += (_calls_text(notes.wechat_calls),)
+    access_log.info(layout, *args, extra=extra)
+
+
+def _calls_text(calls: list[dict[str, object]]) -> str:
+    return ", ".join(
+        f"{call['api']}: {call['outcome']} in {call['duration_ms']} ms" for call in calls
+    )
 
 
 # Methods a client can name are unbounded; anything else is counted as OTHER.

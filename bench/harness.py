@@ -193,7 +193,8 @@ def version_env(keys: V3Keys | None) -> dict[str, str]:
 
 # ``--observability`` of the HTTP benchmarks: "off" is the service as measured before /metrics
 # existed (no metrics, warnings only, no access log); "on" is the service as the image runs it:
-# /metrics in multiprocess mode, JSON logs at INFO, uvicorn's access log, all written to a file.
+# /metrics in multiprocess mode, JSON logs at INFO with the service's access line (uvicorn's off,
+# as the image's entrypoint starts it), all written to a file.
 OBSERVABILITY = ("off", "on", "both")
 
 
@@ -229,7 +230,6 @@ def service(
         log = None
         if observed:
             env |= observed_env(Path(scratch))
-            command = [c for c in command if c != "--no-access-log"]
             command[command.index("--log-level") + 1] = "info"
             log = Path(scratch, "service.log")
         with server_process(command, env, "/readyz", port, cwd=app_root, log=log) as s:

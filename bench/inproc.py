@@ -12,8 +12,8 @@ Workloads: ``notify`` (unique v2 payment notifies, as ``bench/notify.py``) and `
 is the simulator's delay, and ``--concurrency`` should keep the CPU the limit).
 
 ``--observed`` serves the service as the image runs it (``--observability on`` of the HTTP
-benchmarks): /metrics in multiprocess mode, JSON logs at INFO and uvicorn's access log, written
-to a file.
+benchmarks): /metrics in multiprocess mode, JSON logs at INFO with the service's access line
+(uvicorn's off, as the image starts it), written to a file.
 
 ``--reference`` measures ``bench/reference.py`` the same way (the service still logs the users
 in first, on the same database), for a function-by-function comparison of the two profiles.
@@ -96,13 +96,14 @@ async def _measure(
 @contextlib.asynccontextmanager
 async def _serving(app: Any, log: Path | None) -> AsyncIterator[str]:
     """``app`` under uvicorn in this process (its lifespan run by uvicorn); its URL. With a
-    ``log`` file, uvicorn's logs and the access log go there at INFO."""
+    ``log`` file, uvicorn's logs and the service's go there at INFO (uvicorn's access log off,
+    as the image's entrypoint starts it: the service writes its own access line)."""
     import uvicorn
 
     port = free_port()
     log_options: dict[str, Any] = {}
     if log is not None:
-        log_options = {"access_log": True, "log_level": "info", "log_config": _log_config(log)}
+        log_options = {"log_level": "info", "log_config": _log_config(log)}
     config = uvicorn.Config(
         app, port=port, http="httptools", lifespan="on",
         **({"access_log": False, "log_level": "warning"} | log_options),

@@ -17,4 +17,7 @@ if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
   find "${PROMETHEUS_MULTIPROC_DIR}" -mindepth 1 -delete
 fi
 
-exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --no-proxy-headers "$@"
+# --no-access-log: the service writes each request's access line itself (WXPAY_ACCESS_LOG), with
+# its request id and the time taken; uvicorn's would only be switched off after its arguments
+# were worked out.
+exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --no-proxy-headers --no-access-log "$@"

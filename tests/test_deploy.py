@@ -51,6 +51,7 @@ def test_the_image_migrates_then_serves_by_default(tmp_path: Path) -> None:
     assert code == 0
     assert calls[0] == "alembic upgrade head"
     assert calls[1].startswith("uvicorn app.main:app --host 0.0.0.0 --port 8000")
+    assert "--no-access-log" in calls[1].split()  # the service writes its own access line
 
 
 def test_with_migrations_switched_off_it_only_serves(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from app.logging_setup import note_wechat_call
 from app.metrics import WECHAT_REQUESTS, child
 from app.wechat.errors import WeChatRejected, WeChatUnavailable
 
@@ -46,7 +47,8 @@ async def send(
 
     Error messages name the exception type only, and the cause is not chained: transport
     errors can quote the URL, and code2session's URL carries the app secret. Each exchange is
-    timed and logged under ``api``, a fixed name (never the URL, which holds ids and secrets).
+    timed and logged under ``api``, a fixed name (never the URL, which holds ids and secrets):
+    a 2xx exchange made for a request in the request's access line, any other in its own line.
     """
     started = time.perf_counter()
     outcome = "cancelled"  # unless one of the outcomes below is reached
@@ -72,6 +74,8 @@ async def send(
 def _observe(api: str, outcome: str, seconds: float) -> None:
     child(WECHAT_REQUESTS, api, outcome).observe(seconds)  # api and outcome: fixed sets
     duration_ms = round(seconds * 1000, 1)
+    if note_wechat_call(api, outcome, duration_ms) and outcome == "http_2xx":
+        return  # the request's access line reports it; anything else gets a line of its own
     extra = {"wechat_api": api, "outcome": outcome, "duration_ms": duration_ms}
     logger.info("WeChat %s: %s in %.1f ms", api, outcome, duration_ms, extra=extra)
 
