@@ -103,22 +103,19 @@ def _log_access(
     method = scope["method"]
     extra = {"method": method, "path": target, "status": status, "duration_ms": duration_ms}
     # uvicorn's layout with the time taken (tools that read uvicorn's lines read these), then
-    # the WeChat calls the request made.
-    layout = '%s - "%s %s HTTP/%s" %d %.1f ms'
-    args: tuple[object, ...] = (
-        address, method, target, scope.get("http_version", "1.1"), status, duration_ms,
-    )  # fmt: skip
+    # the WeChat calls the request made. Built here, once: a message with arguments is joined
+    # again by every filter and formatter that reads it.
+    line = (
+        f'{address} - "{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} '
+        f"{duration_ms:.1f} ms"
+    )
     if notes.wechat_calls:
         extra["wechat_calls"] = notes.wechat_calls
-        layout += "; WeChat %s"
-        args += (_calls_text(notes.wechat_calls),)
-    access_log.info(layout, *args, extra=extra)
-
-
-def _calls_text(calls: list[dict[str, object]]) -> str:
-    return ", ".join(
-        f"{call['api']}: {call['outcome']} in {call['duration_ms']} ms" for call in calls
-    )
+        line += "; WeChat " + ", ".join(
+            f"{call['api']}: {call['outcome']} in {call['duration_ms']} ms"
+            for call in notes.wechat_calls
+        )
+    access_log.info(line, extra=extra)
 
 
 # Methods a client can name are unbounded; anything else is counted as OTHER.
