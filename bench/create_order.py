@@ -198,9 +198,14 @@ def _server(
 ) -> contextlib.AbstractContextManager[Server]:
     if target == "reference":
         return reference(database, 1, wechat_url, extra=env)
-    if target == "baseline":
+    if target.startswith("baseline"):
         assert baseline is not None
-        return service(database, 1, wechat_url, extra=env, app_root=Path(baseline))
+        observed = target == "baseline-observed"
+        # A checkout from before the service wrote its own access line ran uvicorn's (5cc4cdd).
+        return service(
+            database, 1, wechat_url, extra=env, app_root=Path(baseline), observed=observed,
+            uvicorn_access_log=observed,
+        )  # fmt: skip
     return service(database, 1, wechat_url, extra=env, observed=target == "observed")
 
 
@@ -228,9 +233,12 @@ def main() -> None:
         env = version_env(V3Keys.under(key_dir) if args.api_version == "v3" else None)
         targets = [*observed_targets(args.observability), "reference"]
         databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
-        if args.baseline:  # another checkout, on the schema it expects
+        if args.baseline:  # another checkout, on the schema it expects, observed as ours is
             root = Path(args.baseline)
-            databases["baseline"] = stack.enter_context(fresh_database("base", app_root=root))
+            for target in observed_targets(args.observability):
+                name = "baseline" if target == "ours" else "baseline-observed"
+                label = "base" if target == "ours" else "bobs"
+                databases[name] = stack.enter_context(fresh_database(label, app_root=root))
         sim = stack.enter_context(simulator(args.latency_ms, extra=env))
         first = databases[targets[0]]
         with service(first, 1, sim.url, extra=env) as ours:

@@ -212,8 +212,11 @@ def service(
     *,
     observed: bool = False,
     app_root: Path = APP_ROOT,
+    uvicorn_access_log: bool = False,
 ) -> Iterator[Server]:
-    """The service itself: ``uvicorn app.main:app`` on PostgreSQL; ``extra`` adds settings."""
+    """The service itself: ``uvicorn app.main:app`` on PostgreSQL; ``extra`` adds settings.
+    ``uvicorn_access_log``: uvicorn's access line on too (how checkouts from before the
+    service wrote its own were observed)."""
     port = free_port()
     env = {
         "WXPAY_DATABASE_URL": pg_url(database, driver="asyncpg"),
@@ -231,6 +234,8 @@ def service(
         if observed:
             env |= observed_env(Path(scratch))
             command[command.index("--log-level") + 1] = "info"
+            if uvicorn_access_log:
+                command.remove("--no-access-log")
             log = Path(scratch, "service.log")
         with server_process(command, env, "/readyz", port, cwd=app_root, log=log) as s:
             yield s
