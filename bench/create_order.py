@@ -36,6 +36,8 @@ from harness import (
     LoadResult,
     Server,
     V3Keys,
+    baseline_service,
+    baseline_targets,
     command_line,
     cpu_seconds,
     fresh_database,
@@ -200,12 +202,7 @@ def _server(
         return reference(database, 1, wechat_url, extra=env)
     if target.startswith("baseline"):
         assert baseline is not None
-        observed = target == "baseline-observed"
-        # A checkout from before the service wrote its own access line ran uvicorn's (5cc4cdd).
-        return service(
-            database, 1, wechat_url, extra=env, app_root=Path(baseline), observed=observed,
-            uvicorn_access_log=observed,
-        )  # fmt: skip
+        return baseline_service(Path(baseline), target, database, 1, wechat_url, env)
     return service(database, 1, wechat_url, extra=env, observed=target == "observed")
 
 
@@ -234,11 +231,9 @@ def main() -> None:
         targets = [*observed_targets(args.observability), "reference"]
         databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
         if args.baseline:  # another checkout, on the schema it expects, observed as ours is
-            root = Path(args.baseline)
-            for target in observed_targets(args.observability):
-                name = "baseline" if target == "ours" else "baseline-observed"
-                label = "base" if target == "ours" else "bobs"
-                databases[name] = stack.enter_context(fresh_database(label, app_root=root))
+            for target in baseline_targets(args.observability):
+                base = fresh_database("base", app_root=Path(args.baseline))
+                databases[target] = stack.enter_context(base)
         sim = stack.enter_context(simulator(args.latency_ms, extra=env))
         first = databases[targets[0]]
         with service(first, 1, sim.url, extra=env) as ours:

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,9 @@ PG = "postgres@127.0.0.1:5432"
 # say) measures before and after with the same scripts and the same reference.
 APP_ROOT = Path(os.environ.get("BENCH_APP_ROOT", str(ROOT))).resolve()
 UVICORN_FLAGS = ("--no-proxy-headers", "--log-level", "warning", "--no-access-log")
+
+# A WeChat address for services that make no call to WeChat (the notify benchmarks).
+NO_WECHAT = "http://127.0.0.1:9"
 
 
 def free_port() -> int:
@@ -203,11 +206,29 @@ def observed_targets(choice: str) -> list[str]:
     return {"off": ["ours"], "on": ["observed"], "both": ["ours", "observed"]}[choice]
 
 
+def baseline_targets(choice: str) -> list[str]:
+    """A ``--baseline`` checkout's targets for an ``--observability`` choice."""
+    both = ["baseline", "baseline-observed"]
+    return {"off": both[:1], "on": both[1:], "both": both}[choice]
+
+
+def baseline_service(
+    root: Path, target: str, database: str, workers: int, wechat_url: str, extra: dict[str, str]
+) -> AbstractContextManager[Server]:
+    """A ``--baseline`` checkout served as ``target`` says. A checkout from before the service
+    wrote its own access line (5cc4cdd) is observed with uvicorn's, as its image ran it."""
+    observed = target == "baseline-observed"
+    return service(
+        database, workers, wechat_url, extra, app_root=root, observed=observed,
+        uvicorn_access_log=observed,
+    )  # fmt: skip
+
+
 @contextmanager
 def service(
     database: str,
     workers: int,
-    wechat_url: str = "http://127.0.0.1:9",
+    wechat_url: str = NO_WECHAT,
     extra: dict[str, str] | None = None,
     *,
     observed: bool = False,
@@ -256,7 +277,7 @@ def observed_env(scratch: Path) -> dict[str, str]:
 def reference(
     database: str,
     workers: int,
-    wechat_url: str = "http://127.0.0.1:9",
+    wechat_url: str = NO_WECHAT,
     extra: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """The minimal raw-asyncpg reference handlers (bench/reference.py) under uvicorn."""

@@ -49,10 +49,13 @@ import asyncpg
 from filler import Filler, fill
 from harness import (
     APP_ROOT,
+    NO_WECHAT,
     OBSERVABILITY,
     LoadResult,
     Server,
     V3Keys,
+    baseline_service,
+    baseline_targets,
     clean_env,
     command_line,
     fresh_database,
@@ -331,9 +334,10 @@ def _server(
     checkout; with ``--webhook separate`` the service runs no delivery worker of its own."""
     if target == "reference":
         return reference(run.databases[target], workers, extra=env)
-    if target == "baseline":
+    if target.startswith("baseline"):
         assert run.baseline is not None
-        return service(run.databases[target], workers, extra=env, app_root=Path(run.baseline))
+        database = run.databases[target]
+        return baseline_service(Path(run.baseline), target, database, workers, NO_WECHAT, env)
     no_worker = {"WXPAY_WEBHOOK_POLL_INTERVAL_SECONDS": "0"} if run.webhook == "separate" else {}
     return service(
         run.databases[target], workers, extra={**env, **no_worker}, observed=target == "observed"
@@ -444,9 +448,10 @@ def main() -> None:
         version = Version.of(args.api_version, Path(key_dir))
         targets = [*observed_targets(args.observability), "reference"]
         databases = {t: stack.enter_context(fresh_database(t[:4])) for t in targets}
-        if args.baseline:
-            root = Path(args.baseline)
-            databases["baseline"] = stack.enter_context(fresh_database("base", app_root=root))
+        if args.baseline:  # another checkout, on the schema it expects, observed as ours is
+            for target in baseline_targets(args.observability):
+                base = fresh_database("base", app_root=Path(args.baseline))
+                databases[target] = stack.enter_context(base)
         for database in databases.values():
             asyncio.run(seed(database))
             if args.filler:
