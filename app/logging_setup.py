@@ -36,11 +36,16 @@ class RequestNotes:
 REQUEST_NOTES: ContextVar[RequestNotes | None] = ContextVar("wxpay_request_notes", default=None)
 
 
+# An access line reports this many calls at most; a request that makes more (an admin action
+# over many orders) logs the rest a line each, so no line grows without bound.
+MAX_NOTED_CALLS = 20
+
+
 def note_wechat_call(api: str, outcome: str, duration_ms: float) -> bool:
     """Notes the call for the current request's access line; False when no line will report
-    it (no request, the access line off, or the line already written)."""
+    it (no request, the access line off or already written, or the line full)."""
     notes = REQUEST_NOTES.get()
-    if notes is None or not notes.open:
+    if notes is None or not notes.open or len(notes.wechat_calls) >= MAX_NOTED_CALLS:
         return False
     notes.wechat_calls.append({"api": api, "outcome": outcome, "duration_ms": duration_ms})
     return True

@@ -18,7 +18,15 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.config import DEV_APP_SECRET
-from app.logging_setup import JsonFormatter, RedactSecrets, configure_logging
+from app.logging_setup import (
+    MAX_NOTED_CALLS,
+    REQUEST_NOTES,
+    JsonFormatter,
+    RedactSecrets,
+    RequestNotes,
+    configure_logging,
+    note_wechat_call,
+)
 from app.observe import RequestObserver
 from tests.conftest import ClientFactory
 from tests.hermetic import hermetic_settings
@@ -268,3 +276,26 @@ async def _nothing_received() -> Message:
 
 async def _nothing_sent(message: Message) -> None:
     raise AssertionError("the failing app sends nothing")
+
+
+def test_an_access_line_reports_a_bounded_number_of_calls_and_none_once_written() -> None:
+    full, written = RequestNotes(), RequestNotes()
+    written.open = False  # its line is out: a call that outlives the request logs its own
+
+    token = REQUEST_NOTES.set(full)
+    try:
+        noted = [
+            note_wechat_call("orderquery", "http_2xx", 1.0) for _ in range(MAX_NOTED_CALLS + 3)
+        ]
+    finally:
+        REQUEST_NOTES.reset(token)
+    token = REQUEST_NOTES.set(written)
+    try:
+        late = note_wechat_call("orderquery", "http_2xx", 1.0)
+    finally:
+        REQUEST_NOTES.reset(token)
+
+    assert noted == [True] * MAX_NOTED_CALLS + [False] * 3  # the rest log a line each
+    assert len(full.wechat_calls) == MAX_NOTED_CALLS
+    assert late is False and written.wechat_calls == []
+    assert not note_wechat_call("orderquery", "http_2xx", 1.0)  # no request at all
