@@ -67,7 +67,7 @@ ACCESS_LOGGER = "app.access"
 UVICORN_ACCESS_LOGGER = "uvicorn.access"
 
 # Values that are secret whoever logs them: code2session's AppSecret travels in its query
-# string (uvicorn's access log prints the query of a call to the mounted /sim), and its
+# string (an access line prints the query of a call to the mounted /sim), and its
 # answer carries the user's session_key, which no setting knows in advance.
 _SECRET_SHAPES = (
     r"(?<=[?&]secret=)[^&\s\"']+",
@@ -88,8 +88,9 @@ class RedactSecrets(logging.Filter):
     ``session_key``), that slips into a log record with ``***``.
 
     The code never logs secrets on purpose; this filter catches the accident (an exception
-    message quoting a request, an access log line with a query string). Arguments are redacted
-    one by one, so a formatter that reads them (uvicorn's access log) still works.
+    message quoting a request, an access line with a query string). Arguments are redacted
+    one by one, so a formatter that reads them (uvicorn's access formatter, should its access
+    log be switched back on) still works; the JSON formatter redacts the string fields it adds.
     """
 
     def __init__(self, secrets: list[str]) -> None:
@@ -164,7 +165,11 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
         }
-        entry |= {name: record.__dict__[name] for name in _JSON_EXTRAS if name in record.__dict__}
+        for name in _JSON_EXTRAS:
+            if name in record.__dict__:
+                value = record.__dict__[name]
+                # A field can hold what a client sent (an access line's path and query).
+                entry[name] = self._redactor.redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self._redactor.redact(self.formatException(record.exc_info))
         return _JSON_LINE.encode(entry)

@@ -63,13 +63,15 @@ async def _background(
 
 @contextlib.contextmanager
 def _startup_heap_frozen() -> Iterator[None]:
-    """Leaves what start-up built (modules, routes, models, pools: ~170,000 objects) out of
-    the garbage collector's full passes while the service runs. They live as long as the
-    process, yet each full pass walked them all: ~45 ms here, every thousand or so requests,
-    about 40 us per request (docs/benchmarks.md). Start-up's own garbage (a few hundred
-    objects, measured) is left frozen with them rather than paying a full pass to find it.
-    The heap is unfrozen at shutdown, so an app stopped in a longer-lived process (the tests)
-    leaves nothing behind."""
+    """Leaves what start-up built (modules, routes, models, pools) out of the garbage
+    collector's full passes while the service runs. It lives as long as the process, yet
+    every full pass walked it: tens of milliseconds, every thousand or so requests
+    (docs/benchmarks.md, "a frozen start-up heap"). What it costs: start-up's own garbage, and
+    any start-up object that later ends in a reference cycle, waits for shutdown to be
+    collected (a few hundred objects at start-up, measured). Freezing is process-wide: the
+    heap is unfrozen at shutdown, so an app stopped in a longer-lived process (the tests)
+    leaves nothing uncollectable, and two apps in one process unfreeze each other early,
+    which only costs collection time."""
     gc.freeze()
     try:
         yield

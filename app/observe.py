@@ -66,7 +66,7 @@ class RequestObserver:
         notes = self._notes()
         # Read before the app runs: a mount rewrites the scope on the way in.
         target = _target(scope) if notes is not None else ""
-        tokens = REQUEST_ID.set(request_id), REQUEST_NOTES.set(notes)
+        id_token, notes_token = REQUEST_ID.set(request_id), REQUEST_NOTES.set(notes)
         started = time.perf_counter()
         try:
             await self._app(scope, receive, send_with_id)
@@ -77,8 +77,8 @@ class RequestObserver:
             if notes is not None:
                 notes.open = False
                 _log_access(scope, target, status, elapsed, notes)
-            REQUEST_NOTES.reset(tokens[1])
-            REQUEST_ID.reset(tokens[0])
+            REQUEST_NOTES.reset(notes_token)
+            REQUEST_ID.reset(id_token)
 
     def _notes(self) -> RequestNotes | None:
         """Notes for the access line, or None when no line will be written."""
@@ -103,7 +103,7 @@ def _log_access(
     duration_ms = round(seconds * 1000, 1)
     method = scope["method"]
     extra = {"method": method, "path": target, "status": status, "duration_ms": duration_ms}
-    # uvicorn's layout with the time taken (tools that read uvicorn's lines read these), then
+    # uvicorn's layout (client, request line, status) with the time taken, then
     # the WeChat calls the request made. Built here, once: a message with arguments is joined
     # again by every filter and formatter that reads it.
     line = (

@@ -19,18 +19,20 @@ from tests.hermetic import child_env
 from tests.plugins.cluster import ServiceProcess, free_port, spawn_service, wait_ready
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["text", "json"])
 def dev_service(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ServiceProcess]:
     """The service as a developer starts it by hand: dev defaults, the simulator mounted;
-    logging everything (uvicorn's access log included) for the log checks."""
+    logging everything (the access lines included) for the log checks, in either format (a
+    JSON line has fields of its own besides the message)."""
     port = free_port()
     assert port != 8000  # the default WXPAY_SELF_BASE_URL's port
     env = child_env(
         WXPAY_DATABASE_URL=database_url,
         WXPAY_SWEEP_INTERVAL_SECONDS="0",
         WXPAY_LOG_LEVEL="DEBUG",
+        WXPAY_LOG_FORMAT=request.param,
     )
     with spawn_service(port, env, tmp_path_factory.mktemp("dev"), log_level="debug") as service:
         wait_ready(service)

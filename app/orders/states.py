@@ -29,8 +29,10 @@ ALLOWED_MOVES: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 PAYABLE = frozenset({OrderStatus.NOTPAY, OrderStatus.PAYERROR})
+# Paid: the money moved (refunds included, which leave the payment recorded).
+PAID = frozenset({OrderStatus.SUCCESS, OrderStatus.REFUND})
 # An order can be refunded once paid, and again while refunds leave some of it unrefunded.
-REFUNDABLE = frozenset({OrderStatus.SUCCESS, OrderStatus.REFUND})
+REFUNDABLE = PAID
 
 
 def sources_of(target: OrderStatus) -> frozenset[OrderStatus]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from app.gateway import PaymentResult
 from app.orders.outbox import flag_and_record, pay_and_record
 from app.orders.repository import DuplicateTransaction, Folded, PaymentFacts
-from app.orders.states import ReviewReason
+from app.orders.states import PAID, ReviewReason
 from app.payments.repository import AuditRow, audit_of_paid, audit_params
 
 if TYPE_CHECKING:
@@ -86,7 +86,11 @@ class PaymentService:
                 folded = await self._folded(result, audit)
             if folded is Folded.PAID:
                 return Verdict.PAID
-            if folded is Folded.NOT_PAID and audit is not None and await self._repeat(result):
+            if (
+                folded is Folded.NOT_PAID
+                and audit is not None
+                and await self._already_paid_by(result)
+            ):
                 async with self._db.statement() as tx:
                     await tx.audit.record(_audit_row(Verdict.DUPLICATE, result, audit))
                 return Verdict.DUPLICATE
@@ -115,17 +119,19 @@ class PaymentService:
                 result.out_trade_no, result.total_fee, _facts(result), (audit_of_paid,), params
             )
 
-    async def _repeat(self, result: PaymentResult) -> bool:
-        """Whether the order is already paid by this very transaction, for this amount: WeChat
-        repeating itself, the usual reason a folded payment does not move the order. The
-        transaction id is written only when an order is paid and never changes, so the answer
-        cannot change either: it needs no transaction, and the duplicate is audited in one
-        statement (three round trips where the transaction took six). Anything else (a closed
-        order, another amount, another transaction) goes the transaction's way."""
+    async def _already_paid_by(self, result: PaymentResult) -> bool:
+        """Whether the order is paid, by this very transaction, for this amount: WeChat
+        repeating itself, the usual reason a folded payment does not move the order. A paid
+        order stays paid (SUCCESS, then REFUND) and its transaction id, written when it is
+        paid, never changes: the answer cannot change, so it needs no transaction, and the
+        duplicate is audited in one statement (three round trips where the transaction took
+        six). Anything else (a closed order, another amount, another transaction) goes the
+        transaction's way."""
         async with self._db.statement() as tx:
             state = await tx.orders.payment_view(result.out_trade_no)
         return (
             state is not None
+            and state.status in PAID
             and state.transaction_id == result.transaction_id
             and state.total_fee == result.total_fee
         )
