@@ -64,7 +64,7 @@ _JSON_EXTRAS = (
 )
 # The service's access line (``app.observe``), which replaces uvicorn's.
 ACCESS_LOGGER = "app.access"
-UVICORN_ACCESS_LOGGER = "uvicorn.access"
+_UVICORN_ACCESS_LOGGER = "uvicorn.access"
 
 # Values that are secret whoever logs them: code2session's AppSecret travels in its query
 # string (an access line prints the query of a call to the mounted /sim), and its
@@ -217,7 +217,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The service writes its own access line (app.observe): uvicorn's would repeat it, without
     # the request id or the time taken, whatever flags uvicorn was started with.
-    logging.getLogger(UVICORN_ACCESS_LOGGER).disabled = True
+    logging.getLogger(_UVICORN_ACCESS_LOGGER).disabled = True
     redactor = RedactSecrets(secrets)
     json_lines = JsonFormatter(redactor) if settings.log_format == "json" else None
     for handler in _every_handler():

@@ -85,29 +85,6 @@ async def test_paid_order_becomes_success_once(
     assert await scalar(engine, "SELECT verdict FROM payment_notifies") == "PAID"
 
 
-@pytest.mark.parametrize("concurrent", [False, True])
-async def test_duplicate_notifies_change_nothing(
-    make_live_client: LiveFactory,
-    fresh_simulator: SimulatorHandle,
-    engine: AsyncEngine,
-    concurrent: bool,
-) -> None:
-    # PROTOCOL.md §5: the same notify may arrive many times, even at once from several servers.
-    client = await make_live_client()
-    await fresh_simulator.set_fault("duplicate_notify", copies=5, concurrent=concurrent)
-    _, order = await paid_order(client, fresh_simulator)
-
-    attempts = await fresh_simulator.wait_for_notifies(6, verdict="acknowledged")
-
-    assert len(attempts) == 6
-    assert await order_row(engine, order["out_trade_no"], "status") == "SUCCESS"
-    assert await scalar(engine, "SELECT count(*) FROM order_events") == 1
-    assert await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='PAID'") == 1
-    assert (
-        await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='DUPLICATE'") == 5
-    )
-
-
 async def test_badly_signed_notify_is_refused_every_time_it_comes(
     make_live_client: LiveFactory, fresh_simulator: SimulatorHandle, engine: AsyncEngine
 ) -> None:

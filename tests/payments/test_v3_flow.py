@@ -122,6 +122,37 @@ async def test_an_order_is_paid_and_refunded_through_wechats_notifies(
     }
 
 
+@pytest.mark.parametrize("concurrent", [False, True])
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+async def test_duplicate_notifies_change_nothing(
+    make_live_client: LiveFactory,
+    v3_simulator: SimulatorHandle,
+    v3_material: DevMaterial,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    version: str,
+    concurrent: bool,
+) -> None:
+    # PROTOCOL.md §5, §8.5: the same notify may arrive many times, even at once from several
+    # servers. On PostgreSQL the repeats take the duplicate shortcut (app.payments.service).
+    service = on_v3(v3_material, tmp_path, v3_simulator.base_url)
+    client = await make_live_client(**{**service, "api_version": version})
+    await v3_simulator.set_fault("duplicate_notify", copies=5, concurrent=concurrent)
+    order = await create_order(client, await login(client, v3_simulator), await add_product(client))
+    await v3_simulator.pay(prepay_id_of(order))
+
+    attempts = await v3_simulator.wait_for_notifies(6, verdict="acknowledged")
+
+    assert len(attempts) == 6
+    assert {a["api_version"] for a in attempts} == {version}
+    assert await scalar(engine, "SELECT status FROM orders") == "SUCCESS"
+    assert await scalar(engine, "SELECT count(*) FROM order_events") == 1
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='PAID'") == 1
+    assert (
+        await scalar(engine, "SELECT count(*) FROM payment_notifies WHERE verdict='DUPLICATE'") == 5
+    )
+
+
 async def test_on_platform_certificates_the_flow_goes_through_a_rotation(
     make_live_client: LiveFactory, settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
