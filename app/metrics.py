@@ -12,13 +12,23 @@ worker would report the same rows, so they are not counted per process.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime as dt
 import functools
 import os
+import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +36,90 @@ if TYPE_CHECKING:
     from app.events.repository import EndpointBacklog
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _Buffered:
+    """A value of prometheus-client's multiprocess mode whose increments reach its file once
+    per turn of the event loop, not once each.
+
+    Each increment there takes a lock, asks the OS for the process id and writes the file's
+    page: about 2 us, and an order makes seven (docs/benchmarks.md). Here an increment made
+    in an event loop adds to a figure in memory, and the first one of a turn asks the loop to
+    write every figure changed in it, when the turn ends: a scrape of another worker sees a
+    figure one turn later, not a second later. Made outside an event loop (a thread, the
+    CLI), an increment is written at once, as prometheus-client writes it. A scrape of this
+    process writes its figures first (``render``), and so does the process at exit."""
+
+    _multiprocess = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._file = _FILE_VALUE(*args, **kwargs)  # prometheus-client's, which writes the file
+        self._pending = 0.0
+        self._queued = False
+
+    def inc(self, amount: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._file.inc(amount)
+            return
+        with _BUFFER_LOCK:
+            self._pending += amount
+            if self._queued:
+                return
+            self._queued = True
+            _QUEUED.append(self)
+            if _WRITER.loop is loop:
+                return
+            _WRITER.loop = loop  # a loop that closed before writing is replaced here
+        loop.call_soon(write_buffered)
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        with _BUFFER_LOCK:
+            self._pending = 0.0
+            self._file.set(value, timestamp)
+
+    def get(self) -> float:
+        with _BUFFER_LOCK:
+            return float(self._file.get()) + self._pending
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._file.set_exemplar(exemplar)
+
+    def get_exemplar(self) -> Any:
+        return self._file.get_exemplar()
+
+
+class _Writer:
+    loop: asyncio.AbstractEventLoop | None = None  # where a write is due, if one is
+
+
+_BUFFER_LOCK = threading.Lock()
+_QUEUED: list[_Buffered] = []
+_WRITER = _Writer()
+_FILE_VALUE: Any = values.ValueClass
+
+
+def write_buffered() -> None:
+    """Write the figures increments have changed since the last write to this process's
+    files (multiprocess mode; nothing to do otherwise)."""
+    with _BUFFER_LOCK:
+        _WRITER.loop = None
+        queued = _QUEUED[:]
+        _QUEUED.clear()
+        for value in queued:
+            amount, value._pending, value._queued = value._pending, 0.0, False
+            if amount:
+                value._file.inc(amount)
+
+
+# Before the first metric below is made: prometheus-client reads ``values.ValueClass`` each time
+# it makes a value (it keeps the module import "for testability").
+if getattr(_FILE_VALUE, "_multiprocess", False):
+    values.ValueClass = _Buffered
+    atexit.register(write_buffered)
+
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every path no route matched: bounded
 
@@ -163,6 +257,7 @@ def render(state: Iterable[Metric] = ()) -> bytes:
     """The exposition text: this process's figures (or every worker's, in multiprocess mode)
     and ``state`` read from the database for this scrape."""
     registry = REGISTRY
+    write_buffered()
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -7,10 +7,14 @@ across the traffic it makes, never an absolute count another test could have mov
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +23,7 @@ from app.observe import _METHODS
 from app.simulator.v3keys import DevMaterial
 from tests.conftest import ClientFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of, scalar, set_time
+from tests.hermetic import child_env
 from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401 (a fixture)
 from tests.plugins.cluster import running_services
 from tests.plugins.service import LiveFactory
@@ -292,3 +297,62 @@ async def test_figures_add_up_across_processes(
     metrics_route = {"method": "GET", "route": "/metrics", "status": "200"}
     assert value(scrapes[1], f"{REQUESTS}_count", **metrics_route) == 1
     assert len({p.name.split("_")[-1] for p in shared.glob("histogram_*.db")}) == 2
+
+
+# Run in a process of its own: prometheus-client picks multiprocess mode when it is imported.
+BUFFERED_WRITES = """
+import asyncio, json
+from prometheus_client import CollectorRegistry, multiprocess
+from app import metrics
+
+def on_file():
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry.get_sample_value("wxpay_session_lookups_total", {"result": "hit"}) or 0.0
+
+hits = metrics.child(metrics.SESSION_LOOKUPS, "hit")
+seen = []
+
+async def main():
+    hits.inc(); hits.inc()
+    seen.append(on_file())
+    await asyncio.sleep(0)
+    seen.append(on_file())
+    hits.inc()
+    scraped = metrics.render().decode()
+    seen.append(on_file())
+    seen.append('wxpay_session_lookups_total{result="hit"} 3.0' in scraped)
+    hits.inc(5)
+
+asyncio.run(main())
+seen.append(on_file())
+hits.inc()
+seen.append(on_file())
+print(json.dumps(seen))
+async def last():
+    hits.inc(10)
+    raise SystemExit(0)  # the process ends in this turn of the loop, before the loop writes
+
+asyncio.new_event_loop().run_until_complete(last())
+"""
+
+
+def test_multiprocess_figures_are_written_once_a_turn_and_none_is_lost(tmp_path: Path) -> None:
+    # Increments in an event loop reach the file when the loop's turn ends (one write for
+    # many), a scrape writes this process's figures first, an increment outside a loop is
+    # written at once, and figures still unwritten when the process exits are written then.
+    env = child_env(**{MULTIPROC_DIR_VARIABLE: str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-c", BUFFERED_WRITES],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert json.loads(result.stdout) == [0.0, 2.0, 3.0, True, 8.0, 9.0]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert registry.get_sample_value("wxpay_session_lookups_total", {"result": "hit"}) == 19.0
