@@ -4,7 +4,8 @@ Counters and histograms are recorded where things happen (a request, a notify ve
 to WeChat, a sweep pass). With ``PROMETHEUS_MULTIPROC_DIR`` set before the process starts,
 prometheus-client keeps them in files in that directory and a scrape of any worker adds up
 every worker's figures (``uvicorn --workers N``); the directory must be emptied before the
-workers start (the image's entrypoint does it). Without it, figures are this process's only.
+workers start (the image's entrypoint does it). A worker writes its increments to its files
+once per turn of its event loop (``_Buffered``). Without it, figures are this process's only.
 
 Figures that are the state of the database (refunds by status) are read at scrape time: every
 worker would report the same rows, so they are not counted per process.
@@ -45,10 +46,10 @@ class _Buffered:
     Each increment there takes a lock, asks the OS for the process id and writes the file's
     page: about 2 us, and an order makes seven (docs/benchmarks.md). Here an increment made
     in an event loop adds to a figure in memory, and the first one of a turn asks the loop to
-    write every figure changed in it, when the turn ends: a scrape of another worker sees a
-    figure one turn later, not a second later. Made outside an event loop (a thread, the
-    CLI), an increment is written at once, as prometheus-client writes it. A scrape of this
-    process writes its figures first (``render``), and so does the process at exit."""
+    write every figure changed in it once the turn ends, so a scrape of another worker sees
+    a figure at most one turn late. Made outside an event loop (a thread, the CLI), an
+    increment is written at once, as prometheus-client writes it. A scrape of this process
+    writes its figures first (``render``), and so does the process at exit."""
 
     _multiprocess = True
 
