@@ -52,7 +52,7 @@ def note_wechat_call(api: str, outcome: str, duration_ms: float) -> bool:
 
 
 # Extra record fields (logging's ``extra=``) a JSON line keeps: a WeChat call's, an access
-# line's.
+# line's. Those that hold text are redacted as the message is.
 _JSON_EXTRAS = (
     "wechat_api",
     "outcome",
@@ -90,7 +90,8 @@ class RedactSecrets(logging.Filter):
     The code never logs secrets on purpose; this filter catches the accident (an exception
     message quoting a request, an access line with a query string). Arguments are redacted
     one by one, so a formatter that reads them (uvicorn's access formatter, should its access
-    log be switched back on) still works; the JSON formatter redacts the string fields it adds.
+    log be switched back on) still works; so are the text fields a line may show
+    (``_JSON_EXTRAS``).
     """
 
     def __init__(self, secrets: list[str]) -> None:
@@ -107,6 +108,13 @@ class RedactSecrets(logging.Filter):
         # is not.
         if self._may_hold(record.getMessage()):
             self._redact_record(record)
+        # Fields are shown by a JSON line, or by a text format that names them (``%(path)s``),
+        # and a field can hold what a client sent (an access line's path and query).
+        fields = record.__dict__
+        for name in _JSON_EXTRAS:
+            value = fields.get(name)
+            if value.__class__ is str and self._may_hold(value):
+                fields[name] = self._pattern.sub(REDACTED, value)
         return True
 
     def _redact_record(self, record: logging.LogRecord) -> None:
@@ -149,8 +157,8 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line. The message was redacted by ``RedactSecrets`` (a handler
-    filter, run first); a traceback is formatted here, so it is redacted here."""
+    """One JSON object per line. The message and the fields were redacted by ``RedactSecrets``
+    (a handler filter, run first); a traceback is formatted here, so it is redacted here."""
 
     def __init__(self, redactor: RedactSecrets) -> None:
         super().__init__()
@@ -165,11 +173,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
         }
+        fields = record.__dict__
         for name in _JSON_EXTRAS:
-            if name in record.__dict__:
-                value = record.__dict__[name]
-                # A field can hold what a client sent (an access line's path and query).
-                entry[name] = self._redactor.redact(value) if isinstance(value, str) else value
+            if name in fields:
+                entry[name] = fields[name]  # redacted by the filter, as the message was
         if record.exc_info:
             entry["exception"] = self._redactor.redact(self.formatException(record.exc_info))
         return _JSON_LINE.encode(entry)
