@@ -90,8 +90,8 @@ class RedactSecrets(logging.Filter):
     The code never logs secrets on purpose; this filter catches the accident (an exception
     message quoting a request, an access line with a query string). Arguments are redacted
     one by one, so a formatter that reads them (uvicorn's access formatter, should its access
-    log be switched back on) still works; so are the text fields a line may show
-    (``_JSON_EXTRAS``).
+    log be switched back on) still works. The text fields a line may show (``_JSON_EXTRAS``)
+    are redacted too.
     """
 
     def __init__(self, secrets: list[str]) -> None:
