@@ -113,7 +113,7 @@ class RedactSecrets(logging.Filter):
         fields = record.__dict__
         for name in _JSON_EXTRAS:
             value = fields.get(name)
-            if value.__class__ is str and self._may_hold(value):
+            if isinstance(value, str) and self._may_hold(value):
                 fields[name] = self._pattern.sub(REDACTED, value)
         return True
 

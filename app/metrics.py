@@ -45,12 +45,13 @@ class _Buffered:
 
     Each increment there takes a lock, asks the OS for the process id and writes the file's
     page: a histogram observation cost ~5 us in a loop, ~1.4 us buffered, and an order makes
-    three observations and a count (docs/benchmarks.md). Here an increment made
-    in an event loop adds to a figure in memory, and the first one of a turn asks the loop to
-    write every figure changed in it once the turn ends, so a scrape of another worker sees
-    a figure at most one turn late. Made outside an event loop (a thread, the CLI), an
-    increment is written at once, as prometheus-client writes it. A scrape of this process
-    writes its figures first (``render``), and so does the process at exit."""
+    three observations and a count (docs/benchmarks.md). Here an increment made in a running
+    event loop adds to a figure in memory, and the first one of a turn asks the loop to write
+    every figure changed in it once the turn ends, so a scrape of another worker sees a figure
+    at most one turn late. An increment made where no loop runs (a thread, the CLI) is written
+    at once, with any figure a stopped loop left unwritten. A scrape of this process writes its
+    figures first (``render``), and so does the process at exit; a worker killed outright
+    loses its last turn's."""
 
     _multiprocess = True
 
@@ -60,29 +61,24 @@ class _Buffered:
         self._queued = False
 
     def inc(self, amount: float) -> None:
-        # A write already due in this thread's loop: buffer. Asking for the running loop
-        # costs a system call in Python 3.11 (it checks the process id), so it is asked once
-        # a turn, not once an increment.
+        # Asking for the running loop costs a system call in Python 3.11 (it checks the
+        # process id), so it is asked once a turn: while the loop that has a write due runs
+        # in this thread, this code runs in it.
         with _BUFFER_LOCK:
-            due = _WRITER.loop
-            if due is not None and _WRITER.thread == threading.get_ident() and not due.is_closed():
+            due = _WRITE_DUE.loop
+            if due is not None and _WRITE_DUE.thread == threading.get_ident() and due.is_running():
                 self._buffer(amount)
                 return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._file.inc(amount)
+            write_buffered()
             return
         with _BUFFER_LOCK:
             self._buffer(amount)
-            _WRITER.loop, _WRITER.thread = loop, threading.get_ident()
+            _WRITE_DUE.loop, _WRITE_DUE.thread = loop, threading.get_ident()
         loop.call_soon(write_buffered)
-
-    def _buffer(self, amount: float) -> None:
-        self._pending += amount
-        if not self._queued:
-            self._queued = True
-            _QUEUED.append(self)
 
     def set(self, value: float, timestamp: float | None = None) -> None:
         with _BUFFER_LOCK:
@@ -99,10 +95,29 @@ class _Buffered:
     def get_exemplar(self) -> Any:
         return self._file.get_exemplar()
 
+    # Under _BUFFER_LOCK:
+    def _buffer(self, amount: float) -> None:
+        self._pending += amount
+        if not self._queued:
+            self._queued = True
+            _QUEUED.append(self)
 
-class _Writer:
-    """The event loop that has a write due, if one has, and its thread (a loop closed before
-    it wrote is replaced by the next one to buffer)."""
+    def _write(self) -> None:
+        amount, self._pending, self._queued = self._pending, 0.0, False
+        if not amount:
+            return
+        try:
+            self._file.inc(amount)
+        except BaseException:
+            self._buffer(amount)  # kept for the next write, not lost
+            raise
+
+    def _forget(self) -> None:
+        self._pending, self._queued = 0.0, False
+
+
+class _WriteDue:
+    """The event loop that has a write due, if one has, and its thread."""
 
     loop: asyncio.AbstractEventLoop | None = None
     thread: int | None = None
@@ -110,7 +125,7 @@ class _Writer:
 
 _BUFFER_LOCK = threading.Lock()
 _QUEUED: list[_Buffered] = []
-_WRITER = _Writer()
+_WRITE_DUE = _WriteDue()
 _FILE_VALUE: Any = values.ValueClass
 
 
@@ -118,13 +133,21 @@ def write_buffered() -> None:
     """Write the figures increments have changed since the last write to this process's
     files (multiprocess mode; nothing to do otherwise)."""
     with _BUFFER_LOCK:
-        _WRITER.loop = _WRITER.thread = None
-        queued = _QUEUED[:]
-        _QUEUED.clear()
-        for value in queued:
-            amount, value._pending, value._queued = value._pending, 0.0, False
-            if amount:
-                value._file.inc(amount)
+        _WRITE_DUE.loop = _WRITE_DUE.thread = None
+        # One at a time: if a write fails, what is not yet written stays queued.
+        while _QUEUED:
+            _QUEUED.pop()._write()
+
+
+def _forget_buffered() -> None:
+    # A forked child starts with its parent's unwritten figures: they are the parent's to
+    # write. Its copy of the lock may be held by a thread the fork did not copy.
+    global _BUFFER_LOCK
+    _BUFFER_LOCK = threading.Lock()
+    for value in _QUEUED:
+        value._forget()
+    _QUEUED.clear()
+    _WRITE_DUE.loop = _WRITE_DUE.thread = None
 
 
 # Before the first metric below is made: prometheus-client reads ``values.ValueClass`` each time
@@ -132,6 +155,7 @@ def write_buffered() -> None:
 if getattr(_FILE_VALUE, "_multiprocess", False):
     values.ValueClass = _Buffered
     atexit.register(write_buffered)
+    os.register_at_fork(after_in_child=_forget_buffered)
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

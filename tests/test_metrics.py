@@ -301,34 +301,76 @@ async def test_figures_add_up_across_processes(
 
 # Run in a process of its own: prometheus-client picks multiprocess mode when it is imported.
 BUFFERED_WRITES = """
-import asyncio, json
+import asyncio, json, os
 from prometheus_client import CollectorRegistry, multiprocess
 from app import metrics
 
-def on_file():
+def on_file(name="wxpay_session_lookups_total", labels=(("result", "hit"),)):
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    return registry.get_sample_value("wxpay_session_lookups_total", {"result": "hit"}) or 0.0
+    return registry.get_sample_value(name, dict(labels)) or 0.0
 
+TIMED = ("wxpay_http_request_duration_seconds_count",
+         (("method", "GET"), ("route", "/t"), ("status", "200")))
 hits = metrics.child(metrics.SESSION_LOOKUPS, "hit")
-seen = []
+timer = metrics.child(metrics.HTTP_REQUESTS, "GET", "/t", "200")
+seen = {}
 
-async def main():
-    hits.inc(); hits.inc()
-    seen.append(on_file())
+async def turns():
+    hits.inc(); hits.inc(); timer.observe(0.02)
+    seen["in the turn"] = [on_file(), on_file(*TIMED)]
     await asyncio.sleep(0)
-    seen.append(on_file())
+    seen["after the turn"] = [on_file(), on_file(*TIMED)]
     hits.inc()
     scraped = metrics.render().decode()
-    seen.append(on_file())
-    seen.append('wxpay_session_lookups_total{result="hit"} 3.0' in scraped)
+    seen["scraped"] = [on_file(), 'wxpay_session_lookups_total{result="hit"} 3.0' in scraped]
     hits.inc(5)
 
-asyncio.run(main())
-seen.append(on_file())
+asyncio.run(turns())
+seen["after the loop"] = on_file()
 hits.inc()
-seen.append(on_file())
-print(json.dumps(seen))
+seen["outside a loop"] = on_file()
+
+stopped = asyncio.new_event_loop()
+def stop_before_writing():
+    hits.inc(20)
+    stopped.stop()  # the loop stops before the turn in which it would write
+
+stopped.call_soon(stop_before_writing)
+stopped.run_forever()
+seen["a loop stopped"] = on_file()
+hits.inc()
+seen["then outside a loop"] = on_file()
+
+async def fork():
+    hits.inc(100)
+    child = os.fork()
+    if child == 0:
+        metrics.write_buffered()  # the child's figures only: none
+        os._exit(0)
+    os.waitpid(child, 0)
+
+asyncio.run(fork())
+seen["a fork"] = on_file()
+
+misses = metrics.child(metrics.SESSION_LOOKUPS, "miss")
+written = misses._value._file.inc
+def fail_once(amount):
+    misses._value._file.inc = written
+    raise OSError("no space left on device")
+
+misses._value._file.inc = fail_once
+
+async def a_write_fails():
+    hits.inc(); misses.inc()
+    await asyncio.sleep(0)  # the write fails (the loop logs it)
+    hits.inc(); misses.inc()
+    await asyncio.sleep(0)
+
+asyncio.run(a_write_fails())
+seen["a write failed"] = [on_file(), on_file("wxpay_session_lookups_total", (("result", "miss"),))]
+print(json.dumps(seen), flush=True)
+
 async def last():
     hits.inc(10)
     raise SystemExit(0)  # the process ends in this turn of the loop, before the loop writes
@@ -337,10 +379,12 @@ asyncio.new_event_loop().run_until_complete(last())
 """
 
 
-def test_multiprocess_figures_are_written_once_a_turn_and_none_is_lost(tmp_path: Path) -> None:
-    # Increments in an event loop reach the file when the loop's turn ends (one write for
-    # many), a scrape writes this process's figures first, an increment outside a loop is
-    # written at once, and figures still unwritten when the process exits are written then.
+def test_multiprocess_figures_are_written_once_a_turn(tmp_path: Path) -> None:
+    # Increments in an event loop (a count; a histogram's sum and bucket) reach the file when
+    # the loop's turn ends, a scrape writes this process's figures first, an increment where
+    # no loop runs is written at once (with what a stopped loop left), a forked child does not
+    # write its parent's figures, a failed write loses nothing, and what is unwritten when the
+    # process exits is written then.
     env = child_env(**{MULTIPROC_DIR_VARIABLE: str(tmp_path)})
     result = subprocess.run(
         [sys.executable, "-c", BUFFERED_WRITES],
@@ -352,7 +396,17 @@ def test_multiprocess_figures_are_written_once_a_turn_and_none_is_lost(tmp_path:
         check=True,
     )
 
-    assert json.loads(result.stdout) == [0.0, 2.0, 3.0, True, 8.0, 9.0]
+    assert json.loads(result.stdout) == {
+        "in the turn": [0.0, 0.0],
+        "after the turn": [2.0, 1.0],
+        "scraped": [3.0, True],
+        "after the loop": 8.0,
+        "outside a loop": 9.0,
+        "a loop stopped": 9.0,
+        "then outside a loop": 30.0,
+        "a fork": 130.0,
+        "a write failed": [132.0, 2.0],
+    }
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
-    assert registry.get_sample_value("wxpay_session_lookups_total", {"result": "hit"}) == 19.0
+    assert registry.get_sample_value("wxpay_session_lookups_total", {"result": "hit"}) == 142.0
