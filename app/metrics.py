@@ -4,8 +4,7 @@ Counters and histograms are recorded where things happen (a request, a notify ve
 to WeChat, a sweep pass). With ``PROMETHEUS_MULTIPROC_DIR`` set before the process starts,
 prometheus-client keeps them in files in that directory and a scrape of any worker adds up
 every worker's figures (``uvicorn --workers N``); the directory must be emptied before the
-workers start (the image's entrypoint does it). A worker writes its increments to its files
-once per turn of its event loop (``_Buffered``). Without it, figures are this process's only.
+workers start (the image's entrypoint does it). Without it, figures are this process's only.
 
 Figures that are the state of the database (refunds by status) are read at scrape time: every
 worker would report the same rows, so they are not counted per process.
@@ -13,23 +12,13 @@ worker would report the same rows, so they are not counted per process.
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import datetime as dt
 import functools
 import os
-import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-    values,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,127 +26,6 @@ if TYPE_CHECKING:
     from app.events.repository import EndpointBacklog
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-
-
-class _Buffered:
-    """A value of prometheus-client's multiprocess mode whose increments reach its file once
-    per turn of the event loop, not once each.
-
-    Each increment there takes a lock, asks the OS for the process id and writes the file's
-    page: a histogram observation cost ~5 us in a loop, ~1.4 us buffered, and an order makes
-    three observations and a count (docs/benchmarks.md). Here an increment made in a running
-    event loop adds to a figure in memory, and the first one of a turn asks the loop to write
-    every figure changed in it once the turn ends, so a scrape of another worker sees a figure
-    at most one turn late. An increment made where no loop runs (a thread, the CLI) is written
-    at once, with any figure a stopped loop left unwritten. A scrape of this process writes its
-    figures first (``render``), and so does the process at exit; a worker killed outright
-    loses its last turn's."""
-
-    _multiprocess = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._file = _FILE_VALUE(*args, **kwargs)  # prometheus-client's, which writes the file
-        self._pending = 0.0
-        self._queued = False
-
-    def inc(self, amount: float) -> None:
-        # Asking for the running loop costs a system call in Python 3.11 (it checks the
-        # process id), so it is asked once a turn: while the loop that has a write due runs
-        # in this thread, this code runs in it.
-        with _BUFFER_LOCK:
-            due = _WRITE_DUE.loop
-            if due is not None and _WRITE_DUE.thread == threading.get_ident() and due.is_running():
-                self._buffer(amount)
-                return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._file.inc(amount)
-            write_buffered()
-            return
-        with _BUFFER_LOCK:
-            self._buffer(amount)
-            _WRITE_DUE.loop, _WRITE_DUE.thread = loop, threading.get_ident()
-        loop.call_soon(write_buffered)
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        with _BUFFER_LOCK:
-            self._pending = 0.0
-            self._file.set(value, timestamp)
-
-    def get(self) -> float:
-        with _BUFFER_LOCK:
-            return float(self._file.get()) + self._pending
-
-    def set_exemplar(self, exemplar: Any) -> None:
-        self._file.set_exemplar(exemplar)
-
-    def get_exemplar(self) -> Any:
-        return self._file.get_exemplar()
-
-    # Under _BUFFER_LOCK:
-    def _buffer(self, amount: float) -> None:
-        self._pending += amount
-        if not self._queued:
-            self._queued = True
-            _QUEUED.append(self)
-
-    def _write(self) -> None:
-        amount, self._pending, self._queued = self._pending, 0.0, False
-        if not amount:
-            return
-        try:
-            self._file.inc(amount)
-        except BaseException:
-            self._buffer(amount)  # kept for the next write, not lost
-            raise
-
-    def _forget(self) -> None:
-        self._pending, self._queued = 0.0, False
-
-
-class _WriteDue:
-    """The event loop that has a write due, if one has, and its thread."""
-
-    loop: asyncio.AbstractEventLoop | None = None
-    thread: int | None = None
-
-
-_BUFFER_LOCK = threading.Lock()
-_QUEUED: list[_Buffered] = []
-_WRITE_DUE = _WriteDue()
-_FILE_VALUE: Any = values.ValueClass
-
-
-def write_buffered() -> None:
-    """Write the figures increments have changed since the last write to this process's
-    files (multiprocess mode; nothing to do otherwise)."""
-    with _BUFFER_LOCK:
-        _WRITE_DUE.loop = _WRITE_DUE.thread = None
-        # One at a time: if a write fails, what is not yet written stays queued.
-        while _QUEUED:
-            _QUEUED.pop()._write()
-
-
-def _forget_buffered() -> None:
-    # A forked child starts with its parent's unwritten figures: they are the parent's to
-    # write. Its copy of the lock may be held by a thread the fork did not copy.
-    global _BUFFER_LOCK
-    _BUFFER_LOCK = threading.Lock()
-    for value in _QUEUED:
-        value._forget()
-    _QUEUED.clear()
-    _WRITE_DUE.loop = _WRITE_DUE.thread = None
-
-
-# Before the first metric below is made: prometheus-client reads ``values.ValueClass`` each time
-# it makes a value (it keeps the module import "for testability").
-if getattr(_FILE_VALUE, "_multiprocess", False):
-    values.ValueClass = _Buffered
-    atexit.register(write_buffered)
-    os.register_at_fork(after_in_child=_forget_buffered)
-
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every path no route matched: bounded
 
@@ -295,7 +163,6 @@ def render(state: Iterable[Metric] = ()) -> bytes:
     """The exposition text: this process's figures (or every worker's, in multiprocess mode)
     and ``state`` read from the database for this scrape."""
     registry = REGISTRY
-    write_buffered()
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

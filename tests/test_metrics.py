@@ -7,14 +7,10 @@ across the traffic it makes, never an absolute count another test could have mov
 from __future__ import annotations
 
 import datetime as dt
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +19,6 @@ from app.observe import _METHODS
 from app.simulator.v3keys import DevMaterial
 from tests.conftest import ClientFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of, scalar, set_time
-from tests.hermetic import child_env
 from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401 (a fixture)
 from tests.plugins.cluster import running_services
 from tests.plugins.service import LiveFactory
@@ -297,116 +292,3 @@ async def test_figures_add_up_across_processes(
     metrics_route = {"method": "GET", "route": "/metrics", "status": "200"}
     assert value(scrapes[1], f"{REQUESTS}_count", **metrics_route) == 1
     assert len({p.name.split("_")[-1] for p in shared.glob("histogram_*.db")}) == 2
-
-
-# Run in a process of its own: prometheus-client picks multiprocess mode when it is imported.
-BUFFERED_WRITES = """
-import asyncio, json, os
-from prometheus_client import CollectorRegistry, multiprocess
-from app import metrics
-
-def on_file(name="wxpay_session_lookups_total", labels=(("result", "hit"),)):
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    return registry.get_sample_value(name, dict(labels)) or 0.0
-
-TIMED = ("wxpay_http_request_duration_seconds_count",
-         (("method", "GET"), ("route", "/t"), ("status", "200")))
-hits = metrics.child(metrics.SESSION_LOOKUPS, "hit")
-timer = metrics.child(metrics.HTTP_REQUESTS, "GET", "/t", "200")
-seen = {}
-
-async def turns():
-    hits.inc(); hits.inc(); timer.observe(0.02)
-    seen["in the turn"] = [on_file(), on_file(*TIMED)]
-    await asyncio.sleep(0)
-    seen["after the turn"] = [on_file(), on_file(*TIMED)]
-    hits.inc()
-    scraped = metrics.render().decode()
-    seen["scraped"] = [on_file(), 'wxpay_session_lookups_total{result="hit"} 3.0' in scraped]
-    hits.inc(5)
-
-asyncio.run(turns())
-seen["after the loop"] = on_file()
-hits.inc()
-seen["outside a loop"] = on_file()
-
-stopped = asyncio.new_event_loop()
-def stop_before_writing():
-    hits.inc(20)
-    stopped.stop()  # the loop stops before the turn in which it would write
-
-stopped.call_soon(stop_before_writing)
-stopped.run_forever()
-seen["a loop stopped"] = on_file()
-hits.inc()
-seen["then outside a loop"] = on_file()
-
-async def fork():
-    hits.inc(100)
-    child = os.fork()
-    if child == 0:
-        metrics.write_buffered()  # the child's figures only: none
-        os._exit(0)
-    os.waitpid(child, 0)
-
-asyncio.run(fork())
-seen["a fork"] = on_file()
-
-misses = metrics.child(metrics.SESSION_LOOKUPS, "miss")
-written = misses._value._file.inc
-def fail_once(amount):
-    misses._value._file.inc = written
-    raise OSError("no space left on device")
-
-misses._value._file.inc = fail_once
-
-async def a_write_fails():
-    hits.inc(); misses.inc()
-    await asyncio.sleep(0)  # the write fails (the loop logs it)
-    hits.inc(); misses.inc()
-    await asyncio.sleep(0)
-
-asyncio.run(a_write_fails())
-seen["a write failed"] = [on_file(), on_file("wxpay_session_lookups_total", (("result", "miss"),))]
-print(json.dumps(seen), flush=True)
-
-async def last():
-    hits.inc(10)
-    raise SystemExit(0)  # the process ends in this turn of the loop, before the loop writes
-
-asyncio.new_event_loop().run_until_complete(last())
-"""
-
-
-def test_multiprocess_figures_are_written_once_a_turn(tmp_path: Path) -> None:
-    # Increments in an event loop (a count; a histogram's sum and bucket) reach the file when
-    # the loop's turn ends, a scrape writes this process's figures first, an increment where
-    # no loop runs is written at once (with what a stopped loop left), a forked child does not
-    # write its parent's figures, a failed write loses nothing, and what is unwritten when the
-    # process exits is written then.
-    env = child_env(**{MULTIPROC_DIR_VARIABLE: str(tmp_path)})
-    result = subprocess.run(
-        [sys.executable, "-c", BUFFERED_WRITES],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-
-    assert json.loads(result.stdout) == {
-        "in the turn": [0.0, 0.0],
-        "after the turn": [2.0, 1.0],
-        "scraped": [3.0, True],
-        "after the loop": 8.0,
-        "outside a loop": 9.0,
-        "a loop stopped": 9.0,
-        "then outside a loop": 30.0,
-        "a fork": 130.0,
-        "a write failed": [132.0, 2.0],
-    }
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
-    assert registry.get_sample_value("wxpay_session_lookups_total", {"result": "hit"}) == 142.0
