@@ -19,7 +19,7 @@ from app.observe import _METHODS
 from app.simulator.v3keys import DevMaterial
 from tests.conftest import ClientFactory, Sweep
 from tests.helpers import ADMIN, add_product, create_order, login, prepay_id_of, scalar, set_time
-from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401 (a fixture)
+from tests.payments.test_v3_flow import on_version, v3_simulator  # noqa: F401 (a fixture)
 from tests.plugins.cluster import running_services
 from tests.plugins.service import LiveFactory
 from tests.plugins.simulator import SimulatorHandle
@@ -168,8 +168,9 @@ async def test_payments_are_labelled_with_their_api_version(
     tmp_path: Path,
     version: str,
 ) -> None:
-    service = on_v3(v3_material, tmp_path, v3_simulator.base_url)
-    client = await make_live_client(**{**service, "api_version": version})
+    client = await make_live_client(
+        **on_version(version, v3_material, tmp_path, v3_simulator.base_url)
+    )
     labels = VERSION_LABELS[version]
     notified = {"method": "POST", "route": labels["notify"], "status": labels["acknowledged"]}
     before = await scrape(client)

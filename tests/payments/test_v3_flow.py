@@ -63,6 +63,14 @@ def on_v3(material: DevMaterial, directory: Path, wechat_url: str) -> dict[str, 
     }
 
 
+def on_version(
+    version: str, material: DevMaterial, directory: Path, wechat_url: str
+) -> dict[str, Any]:
+    """``on_v3``'s keys, with new orders on ``version``: both versions configured, as for a
+    merchant moving from v2 to v3."""
+    return {**on_v3(material, directory, wechat_url), "api_version": version}
+
+
 def pay_sign_holds(params: dict[str, str], settings: Settings, material: DevMaterial) -> bool:
     """The mini-program's check of ``paySign``: v3 RSA with the merchant's public key (§8.4),
     v2 with the merchant key (§4)."""
@@ -95,8 +103,9 @@ async def test_an_order_is_paid_and_refunded_through_wechats_notifies(
     version: str,
 ) -> None:
     """The same flow on either version, against one simulator that speaks both."""
-    service = on_v3(v3_material, tmp_path, v3_simulator.base_url)
-    client = await make_live_client(**{**service, "api_version": version})
+    client = await make_live_client(
+        **on_version(version, v3_material, tmp_path, v3_simulator.base_url)
+    )
     auth = await login(client, v3_simulator)
     order = await create_order(client, auth, await add_product(client))
     no = order["out_trade_no"]
@@ -135,8 +144,9 @@ async def test_duplicate_notifies_change_nothing(
 ) -> None:
     # PROTOCOL.md §5, §8.5: the same notify may arrive many times, even at once from several
     # servers. On PostgreSQL the repeats take the duplicate shortcut (app.payments.service).
-    service = on_v3(v3_material, tmp_path, v3_simulator.base_url)
-    client = await make_live_client(**{**service, "api_version": version})
+    client = await make_live_client(
+        **on_version(version, v3_material, tmp_path, v3_simulator.base_url)
+    )
     await v3_simulator.set_fault("duplicate_notify", copies=5, concurrent=concurrent)
     order = await create_order(client, await login(client, v3_simulator), await add_product(client))
     await v3_simulator.pay(prepay_id_of(order))
