@@ -18,6 +18,12 @@ not JSON, dependency overrides, telemetry switched on, or a route of any other s
 as "not lean" once, at start-up). The routes stay ``APIRoute``s, so ``/openapi.json`` is
 unchanged. Dependencies run once per request: the plan validates everything it can before
 calling any, and a request it hands over has called none.
+
+A planned request is served at the route's ASGI level, not through FastAPI's per-route
+wrapper (``request_response``): that wrapper opens two exit stacks, for dependencies with
+``yield``, which a plan never has, and catches exceptions with the app's handlers, which the
+app's ``ExceptionMiddleware`` does with the same handlers one frame further out. A request
+handed over to FastAPI gets the body the plan read, so it sees the request as sent.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 LEAN_ROUTES_STATE = "lean_routes"  # the app.state attribute that switches planning off
@@ -45,6 +52,8 @@ LEAN_ROUTES_STATE = "lean_routes"  # the app.state attribute that switches plann
 # Where FastAPI keeps the route as included (prefix, router dependencies, the app's overrides)
 # while it builds that inclusion's handler. Private: without it, every route stays generic.
 _INCLUDED = getattr(fastapi.routing, "_effective_route_context_var", None)
+# ... and where a request's scope names the inclusion serving it.
+_SERVING = getattr(fastapi.routing, "_get_scope_effective_route_context", None)
 
 
 class LeanRoute(APIRoute):
@@ -52,11 +61,39 @@ class LeanRoute(APIRoute):
 
     planned = False  # whether the last handler built for this route has a plan (tests)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # FastAPI builds a handler for the route, and one per inclusion of it, each for the
+        # view it serves (path, dependencies, overrides); a plan is kept for each view, by its
+        # identity. APIRoute builds the first handler in __init__, so this comes first.
+        self._plans: dict[int, tuple[Any, Plan | None]] = {}
+        super().__init__(*args, **kwargs)
+
     def get_route_handler(self) -> RouteHandler:
-        generic = super().get_route_handler()
-        plan = plan_for(_as_included(self))
+        served = _as_included(self)
+        plan = plan_for(served) if _SERVING is not None else None
         self.planned = plan is not None
-        return generic if plan is None else plan.handler(generic)
+        if served is not None:
+            self._plans[id(served)] = (served, plan)
+        return super().get_route_handler()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plan = self._plan_serving(scope)
+        if plan is None:
+            await super().handle(scope, receive, send)
+        else:
+            await plan.serve(scope, receive, send, generic=super().handle)
+
+    def _plan_serving(self, scope: Scope) -> Plan | None:
+        """The plan for the view serving this request, if it has one and allows the method
+        (FastAPI's own handling answers any other method with 405)."""
+        if _SERVING is None:
+            return None
+        context = _SERVING(scope)
+        served = context if context is not None and context.original_route is self else self
+        kept = self._plans.get(id(served))
+        if kept is None or kept[0] is not served or scope["method"] not in served.methods:
+            return None
+        return kept[1]
 
 
 def _as_included(route: APIRoute) -> Any | None:
@@ -81,40 +118,42 @@ class Plan:
     # those it takes, as Starlette parses the query string or the headers on first access.
     params: tuple[tuple[list[Any], Callable[[Request], Any]], ...]
 
-    def handler(self, generic: RouteHandler) -> RouteHandler:
-        async def lean(request: Request) -> Response:
-            values = await self._values(request)
-            if values is None:
-                return await generic(request)  # FastAPI's answer, to the letter
-            for name, call, request_name in self.dependencies:
-                value = await call(**{request_name: request})
-                if name is not None:
-                    values[name] = value
-            return await self._respond(await self.endpoint(**values))
+    async def serve(self, scope: Scope, receive: Receive, send: Send, generic: ASGIApp) -> None:
+        """Answer the request, or hand it to ``generic`` (FastAPI's handling of the route,
+        which answers to the letter as stock does) with the body as it was sent."""
+        request = Request(scope, receive, send)
+        values = await self._values(request)
+        if isinstance(values, _HandOver):
+            await generic(scope, values.receive(receive), send)
+            return
+        for name, call, request_name in self.dependencies:
+            value = await call(**{request_name: request})
+            if name is not None:
+                values[name] = value
+        response = await self._respond(await self.endpoint(**values))
+        await response(scope, receive, send)
 
-        return lean
-
-    async def _values(self, request: Request) -> dict[str, Any] | None:
-        """The endpoint's parameters, or None when FastAPI's own handler must answer."""
+    async def _values(self, request: Request) -> dict[str, Any] | _HandOver:
+        """The endpoint's parameters, or a hand-over when FastAPI's own handler must answer."""
         if get_telemetry_data() is not None or (
             self.overrides is not None and getattr(self.overrides, "dependency_overrides", None)
         ):
-            return None
+            return _HandOver()
         values: dict[str, Any] = {}
         for fields, source in self.params:
             found, errors = request_params_to_args(fields, source(request))
             if errors:
-                return None
+                return _HandOver()
             values.update(found)
         if self.body_field is not None:
-            body = await _json_body(request)
+            raw, body = await _json_body(request)
             if body is None:
-                return None
+                return _HandOver(raw)
             found, errors = await request_body_to_args(
                 [self.body_field], body, self.embed_body_fields
             )
             if errors:
-                return None
+                return _HandOver(raw)
             values.update(found)
         return values
 
@@ -129,25 +168,44 @@ class Plan:
         )
 
 
-async def _json_body(request: Request) -> Any | None:
-    """The parsed body when it is JSON as FastAPI reads it (``application/json`` or
-    ``application/*+json``, not empty, well formed); None otherwise."""
+@dataclass(frozen=True, slots=True)
+class _HandOver:
+    """A request for FastAPI's own handler, with the body already read from it, if any."""
+
+    body: bytes | None = None
+
+    def receive(self, receive: Receive) -> Receive:
+        """``receive`` as FastAPI's handler must see it: the read body first, then the rest."""
+        if self.body is None:
+            return receive
+        pending = [{"type": "http.request", "body": self.body, "more_body": False}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        return replay
+
+
+async def _json_body(request: Request) -> tuple[bytes | None, Any | None]:
+    """``(raw, parsed)``: the body as read (None if it was not) and its value when it is JSON
+    as FastAPI reads it (``application/json`` or ``application/*+json``, not empty, well
+    formed), else None."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     kind, _, subtype = media.partition("/")
     if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
-        return None
+        return None, None
     try:
         raw = await request.body()
     except HTTPException:
         raise  # the body limit's 413: FastAPI's handler lets it through too
     except Exception:
-        return None  # a client gone mid-body: FastAPI's handler answers it, as stock does
+        return None, None  # a client gone mid-body: FastAPI's handler answers it, as stock
     if not raw:
-        return None
+        return raw, None
     try:
-        return json.loads(raw)
+        return raw, json.loads(raw)
     except (ValueError, RecursionError):  # malformed, not UTF-8, or nested past the C stack
-        return None
+        return raw, None
 
 
 def plan_for(route: Any | None) -> Plan | None:

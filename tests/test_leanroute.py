@@ -181,6 +181,16 @@ async def test_reads_answer_as_stock_fastapi_does(
             assert lean_answer.content == stock_answer.content
 
 
+def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI scope for ``POST path``, as a server would pass it to the app."""
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": headers, "client": ("127.0.0.1", 50000),
+        "server": ("service.test", 80), "state": {},
+    }  # fmt: skip
+
+
 async def test_a_client_gone_before_its_body_arrives_is_answered_as_stock_fastapi_does(
     make_client: ClientFactory, fresh_simulator: SimulatorHandle
 ) -> None:
@@ -191,12 +201,6 @@ async def test_a_client_gone_before_its_body_arrives_is_answered_as_stock_fastap
         (b"content-type", b"application/json"),
         (b"content-length", b"30"),
     ]
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/api/v1/orders", "raw_path": b"/api/v1/orders",
-        "root_path": "", "query_string": b"", "headers": headers,
-        "client": ("127.0.0.1", 50000), "server": ("service.test", 80),
-    }  # fmt: skip
 
     async def gone() -> dict[str, Any]:
         return {"type": "http.disconnect"}
@@ -209,6 +213,46 @@ async def test_a_client_gone_before_its_body_arrives_is_answered_as_stock_fastap
         async def keep(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
             sent.append(message)
 
-        await app(dict(scope, state={}), gone, keep)
+        await app(post_scope("/api/v1/orders", headers), gone, keep)
         statuses.append([m["status"] for m in sent if m["type"] == "http.response.start"])
     assert statuses[0] == statuses[1] == [400]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "lean"),
+    [(b'{"product_id": 1}', 201, True), (b'{"product_id": "one"}', 422, False)],
+)
+async def test_a_planned_request_skips_fastapis_route_wrapper_and_a_hand_over_takes_it(
+    make_client: ClientFactory,
+    fresh_simulator: SimulatorHandle,
+    body: bytes,
+    status: int,
+    lean: bool,
+) -> None:
+    """FastAPI's per-route wrapper opens the exit stacks that dependencies with ``yield``
+    need and names them in the scope; a planned request has none, so it does not. A
+    request handed over to FastAPI (a body that does not validate) goes through it, with
+    the body the plan read given back: FastAPI's 422 names the field it refused (without the
+    body, it would find the client gone and answer 400)."""
+    client = await make_client()
+    assert await add_product(client) == 1
+    token = (await login(client, fresh_simulator))["Authorization"]
+    headers = [(b"authorization", token.encode()), (b"content-type", b"application/json")]
+    scope = post_scope("/api/v1/orders", headers)
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await client._transport.app(scope, receive, keep)  # type: ignore[attr-defined]
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [status]
+    assert ("fastapi_inner_astack" in scope) is not lean
+    if not lean:
+        answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+        assert answer["error"]["code"] == "VALIDATION_ERROR"
+        assert "product_id" in answer["error"]["message"]
