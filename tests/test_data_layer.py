@@ -38,6 +38,7 @@ from app.orders.repository import (
     Folded,
     OrderRecord,
     PaymentFacts,
+    PaymentView,
 )
 from app.orders.states import ReviewReason
 from app.payments.repository import AuditRow, audit_of_paid, audit_params
@@ -285,15 +286,21 @@ async def _pay_with_riders(call: Call, folds: bool) -> None:
     await call("rider after close", lambda tx: _mark_paid_with_rider(tx, "N7", "T8", folds))
 
 
-async def _pay_in_one_statement(tx: UnitOfWork, no: str, tid: str, folds: bool) -> str:
+async def _pay_in_one_statement(
+    tx: UnitOfWork, no: str, tid: str, folds: bool
+) -> tuple[str, PaymentView | None]:
+    """Where writes fold, an order the statement does not pay comes back as it found it;
+    where they do not, the same view is read apart, so both drivers give the same answer."""
     facts = PaymentFacts(tid, T0, RIDER_CASH, "CMC")
     params = audit_params(T0, RIDER_RAW)
-    folded = await tx.orders.pay_in_one_statement(no, 1980, facts, (audit_of_paid,), params)
+    folded, found = await tx.orders.pay_in_one_statement(no, 1980, facts, (audit_of_paid,), params)
     assert (folded is not Folded.NOT_FOLDED) == folds, folded
     if folded is Folded.NOT_FOLDED:
+        assert found is None
         order = await _paid_apart(tx, no, facts, after_close=False)
         folded = Folded.NOT_PAID if order is None else Folded.PAID
-    return folded.value
+        found = None if order is not None else await tx.orders.payment_view(no)
+    return folded.value, found
 
 
 async def _mark_paid_with_rider(

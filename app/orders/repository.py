@@ -7,7 +7,8 @@ here, with bind parameters, and runs on whichever driver the unit of work holds 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from enum import Enum
 from functools import cache
@@ -24,6 +25,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -182,9 +184,8 @@ _UNSETTLED = (
     .select_from(orders)
     .where(orders.c.api_version == bindparam("version"), orders.c.status.in_(sorted(PAYABLE)))
 )
-_PAYMENT_VIEW = select(
-    orders.c.id, orders.c.status, orders.c.total_fee, orders.c.transaction_id
-).where(orders.c.out_trade_no == bindparam("no"))
+_VIEW = (orders.c.id, orders.c.status, orders.c.total_fee, orders.c.transaction_id)
+_PAYMENT_VIEW = select(*_VIEW).where(orders.c.out_trade_no == bindparam("no"))
 # Only a new reason moves the row: the same disagreement reported again (WeChat repeats a
 # notify for a day) flags nothing new, so it raises no second event.
 _FLAG_REVIEW = (
@@ -296,10 +297,13 @@ Rider = Callable[[Any], Any]
 
 
 @cache
-def _mark_paid_with_event(after_close: bool, riders: tuple[Rider, ...] = ()) -> Any:
+def _mark_paid_with_event(
+    after_close: bool, riders: tuple[Rider, ...] = (), with_view: bool = False
+) -> Any:
     """PostgreSQL only: the PAID event and the ``order.paid`` outbox event ride in the
     payment's own statement (data-modifying CTEs), one round trip instead of three; they
-    exist exactly when the guarded UPDATE moved. So do the ``riders``' rows."""
+    exist exactly when the guarded UPDATE moved. So do the ``riders``' rows. It returns the
+    order as paid, or ``with_view``, a row ``(paid id or NULL, *payment view)``."""
     paid = _mark_paid_update(after_close).cte("paid")
     event = (
         _insert_event("postgresql")
@@ -314,7 +318,16 @@ def _mark_paid_with_event(after_close: bool, riders: tuple[Rider, ...] = ()) -> 
     # ... and the order.paid outbox event with its deliveries, in the same round trip.
     outbox = add_from_row(paid, EventType.ORDER_PAID.value)
     extra = [ride(paid) for ride in riders]
-    return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox, *extra)
+    if not with_view:
+        return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox, *extra)
+    # The order's payment view beside whether it moved (the paid row's id). The outer query
+    # reads the snapshot the statement began with, so an order that did not move shows why.
+    return (
+        select(paid.c.id, *_VIEW)
+        .select_from(orders.outerjoin(paid, true()))
+        .where(orders.c.out_trade_no == bindparam("no"))
+        .add_cte(event, *outbox, *extra)
+    )
 
 
 def _claim(dialect: str) -> Any:
@@ -352,6 +365,37 @@ class Folded(Enum):
     PAID = "paid"  # the order moved, and its events and the riders' rows with it
     NOT_PAID = "not paid"  # tried, nothing moved: not unpaid, another amount, a duplicate
     NOT_FOLDED = "not folded"  # this database runs them as statements apart: nothing tried
+
+
+def _paid_params(
+    out_trade_no: str,
+    total_fee: int,
+    facts: PaymentFacts,
+    rider_params: Mapping[str, Any] | None,
+    folds: bool,
+) -> dict[str, Any]:
+    params = {
+        **(rider_params or {}),
+        "no": out_trade_no,
+        "fee": total_fee,
+        "transaction_id": facts.transaction_id,
+        "paid_at": facts.paid_at,
+        "cash_fee": facts.cash_fee,
+        "bank_type": facts.bank_type,
+        "now": utcnow(),
+    }
+    if folds:
+        params["outbox_public_id"] = new_public_id()
+    return params
+
+
+@contextmanager
+def _taken_transaction(facts: PaymentFacts) -> Iterator[None]:
+    """A transaction id is unique across orders: another order holding it is a conflict."""
+    try:
+        yield
+    except UniqueViolation as exc:
+        raise DuplicateTransaction(facts.transaction_id) from exc
 
 
 class OrderRepository:
@@ -443,24 +487,12 @@ class OrderRepository:
         statement, from ``rider_params``."""
         if riders and not self._folds:
             raise ValueError("riders are CTEs of PostgreSQL's statement; write their rows apart")
-        params = {
-            **(rider_params or {}),
-            "no": out_trade_no,
-            "fee": total_fee,
-            "transaction_id": facts.transaction_id,
-            "paid_at": facts.paid_at,
-            "cash_fee": facts.cash_fee,
-            "bank_type": facts.bank_type,
-            "now": utcnow(),
-        }
-        try:
+        params = _paid_params(out_trade_no, total_fee, facts, rider_params, self._folds)
+        with _taken_transaction(facts):
             if self._folds:
-                params["outbox_public_id"] = new_public_id()
                 statement = _mark_paid_with_event(after_close, riders)
                 return _record(await self._sql.fetchrow(statement, params))
             order = _record(await self._sql.fetchrow(_mark_paid_update(after_close), params))
-        except UniqueViolation as exc:
-            raise DuplicateTransaction(facts.transaction_id) from exc
         if order is not None:
             await self.add_event(order.id, PAID_EVENT)
             paid = snapshot(order=order.as_dict())
@@ -474,17 +506,23 @@ class OrderRepository:
         facts: PaymentFacts,
         riders: tuple[Rider, ...],
         rider_params: Mapping[str, Any],
-    ) -> Folded:
+    ) -> tuple[Folded, PaymentView | None]:
         """An unpaid order paid, with its events and the ``riders``' rows, by one statement
         that commits on its own where writes are folded; ``Folded.NOT_FOLDED``, touching
-        nothing, where they are not (the caller then writes them in a transaction)."""
+        nothing, where they are not (the caller then writes them in a transaction).
+
+        When it does not move the order, the same round trip says why: the order's payment
+        view as the statement found it (None: no such order). A paid order stays paid and
+        its transaction id never changes, so a view that shows it paid is still true."""
         if not self._folds:
-            return Folded.NOT_FOLDED
-        order = await self.mark_paid(
-            out_trade_no, total_fee, facts, after_close=False,
-            riders=riders, rider_params=rider_params,
-        )  # fmt: skip
-        return Folded.NOT_PAID if order is None else Folded.PAID
+            return Folded.NOT_FOLDED, None
+        params = _paid_params(out_trade_no, total_fee, facts, rider_params, folds=True)
+        with _taken_transaction(facts):
+            row = await self._sql.fetchrow(_mark_paid_with_event(False, riders, True), params)
+        if row is None:
+            return Folded.NOT_PAID, None
+        paid_id, *view = row
+        return (Folded.PAID, None) if paid_id is not None else (Folded.NOT_PAID, PaymentView(*view))
 
     async def payment_view(self, out_trade_no: str) -> PaymentView | None:
         row = await self._sql.fetchrow(_PAYMENT_VIEW, {"no": out_trade_no})

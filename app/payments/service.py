@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from app.gateway import PaymentResult
 from app.orders.outbox import flag_and_record, pay_and_record
-from app.orders.repository import DuplicateTransaction, Folded, PaymentFacts
+from app.orders.repository import DuplicateTransaction, Folded, PaymentFacts, PaymentView
 from app.orders.states import PAID, ReviewReason
 from app.payments.repository import AuditRow, audit_of_paid, audit_params
 
@@ -81,16 +81,12 @@ class PaymentService:
         # transaction's way, which needs no retry of that payment. Where they are not, asking
         # would only cost a connection per notify.
         try:
-            folded = Folded.NOT_FOLDED
+            folded, found = Folded.NOT_FOLDED, None
             if audit is not None and self._db.fold_writes:
-                folded = await self._folded(result, audit)
+                folded, found = await self._folded(result, audit)
             if folded is Folded.PAID:
                 return Verdict.PAID
-            if (
-                folded is Folded.NOT_PAID
-                and audit is not None
-                and await self._already_paid_by(result)
-            ):
+            if audit is not None and _repeats(found, result):
                 async with self._db.statement() as tx:
                     await tx.audit.record(_audit_row(Verdict.DUPLICATE, result, audit))
                 return Verdict.DUPLICATE
@@ -109,32 +105,18 @@ class PaymentService:
                     await tx.audit.record(_audit_row(verdict, result, audit))
         return verdict
 
-    async def _folded(self, result: PaymentResult, audit: AuditRecord) -> Folded:
+    async def _folded(
+        self, result: PaymentResult, audit: AuditRecord
+    ) -> tuple[Folded, PaymentView | None]:
         """An unpaid order paid by one statement that commits on its own: the payment, its
         events and its audit row, one round trip where BEGIN, the payment, the audit INSERT
-        and COMMIT took four (PostgreSQL; elsewhere nothing is tried)."""
+        and COMMIT took four (PostgreSQL; elsewhere nothing is tried). When it does not pay,
+        the order as that statement found it."""
         params = audit_params(audit.received_at, audit.raw)
         async with self._db.statement() as tx:
             return await tx.orders.pay_in_one_statement(
                 result.out_trade_no, result.total_fee, _facts(result), (audit_of_paid,), params
             )
-
-    async def _already_paid_by(self, result: PaymentResult) -> bool:
-        """Whether the order is paid, by this very transaction, for this amount: WeChat
-        repeating itself, the usual reason a folded payment does not move the order. A paid
-        order stays paid (SUCCESS, then REFUND) and its transaction id, written when it is
-        paid, never changes: the answer cannot change, so it needs no transaction, and the
-        duplicate is audited in one statement (three round trips where the transaction took
-        six). Anything else (a closed order, another amount, another transaction) goes the
-        transaction's way."""
-        async with self._db.statement() as tx:
-            state = await tx.orders.payment_view(result.out_trade_no)
-        return (
-            state is not None
-            and state.status in PAID
-            and state.transaction_id == result.transaction_id
-            and state.total_fee == result.total_fee
-        )
 
     async def record(
         self, verdict: Verdict, audit: AuditRecord, detail: str, out_trade_no: str | None = None
@@ -154,6 +136,22 @@ async def _settle(tx: UnitOfWork, result: PaymentResult, *, tried_unpaid: bool) 
         logger.warning("order %s was paid after we closed it; flagged for review", no)
         return Verdict.PAID_AFTER_CLOSE
     return await _explain_unpaid(tx, result)
+
+
+def _repeats(found: PaymentView | None, result: PaymentResult) -> bool:
+    """Whether the order was found paid, by this very transaction, for this amount: WeChat
+    repeating itself, the usual reason a folded payment does not move the order. A paid
+    order stays paid (SUCCESS, then REFUND) and its transaction id, written when it is paid,
+    never changes: the answer cannot change, so it needs no transaction, and the duplicate
+    is audited in one more statement (two round trips where the transaction took six).
+    Anything else (a closed order, another amount, another transaction, an order found
+    unpaid that a concurrent notify has just paid) goes the transaction's way."""
+    return (
+        found is not None
+        and found.status in PAID
+        and found.transaction_id == result.transaction_id
+        and found.total_fee == result.total_fee
+    )
 
 
 def _facts(result: PaymentResult) -> PaymentFacts:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.orders.repository import PaymentFacts
+from app.orders.repository import Folded, PaymentFacts, PaymentView
 from app.payments.repository import audit_of_paid, audit_params
 from app.uow import Database, open_database
 from tests.db import order_values
@@ -87,3 +87,40 @@ async def test_sqlite_refuses_riders_rather_than_drop_their_rows(db: Database) -
 
     with pytest.raises(ValueError, match="riders"):
         await pay(db, "N3", FACTS, "{}")
+
+
+async def fold(db: Database, no: str, fee: int = 990) -> tuple[Folded, PaymentView | None]:
+    async with db.statement() as tx:
+        return await tx.orders.pay_in_one_statement(
+            no, fee, FACTS, (audit_of_paid,), audit_params(NOW, "{}")
+        )
+
+
+async def test_a_payment_that_does_not_move_the_order_says_why_in_the_same_statement(
+    db: Database, engine: AsyncEngine
+) -> None:
+    """The order as the statement found it comes back with "not paid" (``PaymentService``
+    tells a repeat from anything else by it, without another read)."""
+    postgresql_only(db)
+    await an_order(db, "N4")
+    await an_order(db, "N5")
+    async with db.statement() as tx:
+        await tx.orders.mark_closed("N5")
+    unpaid, closed = await view(db, "N4"), await view(db, "N5")
+    assert unpaid is not None and (unpaid.status, unpaid.transaction_id) == ("NOTPAY", None)
+    assert closed is not None and closed.status == "CLOSED"
+
+    assert await fold(db, "N4", fee=1) == (Folded.NOT_PAID, unpaid)  # another amount
+    assert await fold(db, "N5") == (Folded.NOT_PAID, closed)
+    assert await fold(db, "NO_SUCH_ORDER") == (Folded.NOT_PAID, None)
+    assert await fold(db, "N4") == (Folded.PAID, None)
+    paid = PaymentView(unpaid.id, "SUCCESS", 990, FACTS.transaction_id)
+    assert await fold(db, "N4") == (Folded.NOT_PAID, paid)  # WeChat repeating itself
+    # Only the payment wrote rows: its audit row and its event, once.
+    assert await scalar(engine, "SELECT count(*) FROM payment_notifies") == 1
+    assert await scalar(engine, "SELECT count(*) FROM order_events") == 1
+
+
+async def view(db: Database, no: str) -> PaymentView | None:
+    async with db.statement() as tx:
+        return await tx.orders.payment_view(no)
