@@ -22,8 +22,10 @@ calling any, and a request it hands over has called none.
 A planned request is served at the route's ASGI level, not through FastAPI's per-route
 wrapper (``request_response``): that wrapper opens two exit stacks, for dependencies with
 ``yield``, which a plan never has, and catches exceptions with the app's handlers, which the
-app's ``ExceptionMiddleware`` does with the same handlers one frame further out. A request
-handed over to FastAPI gets the body the plan read, so it sees the request as sent.
+app's ``ExceptionMiddleware`` applies with the same handlers further out (past the routers
+and FastAPI's exit-stack middleware, which pass exceptions through). A route with a body-size
+limit of FastAPI's own (``max_body_size``), which that wrapper enforces, is not planned. A
+request handed over to FastAPI gets the body the plan read, so it sees the request as sent.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ LEAN_ROUTES_STATE = "lean_routes"  # the app.state attribute that switches plann
 _INCLUDED = getattr(fastapi.routing, "_effective_route_context_var", None)
 # ... and where a request's scope names the inclusion serving it.
 _SERVING = getattr(fastapi.routing, "_get_scope_effective_route_context", None)
+_PLAN = "_wxpay_lean_plan"  # the attribute that holds a view's plan
 
 
 class LeanRoute(APIRoute):
@@ -61,19 +64,18 @@ class LeanRoute(APIRoute):
 
     planned = False  # whether the last handler built for this route has a plan (tests)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # FastAPI builds a handler for the route, and one per inclusion of it, each for the
-        # view it serves (path, dependencies, overrides); a plan is kept for each view, by its
-        # identity. APIRoute builds the first handler in __init__, so this comes first.
-        self._plans: dict[int, tuple[Any, Plan | None]] = {}
-        super().__init__(*args, **kwargs)
-
     def get_route_handler(self) -> RouteHandler:
+        # FastAPI builds a handler for the route, and one per inclusion of it, each for the
+        # view it serves (path, dependencies, overrides). The plan is kept on that view, so it
+        # lives as long as the view does (an app's inclusion goes with the app).
         served = _as_included(self)
         plan = plan_for(served) if _SERVING is not None else None
-        self.planned = plan is not None
         if served is not None:
-            self._plans[id(served)] = (served, plan)
+            try:
+                setattr(served, _PLAN, plan)
+            except AttributeError:  # a view that takes no attribute: it stays generic
+                plan = None
+        self.planned = plan is not None
         return super().get_route_handler()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,10 +92,9 @@ class LeanRoute(APIRoute):
             return None
         context = _SERVING(scope)
         served = context if context is not None and context.original_route is self else self
-        kept = self._plans.get(id(served))
-        if kept is None or kept[0] is not served or scope["method"] not in served.methods:
-            return None
-        return kept[1]
+        plan: Plan | None = getattr(served, _PLAN, None)
+        methods: set[str] | None = served.methods
+        return plan if not methods or scope["method"] in methods else None
 
 
 def _as_included(route: APIRoute) -> Any | None:
@@ -124,7 +125,7 @@ class Plan:
         request = Request(scope, receive, send)
         values = await self._values(request)
         if isinstance(values, _HandOver):
-            await generic(scope, values.receive(receive), send)
+            await generic(scope, values.replaying(receive), send)
             return
         for name, call, request_name in self.dependencies:
             value = await call(**{request_name: request})
@@ -174,7 +175,7 @@ class _HandOver:
 
     body: bytes | None = None
 
-    def receive(self, receive: Receive) -> Receive:
+    def replaying(self, receive: Receive) -> Receive:
         """``receive`` as FastAPI's handler must see it: the read body first, then the rest."""
         if self.body is None:
             return receive
@@ -273,6 +274,7 @@ def _plain_shape(route: Any) -> bool:
         and not dependant.cookie_params
         and _no_special_parameters(dependant)
         and route.response_field is not None
+        and getattr(route, "max_body_size", None) is None
         and isinstance(route.response_class, DefaultPlaceholder)
         and route.response_model_include is None
         and route.response_model_exclude is None

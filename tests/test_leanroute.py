@@ -9,14 +9,19 @@ new order makes fresh: its number, its times and the signed payment parameters).
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
 
 from app.auth.router import router as auth_router
+from app.leanroute import LeanRoute
 from app.orders.router import router as orders_router
 from app.products.router import router as products_router
 from app.simulator.v3keys import DevMaterial
@@ -256,3 +261,50 @@ async def test_a_planned_request_skips_fastapis_route_wrapper_and_a_hand_over_ta
         answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
         assert answer["error"]["code"] == "VALIDATION_ERROR"
         assert "product_id" in answer["error"]["message"]
+
+
+class Thing(BaseModel):
+    n: int
+
+
+def things_router(**options: Any) -> APIRouter:
+    router = APIRouter(prefix="/things", route_class=LeanRoute, **options)
+
+    @router.post("", response_model=Thing)
+    async def add(thing: Thing) -> Thing:
+        return thing
+
+    return router
+
+
+async def post_things(app: FastAPI, body: bytes) -> int:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
+        response = await client.post("/things", content=body, headers=JSON)
+    return response.status_code
+
+
+async def test_a_route_with_fastapis_own_body_limit_stays_with_fastapi() -> None:
+    """FastAPI enforces a route's or router's ``max_body_size`` in the per-route wrapper a
+    plan skips, so such a route is not planned, and the limit holds."""
+    app = FastAPI()
+    app.include_router(things_router(max_body_size=16))
+    big = json.dumps({"n": 1, "padding": "x" * 100}).encode()
+    assert (await post_things(app, b'{"n": 1}'), await post_things(app, big)) == (200, 413)
+    assert not app.router.routes[-1].original_router.routes[0].planned  # type: ignore[attr-defined]
+
+
+async def test_an_app_that_served_planned_requests_is_freed_with_its_plans() -> None:
+    """A module's router is shared by every app that includes it (each test's app, for one);
+    the plan for each inclusion must not keep that app alive."""
+    router = things_router()
+    apps = []
+    for _ in range(3):
+        app = FastAPI()
+        app.include_router(router)
+        assert await post_things(app, b'{"n": 1}') == 200
+        apps.append(weakref.ref(app))
+        del app
+    gc.collect()
+    assert router.routes[0].planned  # type: ignore[attr-defined]
+    assert [ref() for ref in apps] == [None, None, None]

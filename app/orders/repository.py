@@ -302,8 +302,9 @@ def _mark_paid_with_event(
 ) -> Any:
     """PostgreSQL only: the PAID event and the ``order.paid`` outbox event ride in the
     payment's own statement (data-modifying CTEs), one round trip instead of three; they
-    exist exactly when the guarded UPDATE moved. So do the ``riders``' rows. It returns the
-    order as paid, or ``with_view``, a row ``(paid id or NULL, *payment view)``."""
+    exist exactly when the guarded UPDATE moved. So do the ``riders``' rows. Its row: the
+    order as paid; ``with_view``, the paid order's id (NULL if nothing moved) and the order's
+    payment view."""
     paid = _mark_paid_update(after_close).cte("paid")
     event = (
         _insert_event("postgresql")
@@ -321,7 +322,8 @@ def _mark_paid_with_event(
     if not with_view:
         return select(*(paid.c[name] for name in ORDER_COLUMNS)).add_cte(event, *outbox, *extra)
     # The order's payment view beside whether it moved (the paid row's id). The outer query
-    # reads the snapshot the statement began with, so an order that did not move shows why.
+    # reads the snapshot the statement began with: an order paid by a transaction that
+    # committed while this UPDATE waited shows as it was before (unpaid).
     return (
         select(paid.c.id, *_VIEW)
         .select_from(orders.outerjoin(paid, true()))
@@ -391,7 +393,8 @@ def _paid_params(
 
 @contextmanager
 def _taken_transaction(facts: PaymentFacts) -> Iterator[None]:
-    """A transaction id is unique across orders: another order holding it is a conflict."""
+    """A unique constraint refusing a payment: in practice the transaction id, which another
+    order holds (the outbox event's id in the same statement is random, 96 bits)."""
     try:
         yield
     except UniqueViolation as exc:
@@ -490,7 +493,7 @@ class OrderRepository:
         params = _paid_params(out_trade_no, total_fee, facts, rider_params, self._folds)
         with _taken_transaction(facts):
             if self._folds:
-                statement = _mark_paid_with_event(after_close, riders)
+                statement = _mark_paid_with_event(after_close=after_close, riders=riders)
                 return _record(await self._sql.fetchrow(statement, params))
             order = _record(await self._sql.fetchrow(_mark_paid_update(after_close), params))
         if order is not None:
@@ -511,14 +514,16 @@ class OrderRepository:
         that commits on its own where writes are folded; ``Folded.NOT_FOLDED``, touching
         nothing, where they are not (the caller then writes them in a transaction).
 
-        When it does not move the order, the same round trip says why: the order's payment
-        view as the statement found it (None: no such order). A paid order stays paid and
-        its transaction id never changes, so a view that shows it paid is still true."""
+        When it does not move the order, the same round trip returns the order's payment view
+        as the statement's snapshot had it (None: no such order). A paid order stays paid and
+        its transaction id never changes, so a view that shows it paid is still true; one that
+        shows it unpaid may be out of date (a concurrent payment), and says nothing."""
         if not self._folds:
             return Folded.NOT_FOLDED, None
         params = _paid_params(out_trade_no, total_fee, facts, rider_params, folds=True)
         with _taken_transaction(facts):
-            row = await self._sql.fetchrow(_mark_paid_with_event(False, riders, True), params)
+            statement = _mark_paid_with_event(after_close=False, riders=riders, with_view=True)
+            row = await self._sql.fetchrow(statement, params)
         if row is None:
             return Folded.NOT_PAID, None
         paid_id, *view = row

@@ -3,6 +3,7 @@ ride together (``OrderRepository.mark_paid``'s riders), so they commit or fail t
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.orders.repository import Folded, PaymentFacts, PaymentView
+from app.gateway import PaymentResult
+from app.orders.repository import Folded, OrderRepository, PaymentFacts, PaymentView
 from app.payments.repository import audit_of_paid, audit_params
+from app.payments.service import AuditRecord, PaymentService, Verdict
 from app.uow import Database, open_database
 from tests.db import order_values
 from tests.helpers import scalar
@@ -96,11 +99,11 @@ async def fold(db: Database, no: str, fee: int = 990) -> tuple[Folded, PaymentVi
         )
 
 
-async def test_a_payment_that_does_not_move_the_order_says_why_in_the_same_statement(
+async def test_a_payment_that_does_not_move_the_order_returns_it_as_its_statement_found_it(
     db: Database, engine: AsyncEngine
 ) -> None:
-    """The order as the statement found it comes back with "not paid" (``PaymentService``
-    tells a repeat from anything else by it, without another read)."""
+    """The order as the statement's snapshot had it comes back with "not paid"
+    (``PaymentService`` tells a repeat from anything else by it, without another read)."""
     postgresql_only(db)
     await an_order(db, "N4")
     await an_order(db, "N5")
@@ -124,3 +127,64 @@ async def test_a_payment_that_does_not_move_the_order_says_why_in_the_same_state
 async def view(db: Database, no: str) -> PaymentView | None:
     async with db.statement() as tx:
         return await tx.orders.payment_view(no)
+
+
+RESULT = PaymentResult("N6", FACTS.transaction_id, 990, 990, "OTHERS", NOW)
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The order numbers ``payment_view`` is asked for, each time it is (the real read runs)."""
+    reads: list[str] = []
+    real = OrderRepository.payment_view
+
+    async def counted(self: OrderRepository, out_trade_no: str) -> PaymentView | None:
+        reads.append(out_trade_no)
+        return await real(self, out_trade_no)
+
+    monkeypatch.setattr(OrderRepository, "payment_view", counted)
+    return reads
+
+
+async def test_a_repeated_notify_is_told_apart_without_reading_the_order_again(
+    db: Database, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgresql_only(db)
+    await an_order(db, "N6")
+    reads = count_reads(monkeypatch)
+    service = PaymentService(db)
+
+    assert await service.apply_paid(RESULT, AuditRecord("{}", NOW)) is Verdict.PAID
+    assert await service.apply_paid(RESULT, AuditRecord("{}", NOW)) is Verdict.DUPLICATE
+    assert reads == []
+    verdicts = "SELECT string_agg(verdict, ',' ORDER BY id) FROM payment_notifies"
+    assert await scalar(engine, verdicts) == "PAID,DUPLICATE"
+
+
+async def test_a_notify_that_waited_on_the_payment_it_repeats_is_a_duplicate(
+    db: Database, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its statement waits on the row another transaction is paying, then finds nothing to
+    move, while its snapshot still shows the order unpaid: the view says nothing then, and
+    the notify goes the transaction's way, which reads the order as committed."""
+    postgresql_only(db)
+    await an_order(db, "N6")
+    reads = count_reads(monkeypatch)
+    service = PaymentService(db)
+
+    async with db.transaction() as tx:
+        assert await tx.orders.mark_paid("N6", 990, FACTS, after_close=False) is not None
+        notify = asyncio.create_task(service.apply_paid(RESULT, AuditRecord("{}", NOW)))
+        await waiting_on_a_lock(engine)
+    assert await notify is Verdict.DUPLICATE
+    assert reads == ["N6"]  # the transaction's read, not a second one
+    assert await scalar(engine, "SELECT verdict FROM payment_notifies") == "DUPLICATE"
+    assert await scalar(engine, "SELECT count(*) FROM order_events") == 1
+
+
+async def waiting_on_a_lock(engine: AsyncEngine) -> None:
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    for _ in range(500):
+        if await scalar(engine, waiting):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the notify never waited on the paid row")
