@@ -107,7 +107,6 @@ def _as_included(route: APIRoute) -> Any | None:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    dependant: Dependant
     endpoint: Callable[..., Awaitable[Any]]
     dependencies: tuple[tuple[str | None, Callable[..., Awaitable[Any]], str], ...]
     body_field: Any | None
@@ -226,7 +225,6 @@ def plan_for(route: Any | None) -> Plan | None:
         return None
     assert dependant.call is not None
     return Plan(
-        dependant=dependant,
         endpoint=dependant.call,
         dependencies=tuple(d for d in dependencies if d is not None),
         body_field=body_field,

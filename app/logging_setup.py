@@ -113,8 +113,8 @@ class RedactSecrets(logging.Filter):
         fields = record.__dict__
         for name in _JSON_EXTRAS:
             value = fields.get(name)
-            if isinstance(value, str) and self._may_hold(value):
-                fields[name] = self._pattern.sub(REDACTED, value)
+            if isinstance(value, str):
+                fields[name] = self.redact(value)
         return True
 
     def _redact_record(self, record: logging.LogRecord) -> None:

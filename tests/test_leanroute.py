@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from app.products.router import router as products_router
 from app.simulator.v3keys import DevMaterial
 from tests.conftest import ClientFactory
 from tests.helpers import add_product, create_order, login
-from tests.payments.test_v3_flow import on_v3, v3_simulator  # noqa: F401 (a fixture)
+from tests.payments.test_v3_flow import on_version, v3_simulator  # noqa: F401 (a fixture)
 from tests.plugins.simulator import SimulatorHandle
 
 JSON = {"Content-Type": "application/json"}
@@ -131,7 +132,7 @@ async def test_creating_an_order_answers_as_stock_fastapi_does(
     version: str,
 ) -> None:
     """On either API version (the payment parameters differ): one simulator speaks both."""
-    service = {**on_v3(v3_material, tmp_path, v3_simulator.base_url), "api_version": version}
+    service = on_version(version, v3_material, tmp_path, v3_simulator.base_url)
     lean, stock = await make_client(**service), await make_client(**service, lean_routes=False)
     assert await add_product(lean) == 1
     token = (await login(lean, v3_simulator))["Authorization"].removeprefix("Bearer ")
@@ -196,6 +197,20 @@ def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def served(
+    client: httpx.AsyncClient, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]]
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """The client's app called as a server calls it: the statuses it started answers with,
+    and every message it sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await client._transport.app(scope, receive, keep)  # type: ignore[attr-defined]
+    return [m["status"] for m in sent if m["type"] == "http.response.start"], sent
+
+
 async def test_a_client_gone_before_its_body_arrives_is_answered_as_stock_fastapi_does(
     make_client: ClientFactory, fresh_simulator: SimulatorHandle
 ) -> None:
@@ -210,16 +225,10 @@ async def test_a_client_gone_before_its_body_arrives_is_answered_as_stock_fastap
     async def gone() -> dict[str, Any]:
         return {"type": "http.disconnect"}
 
-    statuses = []
-    for client in (lean, stock):
-        app = client._transport.app  # type: ignore[attr-defined]
-        sent: list[dict[str, Any]] = []
-
-        async def keep(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
-            sent.append(message)
-
-        await app(post_scope("/api/v1/orders", headers), gone, keep)
-        statuses.append([m["status"] for m in sent if m["type"] == "http.response.start"])
+    statuses = [
+        (await served(client, post_scope("/api/v1/orders", headers), gone))[0]
+        for client in (lean, stock)
+    ]
     assert statuses[0] == statuses[1] == [400]
 
 
@@ -249,13 +258,8 @@ async def test_a_planned_request_skips_fastapis_route_wrapper_and_a_hand_over_ta
     async def receive() -> dict[str, Any]:
         return messages.pop() if messages else {"type": "http.disconnect"}
 
-    sent: list[dict[str, Any]] = []
-
-    async def keep(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await client._transport.app(scope, receive, keep)  # type: ignore[attr-defined]
-    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [status]
+    statuses, sent = await served(client, scope, receive)
+    assert statuses == [status]
     assert ("fastapi_inner_astack" in scope) is not lean
     if not lean:
         answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
