@@ -261,6 +261,9 @@ async def test_a_planned_request_skips_fastapis_route_wrapper_and_a_hand_over_ta
     statuses, sent = await served(client, scope, receive)
     assert statuses == [status]
     assert ("fastapi_inner_astack" in scope) is not lean
+    # A refused body stored nothing: the plan called no dependency, FastAPI's 422 none either.
+    orders = (await client.get("/api/v1/orders", headers={"Authorization": token})).json()
+    assert len(orders["items"]) == (1 if lean else 0)
     if not lean:
         answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
         assert answer["error"]["code"] == "VALIDATION_ERROR"
